@@ -1,0 +1,184 @@
+"""One settings object for the whole pipeline.
+
+Values come, highest priority first, from ``EHR_*`` environment variables, then ``pipeline.yaml``
+(the file named by ``EHR_CONFIG``, else ``./pipeline.yaml``), then the defaults below.
+A wrong value fails at start with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS_DIR = REPO_ROOT / "schemas"
+SQL_DIR = REPO_ROOT / "sql"
+DAGS_DIR = REPO_ROOT / "dags"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads ``pipeline.yaml`` (keys are the field names, without the EHR_ prefix, any case)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = Path(os.environ.get("EHR_CONFIG", "pipeline.yaml"))
+        self._data: dict[str, Any] = {}
+        if path.is_file():
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+            self._data = {str(k).lower(): v for k, v in loaded.items()}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Pipeline configuration (contract: the EHR_* names in DESIGN.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="EHR_", extra="ignore", validate_default=True)
+
+    workdir: Path = Field(default=Path(".ehr"), description="root of lake, warehouse, airflow home, models")
+    source_path: Path | None = Field(default=None, description="MIMIC folder; default <workdir>/source")
+    source_layout: Literal["mimic4", "mimic3", "sql"] = "mimic4"
+    source_url: str | None = Field(default=None, description="SQLAlchemy URL when source_layout=sql")
+    source_day_shift: int = Field(
+        default=0, description="days added to a run date to get the source date (MIMIC shifts years)"
+    )
+    warehouse_url: str | None = Field(default=None, description="duckdb:///path or postgresql://...")
+    warehouse_conn_id: str | None = Field(default=None, description="Airflow Connection id for the warehouse")
+    ner_model_path: Path | None = None
+    risk_model_path: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    part_rows: int = Field(default=5000, gt=0, description="target rows per lake part file")
+    schedule: str = "@daily"
+    start_date: date = date(2026, 1, 1)
+    catchup: bool = False
+    retries: int = Field(default=2, ge=0)
+    gpu_queue: str = "gpu"
+    gpu_pool: str = "gpu"
+    gpu_pool_slots: int = Field(default=2, gt=0)
+
+    # validation
+    max_quarantine_share: float = Field(default=0.2, ge=0, le=1)
+    min_rows_for_share_check: int = Field(default=20, ge=0)
+    volume_factor: float = Field(default=5.0, gt=1)
+    volume_min_days: int = Field(default=3, ge=1)
+    on_batch_failure: Literal["fail", "warn"] = "fail"
+    note_max_chars: int = Field(default=200_000, gt=0)
+    phi_gate: bool = True
+
+    # NER and risk
+    ner_max_length: int | None = Field(default=None, gt=16)
+    ner_token_budget: int | None = Field(default=None, gt=0)
+    charlson_weights: Literal["charlson1987", "quan2011"] = "charlson1987"
+    risk_band_medium: float = Field(default=0.10, ge=0, le=1)
+    risk_band_high: float = Field(default=0.25, ge=0, le=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _check_warehouse_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("duckdb://", "postgresql://", "postgres://", "postgresql+")):
+            raise ValueError("must start with duckdb:/// or postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.source_layout == "sql" and not self.source_url:
+            raise ValueError("source_layout=sql needs EHR_SOURCE_URL")
+        if self.risk_band_medium > self.risk_band_high:
+            raise ValueError("risk_band_medium must not exceed risk_band_high")
+        return self
+
+    # derived paths -------------------------------------------------------------------------
+    @property
+    def workdir_abs(self) -> Path:
+        return self.workdir.expanduser().resolve()
+
+    @property
+    def source_dir(self) -> Path:
+        return (self.source_path or self.workdir_abs / "source").expanduser().resolve()
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.workdir_abs / "lake"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.workdir_abs / "airflow"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workdir_abs / "models"
+
+    @property
+    def ner_model_dir(self) -> Path:
+        return (self.ner_model_path or self.models_dir / "ner").expanduser().resolve()
+
+    @property
+    def risk_model_dir(self) -> Path:
+        return (self.risk_model_path or self.models_dir / "risk").expanduser().resolve()
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.workdir_abs / "data_docs"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.workdir_abs / "reports"
+
+    @property
+    def warehouse(self) -> str:
+        """The warehouse URL in force (the embedded DuckDB file by default)."""
+        if self.warehouse_url:
+            return self.warehouse_url
+        if self.warehouse_conn_id:
+            return _url_from_airflow_connection(self.warehouse_conn_id)
+        return f"duckdb:///{self.workdir_abs / 'warehouse.duckdb'}"
+
+
+def _url_from_airflow_connection(conn_id: str) -> str:
+    from airflow.sdk import BaseHook  # imported lazily: only deployments that name a connection need it
+
+    conn = BaseHook.get_connection(conn_id)
+    return conn.get_uri().replace("postgres://", "postgresql://", 1)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; turn pydantic's error into one that names each bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"EHR_{name.upper()}" if name != "settings" else "settings"
+            problems.append(f"{env}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

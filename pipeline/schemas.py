@@ -1,0 +1,90 @@
+"""Table contracts, read from ``schemas/tables/*.yaml`` (data, not code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from pipeline.config import SCHEMAS_DIR
+
+INPUT_TABLES: tuple[str, ...] = ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")
+OUTPUT_TABLES: tuple[str, ...] = (
+    "note_entities",
+    "admission_risk",
+    "quarantine",
+    "validation_results",
+    "pipeline_runs",
+)
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("s"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    description: str = ""
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _ARROW_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class TableContract:
+    name: str
+    kind: str
+    primary_key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns])
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def empty(self) -> pa.Table:
+        return self.arrow_schema.empty_table()
+
+
+@cache
+def contract(name: str, schemas_dir: Path = SCHEMAS_DIR) -> TableContract:
+    path = schemas_dir / "tables" / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no table contract {name!r} (looked for {path})")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    columns = []
+    for col in raw["columns"]:
+        if col["type"] not in _ARROW_TYPES:
+            raise ValueError(f"{path}: column {col['name']} has unknown type {col['type']!r}")
+        columns.append(Column(col["name"], col["type"], bool(col["nullable"]), col.get("description", "")))
+    return TableContract(raw["name"], raw.get("kind", "input"), tuple(raw.get("primary_key") or ()), tuple(columns))
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    return contract(name).arrow_schema
+
+
+def conform(table: pa.Table, name: str) -> pa.Table:
+    """Select and cast ``table`` to the contract's columns and order; missing columns fail loudly."""
+    schema = arrow_schema(name)
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"table {name}: missing columns {missing}")
+    arrays = [table.column(f.name).cast(f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,128 @@
+"""The warehouse interface; DuckDB (embedded default) and PostgreSQL (production) implement it.
+
+Everything goes in and out as Arrow tables. A day is replaced inside one transaction, so readers
+never see a half-loaded day and a rerun never duplicates rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.config import SQL_DIR
+from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, arrow_schema
+
+KNOWN_TABLES: frozenset[str] = frozenset(INPUT_TABLES + OUTPUT_TABLES)
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be reached or refused an operation; the message never holds a password."""
+
+
+class SchemaMismatchError(WarehouseError):
+    """A warehouse table's columns differ from its contract; nothing was written."""
+
+
+class Warehouse(ABC):
+    dialect: str
+
+    # lifecycle -----------------------------------------------------------------------------
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def execute_script(self, sql: str) -> None:
+        """Run DDL statements (no result)."""
+
+    def ensure_schema(self) -> None:
+        """Create schema ``ehr``, its tables (sql/<dialect>/) and the analyst views (sql/views/)."""
+        for path in sorted((SQL_DIR / self.dialect).glob("*.sql")):
+            self.execute_script(path.read_text(encoding="utf-8"))
+        for path in sorted((SQL_DIR / "views").glob("*.sql")):
+            self.execute_script(path.read_text(encoding="utf-8"))
+
+    # writing -------------------------------------------------------------------------------
+    @abstractmethod
+    def replace_days(
+        self, tables: Mapping[str, pa.Table], ds_start: date, ds_end: date | None = None
+    ) -> dict[str, int]:
+        """In ONE transaction, for each table: delete rows with ds in [ds_start, ds_end], insert ``table``.
+
+        Returns rows written per table. Tables are checked against their contract first
+        (SchemaMismatchError, nothing written).
+        """
+
+    @abstractmethod
+    def record_runs(self, runs: pa.Table) -> None:
+        """Upsert ``pipeline_runs`` rows on (ds, stage, table_name): the latest run of each is kept."""
+
+    # reading -------------------------------------------------------------------------------
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        """Run a read query; parameters use ``?`` placeholders on every dialect."""
+
+    @abstractmethod
+    def select_where_in(
+        self, table: str, column: str, values: pa.Array | pa.ChunkedArray, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """Rows of ``ehr.<table>`` whose ``column`` is in ``values`` (a semi-join, not a giant IN list)."""
+
+    def counts_by_day(self, tables: Sequence[str] = INPUT_TABLES + OUTPUT_TABLES) -> pa.Table:
+        parts = [
+            f"SELECT '{t}' AS table_name, ds, count(*) AS row_count FROM ehr.{t} GROUP BY ds"
+            for t in tables
+            if t in KNOWN_TABLES
+        ]
+        return self.query(" UNION ALL ".join(parts) + " ORDER BY table_name, ds")
+
+    def trailing_volumes(self, ds: date, days: int = 14) -> dict[str, list[int]]:
+        """Passed-row counts per input table over the ``days`` days before ``ds`` (volume check)."""
+        rows = self.query(
+            "SELECT table_name, rows_out FROM ehr.pipeline_runs WHERE stage = 'validate' AND status = 'success' "
+            "AND ds < ? AND ds >= ? ORDER BY ds",
+            [ds, date.fromordinal(ds.toordinal() - days)],
+        ).to_pylist()
+        out: dict[str, list[int]] = {}
+        for row in rows:
+            out.setdefault(row["table_name"], []).append(int(row["rows_out"] or 0))
+        return out
+
+    def check_contract(self, table: str, data: pa.Table) -> pa.Table:
+        """Cast ``data`` to the contract of ``table`` or raise SchemaMismatchError naming the difference."""
+        if table not in KNOWN_TABLES:
+            raise SchemaMismatchError(f"unknown warehouse table {table!r}")
+        schema = arrow_schema(table)
+        got, want = set(data.column_names), set(schema.names)
+        if got != want:
+            raise SchemaMismatchError(
+                f"ehr.{table}: columns differ from the contract: missing {sorted(want - got)}, "
+                f"unexpected {sorted(got - want)}"
+            )
+        try:
+            return data.select(schema.names).cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaMismatchError(f"ehr.{table}: cannot cast to the contract types: {exc}") from None
+
+
+def open_warehouse(url: str) -> Warehouse:
+    """Open the warehouse named by ``url`` (duckdb:///path or postgresql://...)."""
+    if url.startswith("duckdb:///"):
+        from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+        # SQLAlchemy convention: duckdb:///relative/path or duckdb:////absolute/path
+        return DuckDBWarehouse(Path(url[len("duckdb:///") :]))
+    if url.startswith(("postgresql", "postgres://")):
+        from pipeline.warehouse.postgres import PostgresWarehouse
+
+        return PostgresWarehouse(url)
+    raise WarehouseError(f"unsupported warehouse URL scheme (expected duckdb:/// or postgresql://): {url.split(':')[0]}")

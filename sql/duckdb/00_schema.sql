@@ -1,0 +1,2 @@
+-- The warehouse schema (contract: ehr).
+CREATE SCHEMA IF NOT EXISTS ehr;
