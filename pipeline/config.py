@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     phi_gate: bool = True
 
     # NER and risk
+    ner_enabled: bool = True
+    risk_enabled: bool = True
     ner_max_length: int | None = Field(default=None, gt=16)
     ner_token_budget: int | None = Field(default=None, gt=0)
     charlson_weights: Literal["charlson1987", "quan2011"] = "charlson1987"

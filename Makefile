@@ -1,0 +1,35 @@
+# make demo — the main job on the embedded default (DuckDB, SQLite Airflow metadata under .ehr/)
+# make test — the whole test suite
+# Both create .venv and install the pinned dependencies when needed.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint services clean
+
+$(STAMP): setup.cfg constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, on its own: 2.13.0 is the CPU wheel (any other version pulls a multi-GB CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,postgres]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ehr-pipeline demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+services:
+	bash .ci/services
+
+clean:
+	rm -rf .ehr

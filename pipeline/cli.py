@@ -1,0 +1,443 @@
+"""``ehr-pipeline``: the command line. It calls the same task functions as the Airflow DAG."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline.config import DAGS_DIR, ConfigError, Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; results go to BENCHMARKS.md.")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+DEMO_START = date(2026, 1, 1)
+
+WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="Working directory (default .ehr or EHR_WORKDIR).")]
+
+
+def _settings(workdir: Path | None = None, **overrides: Any) -> Settings:
+    if workdir is not None:
+        overrides["workdir"] = workdir
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("EHR_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s %(message)s")
+    for noisy in ("PyRuSH", "medspacy", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+@app.callback()
+def _main() -> None:
+    _setup_logging()
+
+
+# --- data ---------------------------------------------------------------------------------------
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    layout: Annotated[str, typer.Option(help="mimic4 or mimic3.")] = "mimic4",
+    patients: Annotated[int, typer.Option(min=1)] = 500,
+    start: Annotated[str, typer.Option(help="First demo day (YYYY-MM-DD).")] = DEMO_START.isoformat(),
+    days: Annotated[int, typer.Option(min=1)] = 3,
+    history_days: Annotated[int, typer.Option(min=0, help="Days of history before --start.")] = 365,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Generate a synthetic MIMIC-style dataset (deterministic per seed)."""
+    from pipeline.synth import generate as run_generate
+
+    if layout not in ("mimic4", "mimic3"):
+        raise typer.BadParameter("layout must be mimic4 or mimic3", param_hint="--layout")
+    with _progress() as progress:
+        task = progress.add_task("generating patients", total=patients)
+        summary = run_generate(
+            out, layout=layout, patients=patients, start=date.fromisoformat(start), days=days,
+            history_days=history_days, seed=seed, progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(f"wrote {out}: {json.dumps(_summary_counts(summary))}")
+
+
+def _summary_counts(summary: Any) -> dict[str, Any]:
+    counts = getattr(summary, "counts", None)
+    return dict(counts) if counts else {}
+
+
+def _parse_day(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+
+
+@app.command()
+def run(
+    ds: Annotated[str, typer.Option("--ds", help="The day to process (YYYY-MM-DD).")],
+    workdir: WorkdirOpt = None,
+    skip_ner: Annotated[bool, typer.Option(help="Skip the NER stage.")] = False,
+    skip_risk: Annotated[bool, typer.Option(help="Skip the risk stage.")] = False,
+) -> None:
+    """Run every stage for one day, outside the scheduler (same functions as the DAG)."""
+    from pipeline import tasks
+
+    settings = _settings(workdir)
+    day = _parse_day(ds, "--ds")
+    with console.status(f"{day}: starting") as status:
+        summary = tasks.run_day(day, settings=settings, ner_enabled=not skip_ner, risk_enabled=not skip_risk,
+                                on_step=lambda name: status.update(f"{day}: {name}"))
+    _print_day(summary)
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option(help="Last day, inclusive.")],
+    workdir: WorkdirOpt = None,
+    bulk: Annotated[bool, typer.Option(help="Load the range as one batch without NER and risk (history seeding).")] = False,
+) -> None:
+    """Run a range of days, one after another (or as one bulk batch with --bulk)."""
+    from pipeline import tasks
+
+    settings = _settings(workdir)
+    first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
+    if last < first:
+        raise typer.BadParameter("--end is before --start", param_hint="--end")
+    if bulk:
+        with console.status(f"loading {first}..{last} as one batch"):
+            written = tasks.ingest_history(first, last, settings=settings)
+        console.print(written)
+        return
+    all_days = tasks.days(first, last)
+    with _progress() as progress:
+        bar = progress.add_task("days", total=len(all_days))
+        for day in all_days:
+            tasks.run_day(day, settings=settings, on_step=lambda name, d=day: progress.update(bar, description=f"{d} {name}"))
+            progress.advance(bar)
+
+
+# --- warehouse ---------------------------------------------------------------------------------------
+def _counts_table(settings: Settings, first: date | None = None, last: date | None = None) -> Table:
+    from pipeline.schemas import INPUT_TABLES
+    from pipeline.warehouse import open_warehouse
+
+    shown = (*INPUT_TABLES, "note_entities", "admission_risk", "quarantine", "validation_results", "pipeline_runs")
+    with open_warehouse(settings.warehouse) as wh:
+        rows = wh.counts_by_day(shown).to_pylist()
+    by_day: dict[date, dict[str, int]] = {}
+    for r in rows:
+        if (first and r["ds"] < first) or (last and r["ds"] > last):
+            continue
+        by_day.setdefault(r["ds"], {})[r["table_name"]] = r["row_count"]
+    table = Table(title=f"warehouse rows per table and day ({settings.warehouse.split('://')[0]})")
+    table.add_column("ds")
+    for name in shown:
+        table.add_column(name, justify="right")
+    for day in sorted(by_day):
+        table.add_row(day.isoformat(), *[str(by_day[day].get(name, 0)) for name in shown])
+    return table
+
+
+@app.command()
+def counts(workdir: WorkdirOpt = None, start: str | None = None, end: str | None = None) -> None:
+    """Print warehouse row counts per table and day."""
+    settings = _settings(workdir)
+    console.print(_counts_table(settings, date.fromisoformat(start) if start else None,
+                                date.fromisoformat(end) if end else None))
+
+
+@app.command("init-warehouse")
+def init_warehouse(workdir: WorkdirOpt = None) -> None:
+    """Create schema ehr, its tables and views in the configured warehouse."""
+    from pipeline.warehouse import open_warehouse
+
+    settings = _settings(workdir)
+    with open_warehouse(settings.warehouse) as wh:
+        wh.ensure_schema()
+    console.print("warehouse ready")
+
+
+@app.command("grant-analyst")
+def grant_analyst(role: Annotated[str, typer.Option()] = "ehr_analyst", workdir: WorkdirOpt = None) -> None:
+    """PostgreSQL: create the read-only analyst role with grants on schema ehr and its views."""
+    from pipeline.warehouse.grants import grant_analyst_role
+
+    settings = _settings(workdir)
+    if not settings.warehouse.startswith("postgres"):
+        raise typer.BadParameter("needs a PostgreSQL warehouse (EHR_WAREHOUSE_URL=postgresql://...)")
+    grant_analyst_role(settings.warehouse, role=role)
+    console.print(f"role {role} can read schema ehr")
+
+
+# --- models -------------------------------------------------------------------------------------
+@app.command("train-ner")
+def train_ner(
+    workdir: WorkdirOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH or <workdir>/models/ner).")] = None,
+    notes: Annotated[int | None, typer.Option(help="Training notes (default: the trainer's default size).")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int, typer.Option()] = 13,
+) -> None:
+    """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes."""
+    from pipeline.nlp.train import train_ner as run_train
+
+    settings = _settings(workdir)
+    target = out or settings.ner_model_dir
+    kwargs: dict[str, Any] = {"seed": seed}
+    if notes is not None:
+        kwargs["notes"] = notes
+    if epochs is not None:
+        kwargs["epochs"] = epochs
+    with _progress() as progress:
+        bar = progress.add_task("training NER", total=None)
+        metrics = run_train(target, progress=lambda done, total: progress.update(bar, completed=done, total=total), **kwargs)
+    console.print(f"saved {target}")
+    console.print_json(json.dumps(metrics, default=str))
+
+
+@app.command("eval-ner")
+def eval_ner(
+    workdir: WorkdirOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    notes: Annotated[int, typer.Option(help="Held-out notes to evaluate on.")] = 300,
+) -> None:
+    """Precision/recall/F1 and assertion accuracy on the held-out template/term split."""
+    from pipeline.nlp.train import evaluate_ner
+
+    settings = _settings(workdir)
+    result = evaluate_ner(model or settings.ner_model_dir, n_notes=notes)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    table = Table(title="NER on the held-out split (unseen templates and terms)")
+    for col in ("label", "exact P", "exact R", "exact F1", "overlap F1"):
+        table.add_column(col)
+    for label, m in result.get("per_label", {}).items():
+        table.add_row(label, *(f"{m.get(k, float('nan')):.3f}" for k in ("exact_precision", "exact_recall", "exact_f1", "overlap_f1")))
+    console.print(table)
+    console.print(f"exact F1 {result['exact_f1']:.3f}  overlap F1 {result['overlap_f1']:.3f}  "
+                  f"assertion accuracy {result['assertion_accuracy']:.3f}")
+
+
+@app.command("train-risk")
+def train_risk(workdir: WorkdirOpt = None, out: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Train the calibrated readmission / mortality model on the warehouse history."""
+    from pipeline.tasks import train_risk_model as train_from_warehouse
+
+    settings = _settings(workdir)
+    with console.status("training the risk model"):
+        metrics = train_from_warehouse(settings, out or settings.risk_model_dir)
+    console.print_json(json.dumps(metrics, default=str))
+
+
+@app.command("eval-risk")
+def eval_risk(
+    workdir: WorkdirOpt = None,
+    model: Annotated[Path | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """AUROC, AUPRC, Brier and calibration curves for each target, beside LACE alone."""
+    from pipeline.tasks import evaluate_risk_model as evaluate_from_warehouse
+
+    settings = _settings(workdir)
+    result = evaluate_from_warehouse(settings, model or settings.risk_model_dir)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    table = Table(title="risk model on the held-out (later) period")
+    for col in ("target", "AUROC", "AUPRC", "Brier"):
+        table.add_column(col)
+    for target, m in result.items():
+        if isinstance(m, dict) and "auroc" in m:
+            table.add_row(target, *(f"{m.get(k, float('nan')):.3f}" for k in ("auroc", "auprc", "brier")))
+    console.print(table)
+
+
+# --- benchmarks --------------------------------------------------------------------------------------
+@bench_app.command("ner")
+def bench_ner(workdir: WorkdirOpt = None, notes: Annotated[int, typer.Option()] = 200,
+              out: Path = Path("BENCHMARKS.md")) -> None:
+    """Naive HF pipeline vs our transformer step vs our whole NER stage."""
+    from pipeline.nlp.bench import run_ner_benchmark
+
+    settings = _settings(workdir)
+    console.print_json(json.dumps(run_ner_benchmark(settings.ner_model_dir, notes, out), default=str))
+
+
+@bench_app.command("validate")
+def bench_validate(rows: Annotated[int, typer.Option()] = 1_000_000, out: Path = Path("BENCHMARKS.md")) -> None:
+    """Validation of one million lab rows."""
+    from pipeline.validate.bench import run_validation_benchmark
+
+    console.print_json(json.dumps(run_validation_benchmark(rows=rows, out_md=out), default=str))
+
+
+@bench_app.command("load")
+def bench_load(url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default EHR_WAREHOUSE_URL).")] = None,
+               rows: Annotated[int, typer.Option()] = 1_000_000, out: Path = Path("BENCHMARKS.md")) -> None:
+    """Bulk load of note_entities into PostgreSQL, ours vs pandas.to_sql."""
+    from pipeline.warehouse.bench import run_load_benchmark
+
+    target = url or os.environ.get("EHR_WAREHOUSE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    console.print_json(json.dumps(run_load_benchmark(target, rows=rows, out_md=out), default=str))
+
+
+# --- demo ---------------------------------------------------------------------------------------
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for the Airflow CLI: SQLite metadata under <workdir>/airflow, our dags folder."""
+    home = settings.airflow_home
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "EHR_WORKDIR": str(settings.workdir_abs),
+            "EHR_SOURCE_PATH": str(settings.source_dir),
+            "EHR_SOURCE_LAYOUT": settings.source_layout,
+            "EHR_WAREHOUSE_URL": settings.warehouse,
+            "EHR_NER_MODEL_PATH": str(settings.ner_model_dir),
+            "EHR_RISK_MODEL_PATH": str(settings.risk_model_dir),
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    return env
+
+
+def _airflow(env: dict[str, str], *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("airflow")
+    cmd = [str(exe) if exe.exists() else "airflow", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise RuntimeError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def prepare_airflow(settings: Settings) -> dict[str, str]:
+    env = airflow_env(settings)
+    if not (settings.airflow_home / "airflow.db").exists():
+        _airflow(env, "db", "migrate")
+    _airflow(env, "pools", "set", settings.gpu_pool, str(settings.gpu_pool_slots), "NER and risk tasks")
+    return env
+
+
+def run_dag_day(env: dict[str, str], day: date) -> None:
+    """Run the real ``ehr_nightly`` DAG for one day with ``airflow dags test`` (SQLite metadata)."""
+    proc = _airflow(env, "dags", "test", "ehr_nightly", day.isoformat(), check=False)
+    if proc.returncode != 0 or "state=failed" in proc.stdout + proc.stderr:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+        raise RuntimeError(f"ehr_nightly failed for {day}:\n{tail}")
+
+
+def _generated_marker(settings: Settings) -> Path:
+    return settings.source_dir / "_generated.json"
+
+
+def ensure_source(settings: Settings, *, patients: int, days: int, history_days: int, seed: int, layout: str) -> bool:
+    """Generate the demo dataset unless the same one is already there; True when generated now."""
+    from pipeline.synth import generate as run_generate
+
+    wanted = {"patients": patients, "days": days, "history_days": history_days, "seed": seed, "layout": layout,
+              "start": DEMO_START.isoformat()}
+    marker = _generated_marker(settings)
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        return False
+    with _progress() as progress:
+        bar = progress.add_task("generating synthetic MIMIC data", total=patients)
+        run_generate(settings.source_dir, layout=layout, patients=patients, start=DEMO_START, days=days,
+                     history_days=history_days, seed=seed,
+                     progress=lambda done, total: progress.update(bar, completed=done, total=total))
+    marker.write_text(json.dumps(wanted))
+    return True
+
+
+@app.command()
+def demo(
+    workdir: WorkdirOpt = None,
+    patients: Annotated[int, typer.Option(min=10)] = 600,
+    days: Annotated[int, typer.Option(min=1)] = 3,
+    history_days: Annotated[int, typer.Option(min=30)] = 240,
+    seed: Annotated[int, typer.Option()] = 7,
+    layout: Annotated[str, typer.Option(help="mimic4 or mimic3 (sets EHR_SOURCE_LAYOUT).")] = "mimic4",
+    skip_models: Annotated[bool, typer.Option(help="Do not train models; run without NER and risk.")] = False,
+) -> None:
+    """Generate data, bootstrap models if absent, run the real Airflow DAG for N days, print the warehouse."""
+    from pipeline import tasks
+
+    overrides: dict[str, Any] = {"source_layout": layout}
+    settings = _settings(workdir, **overrides)
+    t0 = time.perf_counter()
+    generated = ensure_source(settings, patients=patients, days=days, history_days=history_days, seed=seed, layout=layout)
+    console.print(f"source: {settings.source_dir} ({'generated' if generated else 'reused'})")
+
+    first_day = DEMO_START
+    history_start, history_end = first_day - timedelta(days=history_days), first_day - timedelta(days=1)
+    with console.status(f"loading history {history_start}..{history_end} into the warehouse"):
+        tasks.ingest_history(history_start, history_end, settings=settings)
+    console.print(f"history loaded: {history_start}..{history_end}")
+
+    if not skip_models:
+        if not (settings.ner_model_dir / "config.json").is_file():
+            train_ner(workdir=settings.workdir_abs, out=settings.ner_model_dir, notes=None, epochs=None, seed=13)
+        else:
+            console.print(f"NER model: reusing {settings.ner_model_dir}")
+        if not (settings.risk_model_dir / "metadata.json").is_file():
+            train_risk(workdir=settings.workdir_abs, out=settings.risk_model_dir)
+        else:
+            console.print(f"risk model: reusing {settings.risk_model_dir}")
+
+    env = prepare_airflow(settings)
+    if skip_models:
+        env["EHR_NER_ENABLED"] = env["EHR_RISK_ENABLED"] = "false"
+    demo_days = [first_day + timedelta(days=i) for i in range(days)]
+    with _progress() as progress:
+        bar = progress.add_task("ehr_nightly (airflow dags test)", total=len(demo_days))
+        for day in demo_days:
+            progress.update(bar, description=f"ehr_nightly {day}")
+            run_dag_day(env, day)
+            progress.advance(bar)
+    console.print(_counts_table(settings, demo_days[0], demo_days[-1]))
+    console.print(f"Data Docs: {settings.data_docs_dir / 'index.html'}")
+    console.print(f"run reports: {settings.reports_dir}")
+    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+
+
+def _print_day(summary: dict[str, Any]) -> None:
+    table = Table(title=f"ds={summary['ds']} run {summary['run_id']}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, n in summary["warehouse_rows"].items():
+        table.add_row(name, str(n))
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
