@@ -131,7 +131,7 @@ def _validation_config(settings: Settings):
 
     return ValidationConfig(
         max_quarantine_share=settings.max_quarantine_share,
-        min_rows_for_share_check=settings.min_rows_for_share_check,
+        min_rows_for_share=settings.min_rows_for_share_check,
         volume_factor=settings.volume_factor,
         volume_min_days=settings.volume_min_days,
         on_batch_failure=settings.on_batch_failure,
@@ -472,3 +472,40 @@ def workdir_paths(settings: Settings) -> dict[str, Path]:
         "data_docs": settings.data_docs_dir,
         "models": settings.models_dir,
     }
+
+
+# --- risk model training / evaluation on the warehouse history ------------------------------------
+def _history_tables(settings: Settings) -> dict[str, pa.Table]:
+    """The whole warehouse history as the risk trainer wants it (patients: one row per subject)."""
+    from pipeline.warehouse import open_warehouse
+
+    out: dict[str, pa.Table] = {}
+    with open_warehouse(settings.warehouse) as wh:
+        for name in ("admissions", "diagnoses", "labs", "prescriptions", "note_entities"):
+            out[name] = wh.query(f"SELECT * FROM ehr.{name}").cast(arrow_schema(name))
+        # patients are loaded once per day they appear on; keep the latest row of each
+        out["patients"] = wh.query(
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY subject_id ORDER BY ds DESC) AS rn "
+            "FROM ehr.patients) p WHERE rn = 1"
+        ).drop_columns(["rn"]).cast(arrow_schema("patients"))
+    if out["note_entities"].num_rows == 0:
+        out["note_entities"] = None  # type: ignore[assignment]
+    if out["admissions"].num_rows == 0:
+        raise PipelineError("the warehouse holds no admissions: load history first (ehr-pipeline backfill --bulk)")
+    return out
+
+
+def train_risk_model(settings: Settings, out_dir: Path) -> dict[str, Any]:
+    """``ehr-pipeline train-risk``: time-split training on the warehouse history, saved to ``out_dir``."""
+    from pipeline.risk import train_risk_model as train
+
+    tables = _history_tables(settings)
+    return train(**tables, out_dir=out_dir, charlson_weights=settings.charlson_weights)
+
+
+def evaluate_risk_model(settings: Settings, model_dir: Path) -> dict[str, Any]:
+    """``ehr-pipeline eval-risk``: the model and LACE alone on the held-out later period."""
+    from pipeline.risk import evaluate
+
+    tables = _history_tables(settings)
+    return evaluate(**tables, model=model_dir, out_dir=settings.reports_dir / "risk_eval", device=settings.device)

@@ -1,0 +1,46 @@
+"""Clinical NER stage: notes → note_entities (entities, assertion flags, sections).
+
+    from pipeline.nlp import NerModel, AssertionAnnotator, NerStats, annotate_partition
+    model = NerModel.load(path, device="auto")
+    annotator = AssertionAnnotator.create()
+    stats = NerStats()
+    for out in annotate_partition(batches, model, annotator, run_id=run_id, stats=stats): ...
+
+Training and evaluation (`train_ner`, `evaluate_ner`) and the benchmark (`run_ner_benchmark`) are imported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline.nlp.assertion import AssertionAnnotator
+from pipeline.nlp.ner import NerModel, NoteEntities
+from pipeline.nlp.stage import NOTE_ENTITIES_SCHEMA, NerStats, annotate_partition
+
+if TYPE_CHECKING:
+    from pipeline.nlp.bench import run_ner_benchmark
+    from pipeline.nlp.train import evaluate_ner, train_ner
+
+__all__ = [
+    "NOTE_ENTITIES_SCHEMA",
+    "AssertionAnnotator",
+    "NerModel",
+    "NerStats",
+    "NoteEntities",
+    "annotate_partition",
+    "evaluate_ner",
+    "run_ner_benchmark",
+    "train_ner",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("train_ner", "evaluate_ner"):
+        from pipeline.nlp import train
+
+        return getattr(train, name)
+    if name == "run_ner_benchmark":
+        from pipeline.nlp import bench
+
+        return bench.run_ner_benchmark
+    raise AttributeError(name)

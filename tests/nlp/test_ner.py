@@ -1,0 +1,124 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from pipeline.nlp.labels import bio_labels
+from pipeline.nlp.ner import NerModel
+from pipeline.nlp.train import base_model_dir
+
+LABELS = bio_labels()
+
+
+class OracleModel(torch.nn.Module):
+    """Tags by token id: 'chest' → B-PROBLEM, 'pain' → I-PROBLEM, 'as ##pi ##rin' → B/I-TREATMENT; the rest O."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+
+        self.config = type("Config", (), {})()
+        self.config.id2label = dict(enumerate(LABELS))
+        self.config.max_position_embeddings = 512
+        table = torch.full((tokenizer.vocab_size,), LABELS.index("O"), dtype=torch.long)
+        for word, entity, inside in (("chest", "PROBLEM", False), ("pain", "PROBLEM", True), ("aspirin", "TREATMENT", False)):
+            for k, token_id in enumerate(tokenizer(word, add_special_tokens=False)["input_ids"]):
+                table[token_id] = LABELS.index(f"{'I' if inside or k else 'B'}-{entity}")
+        self.table = table
+        self.calls = []
+
+    def forward(self, input_ids, attention_mask):
+        self.calls.append(tuple(input_ids.shape))
+        logits = torch.nn.functional.one_hot(self.table[input_ids], len(LABELS)).float() * 10
+
+        class Out:
+            pass
+
+        out = Out()
+        out.logits = logits
+        return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
+
+
+def oracle(tokenizer, max_length=12, stride=4, budget=64):
+    return NerModel(
+        OracleModel(tokenizer), tokenizer, name="oracle", version="1", device=torch.device("cpu"),
+        max_length=max_length, token_budget=budget, stride=stride,
+    )
+
+
+def expected(text):
+    found = [(m.start(), m.end(), "PROBLEM") for m in re.finditer(r"chest pain", text, flags=re.I)]
+    found += [(m.start(), m.end(), "TREATMENT") for m in re.finditer(r"aspirin", text, flags=re.I)]
+    return sorted(found)
+
+
+def got(text, entities):
+    return sorted(zip(entities.starts.tolist(), entities.ends.tolist(), entities.labels, strict=True))
+
+
+def test_ner_offsets_exact_with_multibyte_text(tokenizer):
+    text = "Café ☃ naïve 😀 patient with Chest Pain; given ASPIRIN 325 mg. Zoë has chest pain—again."
+    entities = oracle(tokenizer, max_length=64).predict([text])[0]
+    assert got(text, entities) == expected(text)
+    for s, e in zip(entities.starts, entities.ends, strict=True):
+        assert text[s:e].lower() in ("chest pain", "aspirin")
+
+
+@pytest.mark.parametrize("max_length,stride", [(6, 1), (7, 2), (12, 4), (40, 8)])
+def test_ner_entities_across_window_borders_merge(tokenizer, max_length, stride):
+    # No sentence breaks: windows are cut hard, so entities straddle window borders.
+    text = " ".join(["word chest pain aspirin é"] * 25)
+    model = oracle(tokenizer, max_length=max_length, stride=stride)
+    entities = model.predict([text])[0]
+    assert got(text, entities) == expected(text)
+    assert len(model.model.calls) > 1
+
+
+def test_ner_many_notes_batched_by_token_budget(tokenizer):
+    texts = [("Chest pain. " * k) + "Took aspirin." for k in range(1, 30)]
+    model = oracle(tokenizer, max_length=16, stride=4, budget=64)
+    results = model.predict(texts)
+    for text, entities in zip(texts, results, strict=True):
+        assert got(text, entities) == expected(text)
+    assert all(rows * width <= 64 or rows == 1 for rows, width in model.model.calls)
+
+
+def test_ner_predict_chunks_and_empty_inputs(tokenizer):
+    model = oracle(tokenizer)
+    chunks = [["chest pain", None, "", "   "], ["aspirin"], []]
+    out = list(model.predict_chunks(chunks))
+    assert [len(found) for found, _ in out] == [4, 1, 0]
+    assert [len(e) for e in out[0][0]] == [1, 0, 0, 0]
+    assert out[0][1].windows == 1 and out[1][1].tokens == 3
+
+
+def test_ner_word_pieces_widened_to_words(tokenizer):
+    # "painz" = pain + ##z: a tag on "pain" widens to the whole word.
+    assert tokenizer.tokenize("painz") == ["pain", "##z"]
+    text = "chest painz"
+    entities = oracle(tokenizer, max_length=32).predict([text])[0]
+    assert got(text, entities) == [(0, 11, "PROBLEM")]
+
+
+def test_ner_loads_tiny_checkpoint(tiny_model_dir, tiny_model):
+    assert tiny_model.name == "tiny-ner" and tiny_model.version == "0.0.1-test"
+    text = "Patient with chest pain and ✓ dyspnea. " * 20
+    entities = tiny_model.predict([text])[0]
+    for s, e in zip(entities.starts.tolist(), entities.ends.tolist(), strict=True):
+        assert 0 <= s < e <= len(text) and text[s:e].strip() == text[s:e]
+    assert np.all((entities.scores >= 0) & (entities.scores <= 1))
+
+
+def test_ner_refuses_missing_or_unsafe_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="E001"):
+        NerModel.load(tmp_path / "absent")
+    (tmp_path / "pt").mkdir()
+    (tmp_path / "pt" / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="E002"):
+        NerModel.load(tmp_path / "pt")

@@ -1,0 +1,71 @@
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from pipeline.nlp import NOTE_ENTITIES_SCHEMA, AssertionAnnotator, NerStats, annotate_partition
+
+NOTES_SCHEMA = pa.schema([
+    ("note_id", pa.string()), ("subject_id", pa.int64()), ("hadm_id", pa.int64()), ("note_type", pa.string()),
+    ("note_seq", pa.int32()), ("charttime", pa.timestamp("us")), ("storetime", pa.timestamp("us")),
+    ("text", pa.string()), ("ds", pa.date32()),
+])
+
+
+def notes_batch(texts, first_id=0):
+    n = len(texts)
+    return pa.RecordBatch.from_pydict(
+        {
+            "note_id": [f"n{first_id + i}" for i in range(n)],
+            "subject_id": list(range(100, 100 + n)),
+            "hadm_id": [None if i % 3 == 0 else 1000 + i for i in range(n)],
+            "note_type": ["DS"] * n,
+            "note_seq": [1] * n,
+            "charttime": [dt.datetime(2150, 1, 1)] * n,
+            "storetime": [None] * n,
+            "text": texts,
+            "ds": [dt.date(2150, 1, 1)] * n,
+        },
+        schema=NOTES_SCHEMA,
+    )
+
+
+@pytest.fixture(scope="module")
+def annotator():
+    return AssertionAnnotator.create()
+
+
+def test_stage_bad_notes_are_counted_not_fatal(tiny_model, annotator):
+    long_note = ("Patient with chest pain and ✓ fever; denies cough. " * 10_000)[:500_000]
+    texts = [
+        "", "   \n\t ", "___", "___ ___\n___", None, "Zoë, 45 ans, café ☃ — douleur thoracique 😀. Denies chest pain.",
+        "Past Medical History: hypertension.\nFamily History: mother with diabetes.", long_note,
+    ]
+    stats = NerStats()
+    batches = [notes_batch(texts[:4]), notes_batch(texts[4:], first_id=4)]
+    out = list(annotate_partition(iter(batches), tiny_model, annotator, run_id="r1", stats=stats))
+    table = pa.Table.from_batches(out, schema=NOTE_ENTITIES_SCHEMA)
+    assert stats.notes_in == 8 and stats.notes_null == 1 and stats.notes_empty == 4 and stats.notes_long == 1
+    assert stats.entities_out == table.num_rows and stats.windows > 0 and stats.tokens > 100_000
+    by_id = {f"n{i}": t for i, t in enumerate(texts)}
+    for row in table.select(["note_id", "text", "start_char", "end_char"]).to_pylist():
+        assert by_id[row["note_id"]][row["start_char"] : row["end_char"]] == row["text"]
+    assert set(table.column("note_id").to_pylist()) <= {"n5", "n6", "n7"}
+
+
+def test_stage_output_schema_and_lineage(tiny_model, annotator):
+    texts = ["Past Medical History: hypertension, diabetes.\nHPI: denies chest pain, took aspirin."] * 5
+    out = list(annotate_partition([notes_batch(texts)], tiny_model, annotator, run_id="run-42"))
+    table = pa.Table.from_batches(out, schema=NOTE_ENTITIES_SCHEMA)
+    assert table.schema.equals(NOTE_ENTITIES_SCHEMA)
+    if table.num_rows:
+        assert set(table.column("model_name").to_pylist()) == {"tiny-ner"}
+        assert set(table.column("model_version").to_pylist()) == {"0.0.1-test"}
+        assert set(table.column("run_id").to_pylist()) == {"run-42"}
+        assert table.column("ds").to_pylist()[0] == dt.date(2150, 1, 1)
+
+
+def test_stage_missing_column_is_named(tiny_model, annotator):
+    batch = notes_batch(["x"]).drop_columns(["text"])
+    with pytest.raises(KeyError, match="E007"):
+        list(annotate_partition([batch], tiny_model, annotator, run_id="r"))

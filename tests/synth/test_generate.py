@@ -1,0 +1,173 @@
+import hashlib
+from datetime import timedelta
+
+import duckdb
+import pyarrow.parquet as pq
+
+from pipeline.synth import GenerateSummary, generate
+from pipeline.synth.generate import MIMIC3_COLUMNS, MIMIC3_FILES, MIMIC4_COLUMNS, MIMIC4_FILES
+
+from .conftest import START
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _sql(folder, table, query, layout="mimic4"):
+    files = MIMIC4_FILES if layout == "mimic4" else MIMIC3_FILES
+    con = duckdb.connect()
+    for name, rel in files.items():
+        con.sql(f"create view {name} as select * from read_csv('{folder / rel}', all_varchar=true, header=true)")
+    return con.sql(query).fetchall()
+
+
+def test_generate_is_deterministic(tmp_path):
+    a = generate(tmp_path / "a", patients=40, start=START, days=2, seed=3)
+    b = generate(tmp_path / "b", patients=40, start=START, days=2, seed=3, progress=lambda d, t: None)
+    generate(tmp_path / "c", patients=40, start=START, days=2, seed=4)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    assert isinstance(a, GenerateSummary) and a.counts == b.counts
+
+
+def test_generate_mimic4_columns(mimic4_dir):
+    out, summary = mimic4_dir
+    for table, rel in MIMIC4_FILES.items():
+        assert rel.endswith(".csv.gz")
+        header = _sql(out, table, f"select * from {table} limit 0")
+        con = duckdb.connect()
+        cols = [c[0] for c in con.sql(f"describe select * from read_csv('{out / rel}', all_varchar=true)").fetchall()]
+        assert cols == MIMIC4_COLUMNS[table], table
+        assert header == []
+    assert (out / "gold/note_entities.parquet").exists()
+    assert summary.layout == "mimic4" and summary.seed == 11 and summary.path == out
+
+
+def test_generate_mimic3_columns(mimic3_dir):
+    out, summary = mimic3_dir
+    con = duckdb.connect()
+    for table, rel in MIMIC3_FILES.items():
+        assert rel.endswith(".csv") and rel == rel.split(".")[0].upper() + ".csv"
+        cols = [c[0] for c in con.sql(f"describe select * from read_csv('{out / rel}', all_varchar=true)").fetchall()]
+        assert cols == MIMIC3_COLUMNS[table], table
+        assert cols[0] == "ROW_ID"
+    types = {r[0] for r in _sql(out, "admissions", "select ADMISSION_TYPE from admissions", "mimic3")}
+    assert types <= {"EMERGENCY", "ELECTIVE", "URGENT", "NEWBORN"}
+    codes = _sql(out, "diagnoses", "select ICD9_CODE from diagnoses", "mimic3")
+    assert all(not c[0][0].isalpha() or c[0][0] in "VE" for c in codes)
+    ages = _sql(out, "admissions", "select min(date_diff('year', p.DOB::timestamp, a.ADMITTIME::timestamp)), "
+                "max(date_diff('year', p.DOB::timestamp, a.ADMITTIME::timestamp)) from admissions a "
+                "join patients p using (SUBJECT_ID)", "mimic3")[0]
+    assert ages[0] >= 17 and ages[1] <= 97
+    assert summary.counts["notes"] == summary.counts["admissions"]
+
+
+def test_generate_referential_consistency(mimic4_dir):
+    out, _ = mimic4_dir
+    for table in ("diagnoses", "labs", "prescriptions", "notes"):
+        orphans = _sql(out, table, f"select count(*) from {table} t left join admissions a using (hadm_id) "
+                       "where a.hadm_id is null or a.subject_id <> t.subject_id")
+        assert orphans == [(0,)], table
+    assert _sql(out, "admissions", "select count(*) from admissions a left join patients p using (subject_id) "
+                "where p.subject_id is null") == [(0,)]
+    assert _sql(out, "diagnoses", "select count(*) from diagnoses d left join d_icd_diagnoses i "
+                "using (icd_code, icd_version) where i.icd_code is null") == [(0,)]
+    # labs are charted during the stay; notes on the discharge day; ED before admission
+    assert _sql(out, "labs", "select count(*) from labs l join admissions a using (hadm_id) where "
+                "l.charttime::timestamp <= a.admittime::timestamp or l.charttime::timestamp >= a.dischtime::timestamp"
+                ) == [(0,)]
+    assert _sql(out, "notes", "select count(*) from notes n join admissions a using (hadm_id) "
+                "where n.charttime::date <> a.dischtime::date or n.note_id <> n.subject_id || '-DS-' || n.note_seq"
+                ) == [(0,)]
+    assert _sql(out, "admissions", "select count(*) from admissions where edregtime is not null and not "
+                "(edregtime::timestamp < edouttime::timestamp and edouttime::timestamp < admittime::timestamp)"
+                ) == [(0,)]
+    # deaths: no admission after the date of death, deathtime iff expire flag
+    assert _sql(out, "admissions", "select count(*) from admissions a join patients p using (subject_id) "
+                "where p.dod is not null and a.admittime::date > p.dod::date") == [(0,)]
+    assert _sql(out, "admissions", "select count(*) from admissions where (deathtime is not null) <> "
+                "(hospital_expire_flag = '1') or (deathtime is not null and deathtime <> dischtime)") == [(0,)]
+    assert _sql(out, "prescriptions", "select count(*) from prescriptions where length(ndc) <> 11") == [(0,)]
+
+
+def test_generate_time_window_and_demo_days(mimic4_dir):
+    out, summary = mimic4_dir
+    lo, hi = START - timedelta(days=365), START + timedelta(days=2)
+    bounds = _sql(out, "admissions", "select min(dischtime::date), max(dischtime::date) from admissions")[0]
+    assert lo <= bounds[0] and bounds[1] <= hi
+    per_day = dict(_sql(out, "admissions", "select dischtime::date::varchar, count(*) from admissions "
+                        f"where dischtime::date >= '{START}' group by 1"))
+    assert len(per_day) == 3 and min(per_day.values()) >= 15
+    assert max(per_day.values()) - min(per_day.values()) <= 0.35 * max(per_day.values())
+    assert per_day == summary.demo_discharges
+    versions = {r[0] for r in _sql(out, "diagnoses", "select distinct icd_version from diagnoses")}
+    assert versions == {"9", "10"}
+
+
+def test_generate_gold_offsets_exact(mimic4_dir):
+    out, _ = mimic4_dir
+    con = duckdb.connect()
+    texts = dict(con.sql(f"select note_id, text from read_csv('{out / 'note/discharge.csv.gz'}', all_varchar=true)"
+                         ).fetchall())
+    gold = pq.read_table(out / "gold/note_entities.parquet").to_pylist()
+    assert len(gold) > 1000
+    for g in gold:
+        assert texts[g["note_id"]][g["start_char"]:g["end_char"]] == g["text"]
+    assert {g["label"] for g in gold} == {"PROBLEM", "TREATMENT", "TEST"}
+
+
+def test_generate_coded_problems_affirmed_in_note(mimic4_dir):
+    out, _ = mimic4_dir
+    gold = pq.read_table(out / "gold/note_entities.parquet").to_pandas()
+    dx = gold[(gold.section == "discharge_diagnosis") & ~gold.is_negated]
+    assert dx.note_id.nunique() == gold.note_id.nunique()
+
+
+def _outcomes(out):
+    return _sql(out, "admissions", """
+        with adm as (
+          select a.hadm_id, a.subject_id, a.admittime::timestamp adm, a.dischtime::timestamp dis,
+                 a.hospital_expire_flag::int died, p.dod::date dod, p.anchor_age::int age,
+                 lead(a.admittime::timestamp) over (partition by a.subject_id order by a.admittime) nxt
+          from admissions a join patients p using (subject_id)),
+        dx as (select hadm_id, count(*) n_dx from diagnoses group by 1),
+        alb as (select hadm_id, min(valuenum::double) alb from labs where itemid = '50862' group by 1)
+        select (age >= 75)::int old, (n_dx >= 7)::int sick, coalesce(alb < 3.0, false)::int low_alb,
+               avg(case when nxt is not null and date_diff('day', dis, nxt) <= 30 then 1 else 0 end) readmit,
+               avg(case when died = 1 or (dod is not null and date_diff('day', dis::date, dod) <= 365) then 1 else 0 end) death,
+               count(*)
+        from adm join dx using (hadm_id) left join alb using (hadm_id)
+        where dis < timestamp '2024-01-15' group by all order by all""")
+
+
+def test_generate_outcomes_depend_on_risk_factors(large_dir):
+    out, _ = large_dir
+    rows = _outcomes(out)
+    total = sum(r[5] for r in rows)
+    readmit = sum(r[3] * r[5] for r in rows) / total
+    death = sum(r[4] * r[5] for r in rows) / total
+    assert 0.06 < readmit < 0.30 and 0.04 < death < 0.35
+
+    def rate(col, idx):
+        sel = [r for r in rows if r[col] == idx]
+        n = sum(r[5] for r in sel)
+        return sum(r[3] * r[5] for r in sel) / n, sum(r[4] * r[5] for r in sel) / n
+
+    for col in (0, 1, 2):  # older, more coded diagnoses, low albumin -> more readmission and death
+        (r0, d0), (r1, d1) = rate(col, 0), rate(col, 1)
+        assert d1 > d0, col
+        if col:
+            assert r1 > r0, col
+
+
+def test_generate_streams_with_bounded_memory(tmp_path):
+    import tracemalloc
+
+    tracemalloc.start()
+    generate(tmp_path / "s", patients=250, start=START, days=1, history_days=60, seed=2)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # everything written is ~40 MB of CSV/Parquet content; the generator holds one chunk at a time
+    assert peak < 25 * 1024 * 1024

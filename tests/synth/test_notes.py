@@ -1,0 +1,72 @@
+import random
+
+from pipeline.synth._data import lexicon, split_of, templates
+from pipeline.synth.notes import SECTION_TITLES, ComposedNote, GoldEntity, NoteComposer
+
+
+def test_notes_corpus_offsets_and_types():
+    notes = list(NoteComposer(seed=1, split="all").corpus(30))
+    assert len(notes) == 30 and all(isinstance(n, ComposedNote) for n in notes)
+    for note in notes:
+        assert note.text.startswith(" \nName:  ___")
+        for e in note.entities:
+            assert isinstance(e, GoldEntity)
+            assert note.text[e.start_char:e.end_char] == e.text
+            assert e.label in ("PROBLEM", "TREATMENT", "TEST")
+
+
+def test_notes_split_disjoint():
+    train = list(NoteComposer(seed=2, split="train").corpus(60))
+    test = list(NoteComposer(seed=2, split="test").corpus(60))
+    train_templates = {t for n in train for t in n.template_ids} | {e.template_id for n in train for e in n.entities}
+    train_terms = {e.term for n in train for e in n.entities}
+    assert all(split_of(t) == "train" for t in train_templates)
+    assert all(split_of(t) == "train" for t in train_terms)
+    test_templates = {t for n in test for t in n.template_ids if split_of(t) == "test"}
+    test_terms = {e.term for n in test for e in n.entities if split_of(e.term) == "test"}
+    assert test_templates and not (test_templates & train_templates)
+    assert test_terms and not (test_terms & train_terms)
+    # the bulk of test-split entities use test terms; structural lab-line tokens are shared
+    non_struct = [e for n in test for e in n.entities if not e.term.startswith("struct.")]
+    assert sum(split_of(e.term) == "test" for e in non_struct) / len(non_struct) > 0.9
+
+
+def test_notes_split_fraction_stable():
+    ids = [t.template_id for group in templates().values() for t in group]
+    terms = [t.term_id for c in lexicon().values() for t in c.terms]
+    for pool in (ids, terms):
+        share = sum(split_of(i) == "test" for i in pool) / len(pool)
+        assert 0.12 < share < 0.28
+    assert split_of(ids[0]) == split_of(ids[0])
+
+
+def test_notes_deterministic():
+    a = [n.text for n in NoteComposer(seed=5).corpus(5)]
+    b = [n.text for n in NoteComposer(seed=5).corpus(5)]
+    assert a == b
+
+
+def test_notes_assertion_flags_follow_text():
+    notes = list(NoteComposer(seed=3, split="all").corpus(80))
+    ents = [(n.text, e) for n in notes for e in n.entities]
+    for text, e in ents:
+        before = text[max(0, e.start_char - 130):e.start_char].lower()
+        if e.is_negated:
+            assert any(w in before for w in ("no ", "not ", "denies", "negative", "without", "free of", "denied", "(-)")) or \
+                "ruled out" in text[e.end_char:e.end_char + 20], (before, e)
+        if e.is_family:
+            assert e.section == "family_history"
+        if e.is_hypothetical:
+            assert e.section == "discharge_instructions"
+    flags = {k for _, e in ents for k, v in e.flags.items() if v}
+    assert flags == {"is_negated", "is_uncertain", "is_historical", "is_family", "is_hypothetical"}
+    pmh = [e for _, e in ents if e.section == "past_medical_history" and e.label == "PROBLEM"]
+    assert pmh and all(e.is_historical for e in pmh)
+
+
+def test_notes_section_titles_exposed():
+    assert "Chief Complaint" in SECTION_TITLES["chief_complaint"]
+    assert "Brief Hospital Course" in SECTION_TITLES["brief_hospital_course"]
+    note = NoteComposer(seed=9).compose(random.Random(4))
+    assert any(t in note.text for t in SECTION_TITLES["discharge_diagnosis"] + [
+        t.upper() for t in SECTION_TITLES["discharge_diagnosis"]])

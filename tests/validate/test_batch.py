@@ -1,0 +1,128 @@
+"""Batch-level checks: schema, quarantine share, volume; fail raises naming table, expectation, numbers."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig
+from pipeline.validate.engine import _check_conservation
+
+from .conftest import assert_conserved, lab, patient, quarantined, run, to_tables
+
+FAIL = ValidationConfig(on_batch_failure="fail")
+
+
+def test_batch_missing_column_fails_naming_table_and_column(clean_rows):
+    tables = to_tables(clean_rows)
+    tables["labs"] = tables["labs"].drop_columns(["valuenum"])
+    with pytest.raises(BatchValidationError) as error:
+        run(tables=tables, config=FAIL)
+    message = str(error.value)
+    assert "table=labs expectation=expect_column_to_exist" in message and "valuenum" in message
+    assert "1 of 16" in message
+    assert error.value.outcome.counts["labs"]["rows_passed"] == 3  # outcome still attached for reporting
+
+
+def test_batch_missing_column_warns_and_continues(clean_rows):
+    tables = to_tables(clean_rows)
+    tables["patients"] = tables["patients"].drop_columns(["gender"])
+    outcome = run(tables=tables)
+    assert [(f.table, f.expectation) for f in outcome.batch_failures] == [("patients", "expect_column_to_exist")]
+    # gender is required: every patient row is now missing it, and their admissions follow them
+    assert set(quarantined(outcome, "patients").values()) == {"missing_required_value"}
+    assert set(quarantined(outcome, "admissions").values()) == {"parent_quarantined"}
+    assert_conserved(outcome)
+
+
+def test_batch_wrong_type_fails(clean_rows):
+    tables = to_tables(clean_rows)
+    tables["patients"] = tables["patients"].set_column(
+        2, pa.field("anchor_age", pa.int64()), tables["patients"]["anchor_age"].cast(pa.int64()))
+    with pytest.raises(BatchValidationError, match=r"table=patients expectation=expect_column_values_to_be_of_type"
+                                                   r": anchor_age is int64, expected int32"):
+        run(tables=tables, config=FAIL)
+
+
+def test_batch_uncastable_type_quarantines_the_table(clean_rows):
+    tables = to_tables(clean_rows)
+    labs = tables["labs"]
+    tables["labs"] = labs.set_column(labs.column_names.index("charttime"), "charttime",
+                                     pa.array(["yesterday"] * labs.num_rows))
+    outcome = run(tables=tables)
+    assert set(quarantined(outcome, "labs").values()) == {"schema_mismatch"}
+    assert outcome.counts["labs"] == {"rows_in": 3, "rows_passed": 0, "rows_quarantined": 3}
+    assert '"charttime": "yesterday"' in outcome.quarantine["payload"][0].as_py()
+
+
+def test_batch_quarantine_share_over_limit(clean_rows):
+    clean_rows["labs"] = [lab(i) for i in range(1, 17)] + [lab(100 + i, valuenum=float("nan")) for i in range(4)]
+    config = ValidationConfig(on_batch_failure="fail", max_quarantine_share=0.1, min_rows_for_share=20)
+    with pytest.raises(BatchValidationError) as error:
+        run(clean_rows, config=config)
+    assert str(error.value).startswith(
+        "E103 table=labs expectation=expect_quarantine_share_to_be_at_most: 4 of 20 rows quarantined (20.0%) > max 10.0%")
+
+
+def test_batch_quarantine_share_ignored_on_tiny_days(clean_rows):
+    clean_rows["labs"] = [lab(1), lab(2, valuenum=float("nan"))]
+    outcome = run(clean_rows, config=ValidationConfig(on_batch_failure="fail", min_rows_for_share=20))
+    assert outcome.batch_failures == [] and quarantined(outcome, "labs") == {"2": "non_finite_value"}
+
+
+@pytest.mark.parametrize(("trailing", "expected"), [
+    ([100, 110, 90], "3 rows passed, trailing median 100 over 3 days, allowed [20, 500]"),
+    ([1, 0, 0, 0, 0], None),  # median 0: no ratio
+    ([1, 1], None),  # fewer than volume_min_days
+    ([1, 1, 1], None),  # 3 within [0.2, 5]
+    ([0.2, 0.5, 0.5], "3 rows passed, trailing median 0.5 over 3 days, allowed [0.1, 2.5]"),
+])
+def test_batch_volume_vs_trailing_median(clean_rows, trailing, expected):
+    config = ValidationConfig(on_batch_failure="warn")
+    outcome = run(clean_rows, config=config, trailing_volumes={"labs": trailing})
+    messages = [f.message for f in outcome.batch_failures if f.table == "labs"]
+    if expected is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and expected in messages[0]
+        assert "table=labs expectation=expect_row_count_near_trailing_median" in messages[0]
+
+
+def test_batch_volume_failure_raises_in_fail_mode(clean_rows):
+    with pytest.raises(BatchValidationError, match="table=patients expectation=expect_row_count_near_trailing_median"):
+        run(clean_rows, config=FAIL, trailing_volumes={"patients": [50, 60, 70]})
+
+
+def test_batch_results_cover_every_expectation(clean_rows):
+    clean_rows["patients"].append(patient(3, gender="Z"))
+    outcome = run(clean_rows)
+    results = outcome.results.to_pylist()
+    failed = [r for r in results if not r["success"]]
+    assert [(r["table_name"], r["expectation"], r["unexpected_count"]) for r in failed] == [
+        ("patients", "expect_column_values_to_be_in_set(gender)", 1)]
+    assert outcome.results.schema.field("unexpected_count").type == pa.int64()
+    assert {r["table_name"] for r in results} == set(clean_rows)
+
+
+def test_batch_conservation_mismatch_raises():
+    from pipeline.validate import QUARANTINE_SCHEMA
+
+    with pytest.raises(ConservationError, match="E201 table=labs"):
+        _check_conservation({"labs": {"rows_in": 3, "rows_passed": 2, "rows_quarantined": 0}},
+                            QUARANTINE_SCHEMA.empty_table())
+
+
+def test_batch_empty_tables_with_schema(clean_rows):
+    outcome = run({name: [] for name in clean_rows})
+    assert all(c == {"rows_in": 0, "rows_passed": 0, "rows_quarantined": 0} for c in outcome.counts.values())
+    assert outcome.batch_failures == []
+
+
+def test_batch_data_docs_built(clean_rows, tmp_path):
+    clean_rows["patients"].append(patient(3, gender="Z"))
+    outcome = run(clean_rows, data_docs_dir=tmp_path / "docs")
+    assert outcome.data_docs_index == tmp_path / "docs" / "index.html"
+    html = outcome.data_docs_index.read_text()
+    assert "ehr_patients" in html
+    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert len(pages) == 6

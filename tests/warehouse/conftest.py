@@ -1,0 +1,130 @@
+"""Warehouse test fixtures: one Arrow day per table built from the contracts, and a PostgreSQL
+database of its own for this test run (``ehr_test_<pid>``, dropped at the end).
+
+The server defaults to postgresql://postgres@127.0.0.1:5432/postgres; set EHR_TEST_PG_URL to use
+another. PostgreSQL tests are skipped, with the reason, when the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, contract
+
+PG_SERVER_URL = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DAY1 = date(2026, 1, 1)
+DAY2 = date(2026, 1, 2)
+LOADED_TABLES: tuple[str, ...] = tuple(t for t in INPUT_TABLES + OUTPUT_TABLES if t != "pipeline_runs")
+
+
+def make_day(table: str, ds: date, rows: int = 5, version: int = 1) -> pa.Table:
+    """``rows`` deterministic rows of ``table`` for day ``ds``, valid for its contract and keys.
+
+    Keys are unique across days (the day's ordinal is part of every number); ``version`` changes the
+    non-key values, so a reloaded day can be told from the first load.
+    """
+    base = (ds.toordinal() % 10_000) * 1_000
+    keys = set(contract(table).primary_key)
+    schema = contract(table).arrow_schema
+    arrays = []
+    for field in schema:
+        ids = [base + i for i in range(rows)]
+        bump = 0 if field.name in keys else version - 1
+        if field.name == "ds":
+            values: list[object] = [ds] * rows
+        elif pa.types.is_integer(field.type):
+            values = [i + bump for i in ids]
+        elif pa.types.is_floating(field.type):
+            values = [i / 7 + bump for i in ids]
+        elif pa.types.is_boolean(field.type):
+            values = [(i + bump) % 2 == 0 for i in ids]
+        elif pa.types.is_date(field.type):
+            values = [ds - timedelta(days=(i + bump) % 30) for i in ids]
+        elif pa.types.is_timestamp(field.type):
+            values = [datetime(ds.year, ds.month, ds.day, (i + bump) % 24, i % 60, 7) for i in ids]
+        else:
+            values = [f"{field.name}-{i}-v{1 + bump}" for i in ids]
+        if field.nullable and field.name not in keys and rows > 1:
+            values[-1] = None  # every nullable column carries a null
+        arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def make_runs(ds: date, status: str = "success", run_id: str = "run-1") -> pa.Table:
+    rows = [
+        {
+            "run_id": run_id,
+            "ds": ds,
+            "stage": stage,
+            "table_name": table,
+            "status": status,
+            "started_at": datetime(2026, 2, 1, 3, 0, 0),
+            "finished_at": datetime(2026, 2, 1, 3, 5, 0),
+            "rows_in": 10,
+            "rows_out": 9,
+            "rows_quarantined": 1,
+            "detail": None,
+        }
+        for stage in ("extract", "validate")
+        for table in ("patients", "admissions")
+    ]
+    return pa.Table.from_pylist(rows, schema=contract("pipeline_runs").arrow_schema)
+
+
+def sort_rows(table: pa.Table) -> pa.Table:
+    """Rows in a canonical order (every column ascending), for row-by-row comparisons."""
+    return table.sort_by([(name, "ascending") for name in table.column_names])
+
+
+# PostgreSQL ------------------------------------------------------------------------------------
+def _server_reachable(url: str) -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+def _with_database(url: str, database: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{database}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh database for this test run; dropped (with its connections) at the end."""
+    import psycopg
+
+    problem = _server_reachable(PG_SERVER_URL)
+    if problem:
+        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER_URL.split('@')[-1]}: {problem}")
+    database = f"ehr_test_{os.getpid()}"
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        yield _with_database(PG_SERVER_URL, database)
+    finally:
+        with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_warehouse(pg_url: str) -> Iterator[object]:
+    """An open PostgresWarehouse on empty ``ehr`` tables."""
+    from pipeline.warehouse.postgres import PostgresWarehouse
+
+    warehouse = PostgresWarehouse(pg_url)
+    tables = ", ".join(f"ehr.{t}" for t in INPUT_TABLES + OUTPUT_TABLES)
+    warehouse.execute_script(f"TRUNCATE {tables}")
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()

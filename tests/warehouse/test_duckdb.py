@@ -1,0 +1,136 @@
+"""DuckDBWarehouse (the embedded default): the same behaviours the PostgreSQL tests check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from pipeline.warehouse.base import SchemaMismatchError, WarehouseError, open_warehouse
+from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+from .conftest import DAY1, DAY2, make_day, make_runs, sort_rows
+
+
+@pytest.fixture
+def duck(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
+    warehouse = open_warehouse(f"duckdb:///{tmp_path / 'warehouse.duckdb'}")
+    assert isinstance(warehouse, DuckDBWarehouse)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def _count(warehouse: DuckDBWarehouse, table: str, ds: date) -> int:
+    return warehouse.query(f"SELECT count(*) AS n FROM ehr.{table} WHERE ds = ?", [ds]).column("n")[0].as_py()
+
+
+def _day(warehouse: DuckDBWarehouse, table: str, ds: date) -> pa.Table:
+    return sort_rows(warehouse.query(f"SELECT * FROM ehr.{table} WHERE ds = ?", [ds]))
+
+
+def test_duckdb_replace_days_is_idempotent_and_keeps_other_days(duck: DuckDBWarehouse) -> None:
+    duck.replace_days({"admissions": make_day("admissions", DAY1), "notes": make_day("notes", DAY1)}, DAY1)
+    duck.replace_days({"admissions": make_day("admissions", DAY2)}, DAY2)
+    second = make_day("admissions", DAY1, version=2)
+    for _ in range(2):
+        assert duck.replace_days({"admissions": second, "notes": make_day("notes", DAY1)}, DAY1) == {
+            "admissions": 5,
+            "notes": 5,
+        }
+    assert _count(duck, "admissions", DAY1) == 5 and _count(duck, "admissions", DAY2) == 5
+    assert _day(duck, "admissions", DAY1).cast(second.schema).to_pylist() == sort_rows(second).to_pylist()
+
+
+def test_duckdb_replace_days_range(duck: DuckDBWarehouse) -> None:
+    for ds in (DAY1, DAY2):
+        duck.replace_days({"labs": make_day("labs", ds)}, ds)
+    assert duck.replace_days({"labs": make_day("labs", DAY1, rows=0)}, DAY1, DAY2) == {"labs": 0}
+    assert _count(duck, "labs", DAY1) == _count(duck, "labs", DAY2) == 0
+
+
+def test_duckdb_record_runs_upserts_on_ds_stage_table(duck: DuckDBWarehouse) -> None:
+    duck.record_runs(make_runs(DAY1, status="failed", run_id="run-1"))
+    duck.record_runs(make_runs(DAY1, status="success", run_id="run-2"))
+    duck.record_runs(make_runs(DAY2, run_id="run-3"))
+    rows = duck.query("SELECT ds, run_id, status FROM ehr.pipeline_runs").to_pylist()
+    assert len(rows) == 8
+    assert {(r["run_id"], r["status"]) for r in rows if r["ds"] == DAY1} == {("run-2", "success")}
+
+
+def test_duckdb_schema_mismatch_in_data_writes_nothing(duck: DuckDBWarehouse) -> None:
+    duck.replace_days({"notes": make_day("notes", DAY1)}, DAY1)
+    with pytest.raises(SchemaMismatchError, match=r"ehr\.notes.*missing \['text'\]"):
+        duck.replace_days(
+            {"patients": make_day("patients", DAY1), "notes": make_day("notes", DAY1).drop_columns(["text"])},
+            DAY1,
+        )
+    with pytest.raises(SchemaMismatchError, match="cannot cast"):
+        bad = make_day("notes", DAY1).set_column(0, "note_id", pa.array([[1]] * 5))
+        duck.replace_days({"notes": bad}, DAY1)
+    assert _count(duck, "notes", DAY1) == 5 and _count(duck, "patients", DAY1) == 0
+
+
+def test_duckdb_live_table_missing_column_fails_and_writes_nothing(duck: DuckDBWarehouse) -> None:
+    duck.replace_days({"notes": make_day("notes", DAY1)}, DAY1)
+    duck.execute_script("ALTER TABLE ehr.notes DROP COLUMN note_type")
+    with pytest.raises((WarehouseError, duckdb.Error), match="note_type"):
+        duck.replace_days({"notes": make_day("notes", DAY1, version=2)}, DAY1)
+    assert _count(duck, "notes", DAY1) == 5
+
+
+class _FailingConnection:
+    """Delegates to the DuckDB connection; raises when the INSERT into ``fail_at`` starts."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, fail_at: str) -> None:
+        self._con, self._fail_at = con, fail_at
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+    def execute(self, sql: str, *args: object) -> object:
+        if sql.startswith(f"INSERT INTO ehr.{self._fail_at} "):
+            raise RuntimeError("worker killed between tables")
+        return self._con.execute(sql, *args)
+
+
+def test_duckdb_failure_midway_rolls_back_every_table(duck: DuckDBWarehouse) -> None:
+    first = {"patients": make_day("patients", DAY1), "diagnoses": make_day("diagnoses", DAY1)}
+    duck.replace_days(first, DAY1)
+    before = _day(duck, "patients", DAY1)
+    real = duck._con
+    duck._con = _FailingConnection(real, "diagnoses")  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="killed"):
+        duck.replace_days(
+            {
+                "patients": make_day("patients", DAY1, version=2),
+                "diagnoses": make_day("diagnoses", DAY1, version=2),
+            },
+            DAY1,
+        )
+    duck._con = real
+    assert _day(duck, "patients", DAY1).equals(before)
+    assert _count(duck, "diagnoses", DAY1) == 5
+
+
+def test_duckdb_select_where_in(duck: DuckDBWarehouse) -> None:
+    notes = make_day("notes", DAY1, rows=20)
+    duck.replace_days({"notes": notes}, DAY1)
+    got = duck.select_where_in(
+        "notes", "note_id", notes.column("note_id").slice(0, 4), ["note_id", "charttime"]
+    )
+    assert sorted(got.column("note_id").to_pylist()) == sorted(notes.column("note_id").to_pylist()[:4])
+    assert got.schema.field("charttime").type == pa.timestamp("s")
+
+
+def test_duckdb_reopen_keeps_data(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    with open_warehouse(url) as w:
+        w.replace_days({"patients": make_day("patients", DAY1)}, DAY1)
+    with open_warehouse(url) as w:
+        assert _count(w, "patients", DAY1) == 5  # type: ignore[arg-type]
