@@ -212,7 +212,7 @@ def train_ner(
         kwargs["epochs"] = epochs
     with _progress() as progress:
         bar = progress.add_task("training NER", total=None)
-        metrics = run_train(target, progress=lambda done, total: progress.update(bar, completed=done, total=total), **kwargs)
+        metrics = run_train(target, progress=lambda done, total, *_: progress.update(bar, completed=done, total=total), **kwargs)
     console.print(f"saved {target}")
     console.print_json(json.dumps(metrics, default=str))
 

@@ -222,7 +222,7 @@ def _check_conservation(tables: Mapping[str, pa.Table], rejects: pa.Table, outco
 # --- NER -----------------------------------------------------------------------------------------
 def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -> dict[str, int]:
     """One validated notes part → ``lake/enriched/note_entities/ds=<ds>/part-<part>.parquet``."""
-    from pipeline.nlp import AssertionAnnotator, NerModel, annotate_partition
+    from pipeline.nlp import AssertionAnnotator, NerModel, NerStats, annotate_partition
 
     settings = settings or load_settings()
     if not settings.ner_enabled:
@@ -241,10 +241,12 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
         model = NerModel.load(model_dir, device=settings.device, max_length=settings.ner_max_length,
                               token_budget=settings.ner_token_budget)
         annotator = AssertionAnnotator.create()
-        stats: dict[str, int] = {}
+        ner_stats = NerStats()
         batches = list(
-            annotate_partition(lake.iter_record_batches(parts[part], 256), model, annotator, run_id=run_id, stats=stats)
+            annotate_partition(lake.iter_record_batches(parts[part], 256), model, annotator, run_id=run_id,
+                               stats=ner_stats)
         )
+        stats = ner_stats.as_dict()
         table = pa.Table.from_batches(batches, schema=arrow_schema("note_entities")) if batches else arrow_schema(
             "note_entities").empty_table()
         lake.write_parts(root, ENRICHED, "note_entities", ds, part, table)
@@ -315,7 +317,7 @@ def risk(ds: date, part: int, *, run_id: str, settings: Settings | None = None) 
         scored = score_admissions(
             **inputs,
             model=model,
-            thresholds={"medium": settings.risk_band_medium, "high": settings.risk_band_high},
+            thresholds={"low": 0.0, "medium": settings.risk_band_medium, "high": settings.risk_band_high},
             run_id=run_id,
             charlson_weights=settings.charlson_weights,
         )
@@ -446,7 +448,7 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
         outcome = validate_batch(
             result.tables, ds=end, run_id=run_id, pre_quarantine=rejects, known_admissions=known,
             known_subject_ids=known_subjects, trailing_volumes={}, config=_validation_config(settings),
-            data_docs_dir=None,
+            data_docs_dir=None, ds_range_start=start,
         )
         _check_conservation(result.tables, rejects, outcome)
         tables = dict(outcome.passed)

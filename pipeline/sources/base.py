@@ -277,6 +277,9 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
         .group_by(["subject_id", "day"])
         .aggregate([])
     )
+    if ds_end > ds_start:
+        # a bulk range keeps one row per patient, on the last day of the range they are referenced
+        wanted = wanted.group_by("subject_id").aggregate([("day", "max")]).rename_columns(["subject_id", "day"])
     pat_index = pa.table({"subject_id": pat.table.column("subject_id"), "row": pa.array(np.arange(pat_raw.num_rows))})
     joined = wanted.join(pat_index, "subject_id", join_type="inner")
     rows = joined.column("row").combine_chunks()

@@ -53,6 +53,7 @@ class DerivationContext:
     ds: date
     config: ValidationConfig
     references: References
+    ds_range_start: date | None = None  # set for a bulk batch of several days ending at ds
 
 
 Builder = Callable[[pa.Table, DerivationContext], pa.Array]

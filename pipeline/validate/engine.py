@@ -91,6 +91,7 @@ def validate_batch(
     trailing_volumes: dict[str, list[int]],
     config: ValidationConfig,
     data_docs_dir: Path | None = None,
+    ds_range_start: date | None = None,
 ) -> ValidationOutcome:
     """Validate one day of canonical input tables with the JSON expectation suites.
 
@@ -140,7 +141,7 @@ def validate_batch(
                 admission_times=_admission_times(state.batch_admissions, known_admissions),
                 parent_rules={parent: state.rules(parent) for parent in PARENT_KEYS},
             )
-            context = DerivationContext(ds=ds, config=config, references=references)
+            context = DerivationContext(ds=ds, config=config, references=references, ds_range_start=ds_range_start)
             table_passed, table_quarantine = _validate_table(
                 name, table, contract, context, runner, run_id, results, failures
             )
@@ -216,7 +217,7 @@ def _validate_table(
     with_derived = add_derived(conformed, suite.columns(), context)
     frame_columns = sorted(c for c in suite.columns() if c in with_derived.column_names)
     frame = with_derived.select(frame_columns).to_pandas(date_as_object=False)
-    parameters = {"run_ds": [ds.isoformat()], "note_max_chars": config.note_max_chars}
+    parameters = {"run_ds": _run_days(ds, context.ds_range_start), "note_max_chars": config.note_max_chars}
     outcomes = runner.run(suite, frame, parameters)
 
     found_parts = []
@@ -455,3 +456,9 @@ def _check_conservation(counts: dict[str, dict[str, int]], quarantine: pa.Table)
         if (numbers["rows_in"] != numbers["rows_passed"] + numbers["rows_quarantined"]
                 or per_table.get(name, 0) != numbers["rows_quarantined"]):
             raise ConservationError(Messages.E201_CONSERVATION.format(table=name, **numbers))
+
+
+def _run_days(ds: date, ds_range_start: date | None) -> list[str]:
+    """The days a batch may hold: ``ds`` alone, or every day of a bulk range ending at ``ds``."""
+    start = ds_range_start or ds
+    return [date.fromordinal(d).isoformat() for d in range(start.toordinal(), ds.toordinal() + 1)]
