@@ -152,11 +152,12 @@ def _counts_table(settings: Settings, first: date | None = None, last: date | No
             continue
         by_day.setdefault(r["ds"], {})[r["table_name"]] = r["row_count"]
     table = Table(title=f"warehouse rows per table and day ({settings.warehouse.split('://')[0]})")
-    table.add_column("ds")
+    table.add_column("table")
+    all_days = sorted(by_day)
+    for day in all_days:
+        table.add_column(day.isoformat(), justify="right")
     for name in shown:
-        table.add_column(name, justify="right")
-    for day in sorted(by_day):
-        table.add_row(day.isoformat(), *[str(by_day[day].get(name, 0)) for name in shown])
+        table.add_row(f"ehr.{name}", *[str(by_day[day].get(name, 0)) for day in all_days])
     return table
 
 
