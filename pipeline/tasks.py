@@ -40,7 +40,7 @@ def new_run_id(ds: date, prefix: str = "cli") -> str:
 
 
 def _utcnow() -> datetime:
-    return datetime.now().replace(microsecond=0)  # noqa: DTZ005 - naive local time, like MIMIC timestamps
+    return datetime.now().replace(microsecond=0)
 
 
 # --- run records ---------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def recorded(settings: Settings, run_id: str, ds: date, stage: str, table_name: 
         rec.add(table_name, None, None, None, {"error": f"{type(exc).__name__}: {exc}"[:2000]}, status="failed")
         try:
             rec.write()
-        except Exception:  # noqa: BLE001 - the original error matters more than the bookkeeping
+        except Exception:
             log.exception("could not record the failed run", extra={"stage": stage, "ds": str(ds)})
         raise
     rec.write()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.sources.base import TIMESTAMP_FORMAT, _TIMESTAMP_RE
+from pipeline.sources.base import _TIMESTAMP_RE, TIMESTAMP_FORMAT
 from pipeline.sources.files import FolderReader
 
 _AGE_CAP = 91

@@ -39,7 +39,7 @@ class SqlReader:
             self.engine = sa.create_engine(url)
             with self.engine.connect():
                 pass
-        except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear message
+        except Exception as exc:
             safe = sa.engine.make_url(url).render_as_string(hide_password=True)
             raise SourceError(f"cannot connect to the SQL source {safe}: {type(exc).__name__}") from None
         self.schema = schema

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipeline.sources import SourceError, extract_range, open_source
-from tests.sources.conftest import ADMISSIONS, DISCHARGE, DIAGNOSES, FILES, LABS, write_folder
+from tests.sources.conftest import ADMISSIONS, DIAGNOSES, DISCHARGE, FILES, LABS, write_folder
 
 D2 = date(2026, 1, 2)
 D3 = date(2026, 1, 3)
@@ -101,7 +101,7 @@ def test_extract_errors_name_what_is_missing(tmp_path: Path, mimic4_folder: Path
 def test_extract_missing_required_column(tmp_path: Path) -> None:
     files = dict(FILES)
     files["hosp/diagnoses_icd.csv.gz"] = DIAGNOSES.replace("icd_code", "code")
-    with pytest.raises(SourceError, match="required column.*icd_code"):
+    with pytest.raises(SourceError, match=r"required column.*icd_code"):
         _extract(write_folder(tmp_path / "src", files))
 
 
