@@ -178,15 +178,23 @@ def train_ner(
     labels = bio_labels()
     label2id = {label: i for i, label in enumerate(labels)}
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    model = AutoModelForTokenClassification.from_pretrained(
-        base,
-        local_files_only=True,
-        use_safetensors=True,
-        trust_remote_code=False,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id=label2id,
-    )
+    from transformers.utils import logging as hf_logging
+
+    # the encoder has no classifier head yet: transformers' load report about it is expected noise
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            base,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=False,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id=label2id,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     examples = build_examples(train_notes, tokenizer, label2id, window_tokens)
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total_steps = max(1, int(steps_per_epoch * epochs))
