@@ -383,9 +383,9 @@ def ensure_source(settings: Settings, *, patients: int, days: int, history_days:
 @app.command()
 def demo(
     workdir: WorkdirOpt = None,
-    patients: Annotated[int, typer.Option(min=10)] = 600,
+    patients: Annotated[int, typer.Option(min=10)] = 1500,
     days: Annotated[int, typer.Option(min=1)] = 3,
-    history_days: Annotated[int, typer.Option(min=30)] = 240,
+    history_days: Annotated[int, typer.Option(min=30)] = 365,
     seed: Annotated[int, typer.Option()] = 7,
     layout: Annotated[str, typer.Option(help="mimic4 or mimic3 (sets EHR_SOURCE_LAYOUT).")] = "mimic4",
     skip_models: Annotated[bool, typer.Option(help="Do not train models; run without NER and risk.")] = False,

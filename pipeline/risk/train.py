@@ -206,7 +206,7 @@ def train_risk_model(
     charlson_weights: str = "charlson1987",
     data_end: datetime | None = None,
     death_data_end: datetime | date | None = None,
-    l2: float = 1e-3,
+    l2: float = 0.5,  # strong ridge: ~60 correlated features, a few hundred positives
     max_iter: int = 200,
     seed: int = 0,
     model_version: str | None = None,
