@@ -67,6 +67,7 @@ class Slot:
     kind: str
     flags: frozenset[str]
     is_list: bool
+    group: str | None = None  # `{finding@pulm}`: only concepts of that group (data/concept_groups.csv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class LabItem:
     panel: str
 
 
-_SLOT_RE = re.compile(r"\{([a-z_]+)(\+?)(?:\|([a-z,]+))?\}")
+_SLOT_RE = re.compile(r"\{([A-Za-z_]+)(?:@([a-z_]+))?(\+?)(?:\|([a-z,]+))?\}")
 ENTITY_SLOTS = {
     "principal", "comorb", "symptom", "finding", "absent", "absent_finding", "absent_social", "ddx",
     "famprob", "acute", "drug", "drugname", "procedure", "therapy", "test", "labname",
@@ -119,18 +120,20 @@ PLAIN_SLOTS = {"age", "man", "he", "He", "his", "His", "n", "day", "___", "sx", 
 def _parse_template(group: str, text: str) -> Template:
     parts: list[str | Slot] = []
     pos = 0
-    for m in re.finditer(r"\{([A-Za-z_]+)(\+?)(?:\|([a-z,]+))?\}", text):
+    for m in _SLOT_RE.finditer(text):
         if m.start() > pos:
             parts.append(text[pos : m.start()])
-        kind = m.group(1)
+        kind, slot_group = m.group(1), m.group(2)
         if kind in PLAIN_SLOTS:
             parts.append(Slot(kind, frozenset(), False))
         elif kind in ENTITY_SLOTS:
-            flags = frozenset(f for f in (m.group(3) or "").split(",") if f)
+            flags = frozenset(f for f in (m.group(4) or "").split(",") if f)
             unknown = flags - set(FLAG_NAMES)
             if unknown:
                 raise ValueError(f"E-SYN001 template {text!r}: unknown flags {sorted(unknown)}")
-            parts.append(Slot(kind, flags, bool(m.group(2))))
+            if slot_group is not None and slot_group not in set(concept_groups().values()):
+                raise ValueError(f"E-SYN003 template {text!r}: unknown group {slot_group!r}; see concept_groups.csv")
+            parts.append(Slot(kind, flags, bool(m.group(3)), slot_group))
         else:
             raise ValueError(f"E-SYN002 template {text!r}: unknown slot {kind!r}; see templates.yaml header")
         pos = m.end()
@@ -144,6 +147,13 @@ def _parse_template(group: str, text: str) -> Template:
 def templates() -> dict[str, tuple[Template, ...]]:
     raw = yaml.safe_load((DATA_DIR / "templates.yaml").read_text())
     return {group: tuple(_parse_template(group, t) for t in items) for group, items in raw.items()}
+
+
+@cache
+def concept_groups() -> dict[str, str]:
+    """Concept → group: the exam system of a finding (pulm, abd, …), the category of a test (imaging, lab, …)."""
+    with (DATA_DIR / "concept_groups.csv").open(newline="") as fh:
+        return {r["concept"]: r["group"] for r in csv.DictReader(fh)}
 
 
 @cache

@@ -219,6 +219,7 @@ class NoteComposer:
             for kind in ("symptom", "finding", "problem", "test", "therapy", "procedure", "labname")
         }
         self._family_pool = [c for c in _CONDITION_CONCEPTS if self._terms.get(c)]
+        self._groups = _data.concept_groups()
 
     # --- public -------------------------------------------------------------------------------
     def corpus(self, n: int) -> Iterator[ComposedNote]:
@@ -236,11 +237,13 @@ class NoteComposer:
         return _Composition(self, context, rng).build()
 
     # --- helpers used by _Composition ------------------------------------------------------------
-    def term_for(self, concept: str, rng: random.Random, fallback_kind: str | None = None) -> tuple[str, str, str]:
-        """(surface, term id, concept) for a concept, honouring the split."""
+    def term_for(self, concept: str, rng: random.Random, fallback_kind: str | None = None,
+                 group: str | None = None) -> tuple[str, str, str]:
+        """(surface, term id, concept) for a concept, honouring the split (and the slot's group on fallback)."""
         terms = self._terms.get(concept)
         if not terms and fallback_kind and self._pools.get(fallback_kind):
-            concept = rng.choice(self._pools[fallback_kind])
+            pool = self.pool(fallback_kind, group) or self._pools[fallback_kind]
+            concept = rng.choice(pool)
             terms = self._terms[concept]
         if not terms:
             if self.split == "train" or concept not in self._lexicon:
@@ -250,6 +253,12 @@ class NoteComposer:
                 terms = list(self._lexicon[concept].terms)  # test split fallback: concept has no test term
         term = rng.choice(terms)
         return term.surface, term.term_id, concept
+
+    def pool(self, kind: str, group: str | None) -> list[str]:
+        """Concepts of a kind (in this split), restricted to a group (exam system, test category) when given."""
+        if group is None:
+            return self._pools[kind]
+        return [c for c in self._pools[kind] if self._groups.get(c) == group]
 
 
 _HE = {"F": ("she", "She", "her", "Her", "woman", "F", "Ms."), "M": ("he", "He", "his", "His", "man", "M", "Mr.")}
@@ -293,9 +302,14 @@ class _Composition:
                 k for k in _data.drugs() if self._drug_in_split(k)]
         return self.rng.choice(pool) if pool else None
 
-    def _concept_for(self, kind: str) -> tuple[str, str | None]:
-        """(concept, fallback kind) for an entity slot."""
+    def _concept_for(self, kind: str, group: str | None = None) -> tuple[str, str | None]:
+        """(concept, fallback kind) for an entity slot; `group` narrows findings to a body system and tests
+        to a category, so an exam line or an imaging report names something that belongs there."""
         ctx, rng = self.ctx, self.rng
+
+        def mine(concepts: list[str]) -> list[str]:
+            return [c for c in concepts if group is None or self.c._groups.get(c) == group]
+
         if kind == "principal":
             return ctx.principal, "problem"
         if kind == "comorb":
@@ -303,14 +317,15 @@ class _Composition:
         if kind == "symptom":
             return (rng.choice(ctx.symptoms) if ctx.symptoms else "fatigue"), "symptom"
         if kind == "finding":
-            return (rng.choice(ctx.findings) if ctx.findings else rng.choice(self.c._pools["finding"])), "finding"
+            options = mine(ctx.findings) or self.c.pool("finding", group) or self.c._pools["finding"]
+            return rng.choice(options), "finding"
         if kind == "absent":
             options = [s for s in self.absent_pool if s not in self.used_absent] or self.absent_pool
             pick = rng.choice(options)
             self.used_absent.add(pick)
             return pick, "symptom"
         if kind == "absent_finding":
-            return rng.choice(self.absent_finding_pool), "finding"
+            return rng.choice(mine(self.absent_finding_pool) or self.absent_finding_pool), "finding"
         if kind == "absent_social":
             options = [s for s in _SOCIAL if s not in ctx.comorbidities] or list(_SOCIAL)
             return rng.choice(options), "problem"
@@ -326,7 +341,8 @@ class _Composition:
         if kind == "therapy":
             return (rng.choice(ctx.therapies) if ctx.therapies else rng.choice(self.c._pools["therapy"])), "therapy"
         if kind == "test":
-            return (rng.choice(ctx.tests) if ctx.tests else rng.choice(self.c._pools["test"])), "test"
+            options = mine(ctx.tests) or self.c.pool("test", group) or self.c._pools["test"]
+            return rng.choice(options), "test"
         if kind == "labname":
             return rng.choice(self.c._pools["labname"]), "labname"
         raise KeyError(kind)
@@ -344,8 +360,8 @@ class _Composition:
                 else:
                     surface, term_id, concept = self._drug_text(key, slot.kind == "drug", rng.random() < 0.3)
             else:
-                concept, fallback = self._concept_for(slot.kind)
-                surface, term_id, concept = self.c.term_for(concept, rng, fallback)
+                concept, fallback = self._concept_for(slot.kind, slot.group)
+                surface, term_id, concept = self.c.term_for(concept, rng, fallback, slot.group)
             label = self.c._lexicon[concept].label
             if upper:
                 surface = surface.upper()
@@ -514,18 +530,32 @@ class _Composition:
                 f"HR {r.randint(55, 115)} RR {r.randint(12, 24)} O2 {r.randint(89, 100)}% "
                 f"{r.choice(('RA', '2L NC', 'RA', '3L'))}\n")
 
+    # Body systems in the order a discharge summary lists them, with how often a normal line is written.
+    _EXAM_SYSTEMS = (("vitals", 0.0), ("general", 0.9), ("heent", 0.5), ("neck", 0.5), ("cv", 1.0), ("pulm", 1.0), ("abd", 0.95),
+                     ("back", 0.1), ("ext", 0.9), ("skin", 0.35), ("neuro", 0.7))
+
+    def _exam_lines(self, abnormal: set[str], normal_rate: float) -> None:
+        for system, rate in self._EXAM_SYSTEMS:
+            if system in abnormal:
+                self.template(f"exam_{system}", "\n")
+            elif self.rng.random() < rate * normal_rate:
+                self.template(f"exam_{system}_normal", "\n")
+
     def _exam(self) -> None:
         rng = self.rng
+        groups = self.c._groups
+        # the systems where this patient has findings get an abnormal line, every other system a normal one
+        abnormal = {groups.get(f, "general") for f in self.ctx.findings}
         if rng.random() < 0.5:
             self.b.add(rng.choice(("ADMISSION EXAM:\n", "Admission exam:\n", "ON ADMISSION:\n")))
         self.b.add(self._vitals())
-        for _ in range(rng.randint(3, 6)):
-            self.template("exam", "\n")
+        self._exam_lines(abnormal, 1.0)
         if rng.random() < 0.5:
             self.b.add(rng.choice(("\nDISCHARGE EXAM:\n", "\nDischarge exam:\n", "\nON DISCHARGE:\n")))
             self.b.add(self._vitals())
-            for _ in range(rng.randint(1, 3)):
-                self.template("exam", "\n")
+            # by discharge most findings have resolved; some persist
+            persisting = {s for s in abnormal if rng.random() < 0.3}
+            self._exam_lines(persisting, 0.6)
 
     def _lab_line(self, labs: dict[str, float], panel: tuple[str, ...]) -> None:
         items = _data.lab_items()

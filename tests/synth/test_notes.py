@@ -1,4 +1,5 @@
 import random
+import re
 
 from pipeline.synth._data import lexicon, split_of, templates
 from pipeline.synth.notes import SECTION_TITLES, ComposedNote, GoldEntity, NoteComposer
@@ -53,7 +54,7 @@ def test_notes_assertion_flags_follow_text():
         before = text[max(0, e.start_char - 130):e.start_char].lower()
         if e.is_negated:
             assert any(w in before for w in ("no ", "not ", "denies", "negative", "without", "free of", "denied", "(-)")) or \
-                "ruled out" in text[e.end_char:e.end_char + 20], (before, e)
+                "ruled out" in text[e.end_char:e.end_char + 20].lower(), (before, e)
         if e.is_family:
             assert e.section == "family_history"
         if e.is_hypothetical:
@@ -70,3 +71,31 @@ def test_notes_section_titles_exposed():
     note = NoteComposer(seed=9).compose(random.Random(4))
     assert any(t in note.text for t in SECTION_TITLES["discharge_diagnosis"] + [
         t.upper() for t in SECTION_TITLES["discharge_diagnosis"]])
+
+
+def test_notes_exam_and_imaging_lines_are_coherent():
+    """An exam line names findings of its own body system; an imaging report names an imaging study."""
+    from pipeline.synth._data import concept_groups
+
+    groups = concept_groups()
+    notes = list(NoteComposer(seed=21, split="all").corpus(60))
+    checked = 0
+    for note in notes:
+        for e in note.entities:
+            group = e.template_id.split("-")[0]
+            if group.startswith("exam_") and not group.endswith("_normal") and not e.is_negated:
+                assert groups[e.concept] == group.removeprefix("exam_"), (e.text, group)
+                checked += 1
+            if group == "results_imaging" and e.label == "TEST":
+                assert groups[e.concept] in ("imaging", "echo"), (e.text, e.concept)
+                checked += 1
+        # each body system is examined at most once per exam block
+        exam = next((s for s in note.sections if s[0] == "physical_exam"), None)
+        if exam:
+            body = note.text[exam[1]:exam[2]]
+            for block in re.split(r"\n(?:DISCHARGE EXAM|Discharge exam|ON DISCHARGE):\n", body):
+                headers = [line.split(":")[0].upper() for line in block.splitlines() if ":" in line]
+                headers = [h for h in headers if h not in ("ADMISSION EXAM", "ON ADMISSION")]
+                # "VS" twice only where the vitals line is followed by an abnormal-vitals line
+                assert len([h for h in headers if h != "VS"]) == len({h for h in headers if h != "VS"}), block
+    assert checked > 100
