@@ -1,12 +1,23 @@
 """The Parquet lake: ``<root>/<stage>/<table>/ds=<ds>/part-<n>.parquet``.
 
-A partition is written whole into a hidden temporary folder and renamed into place, so a killed task
-never leaves a partial partition visible and a rerun replaces the day instead of adding to it.
+Replacing a partition is one atomic step, so a killed task never leaves a partial, mixed or missing
+partition visible: ``ds=<ds>`` is a symbolic link to a version folder ``.v/ds=<ds>.<token>``; a write
+fills a new version folder, writes ``_SUCCESS`` last, and swaps the link with ``os.replace`` (atomic on
+POSIX). The previous version is deleted only after the swap; a version left behind by a crash is
+never linked and is removed by the next write of that partition.
+
+Readers tell the states apart instead of guessing: a partition that was never written raises
+:class:`PartitionNotFoundError` (unless the caller says ``missing_ok``), a partition written empty has a
+marker and reads as zero rows, and a folder with neither ``_SUCCESS`` nor ``_PARTWISE`` (interrupted or
+written by an older version) raises :class:`PartitionIncompleteError`. Partitions filled part by part
+by mapped tasks (:func:`write_parts`) carry ``_PARTWISE``: each part file is itself written atomically.
+
 Rows are bucketed by ``subject_id`` so that one patient's rows stay in one part.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -20,6 +31,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 Stage = str  # "raw" | "validated" | "enriched" | "quarantine" | ...
+
+SUCCESS = "_SUCCESS"  # written last into a version folder by write_partition
+PARTWISE = "_PARTWISE"  # a partition assembled by write_parts (one atomic file per mapped task)
+VERSIONS = ".v"  # hidden: readers that glob ``ds=*`` or skip ``.``/``_`` folders never see versions
+
+
+class PartitionNotFoundError(FileNotFoundError):
+    """The partition was never written (the stage that writes it has not run for that day)."""
+
+
+class PartitionIncompleteError(RuntimeError):
+    """A partition folder exists but is not a complete write (no marker, or a listed part is missing)."""
 
 
 def partition_dir(root: Path, stage: Stage, table: str, ds: date) -> Path:
@@ -61,23 +84,34 @@ def write_partition(
     """Replace the partition atomically with ``table`` split into parts; returns the part paths."""
     parts = bucket_parts(table, part_rows, bucket_key)
     final = partition_dir(root, stage, table_name, ds)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    version = _new_version(final)
     try:
+        names = []
         for n, part in enumerate(parts):
-            pq.write_table(part, tmp / f"part-{n}.parquet", compression="zstd")
-        _swap_in(tmp, final)
+            pq.write_table(part, version / f"part-{n}.parquet", compression="zstd")
+            names.append(f"part-{n}.parquet")
+        _write_marker(version / SUCCESS, {"parts": names, "rows": table.num_rows})
+        _point_to(final, version)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(version, ignore_errors=True)
         raise
-    return sorted(final.glob("part-*.parquet"), key=_part_number)
+    return [final / name for name in names]
 
 
 def write_parts(root: Path, stage: Stage, table_name: str, ds: date, part: int, table: pa.Table) -> Path:
-    """Write one part file of a partition (used by per-part mapped tasks), atomically by rename."""
+    """Write one part file of a partition (used by per-part mapped tasks), atomically by rename.
+
+    The first task to arrive creates the partition (marked ``_PARTWISE``); creating the link with
+    ``os.symlink`` fails if another task got there first, so parallel tasks share one partition.
+    """
     final_dir = partition_dir(root, stage, table_name, ds)
-    final_dir.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(final_dir):
+        version = _new_version(final_dir)
+        _write_marker(version / PARTWISE, {})
+        try:
+            os.symlink(_link_target(version), final_dir)
+        except FileExistsError:
+            shutil.rmtree(version, ignore_errors=True)
     final = final_dir / f"part-{part}.parquet"
     tmp = final_dir / f".tmp-part-{part}-{uuid.uuid4().hex}.parquet"
     try:
@@ -90,36 +124,115 @@ def write_parts(root: Path, stage: Stage, table_name: str, ds: date, part: int, 
 
 
 def clear_partition(root: Path, stage: Stage, table_name: str, ds: date) -> None:
-    shutil.rmtree(partition_dir(root, stage, table_name, ds), ignore_errors=True)
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    if final.exists():
-        trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex}"
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
+    """Remove the partition (it then reads as never written)."""
+    final = partition_dir(root, stage, table_name, ds)
+    if final.is_symlink():
+        target = final.resolve()
+        final.unlink()  # one atomic step: readers see the whole old partition or none
+        shutil.rmtree(target, ignore_errors=True)
     else:
-        os.replace(tmp, final)
+        shutil.rmtree(final, ignore_errors=True)
+
+
+def _new_version(final: Path) -> Path:
+    version = final.parent / VERSIONS / f"{final.name}.{uuid.uuid4().hex}"
+    version.mkdir(parents=True)
+    return version
+
+
+def _link_target(version: Path) -> str:
+    # relative, so a lake copied or mounted elsewhere keeps working
+    return f"{VERSIONS}/{version.name}"
+
+
+def _write_marker(path: Path, content: dict) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(content), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _point_to(final: Path, version: Path) -> None:
+    """Make ``final`` show ``version`` in one atomic step, then drop the versions it no longer needs."""
+    link = final.parent / f".tmp-link-{final.name}-{uuid.uuid4().hex}"
+    os.symlink(_link_target(version), link)
+    try:
+        if final.is_dir() and not final.is_symlink():
+            # A plain folder from a lake written before versioned partitions: it cannot be swapped
+            # atomically, so it is moved aside first (a crash here leaves the partition missing, which
+            # readers report as never written, never as empty).
+            os.replace(final, final.parent / VERSIONS / f"{final.name}.legacy-{uuid.uuid4().hex}")
+        os.replace(link, final)
+    except BaseException:
+        link.unlink(missing_ok=True)
+        raise
+    for stale in (final.parent / VERSIONS).glob(f"{final.name}.*"):
+        if stale.name != version.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    for stale_link in final.parent.glob(f".tmp-link-{final.name}-*"):  # left by a killed writer
+        stale_link.unlink(missing_ok=True)
 
 
 def _part_number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-def list_parts(root: Path, stage: Stage, table_name: str, ds: date) -> list[Path]:
-    folder = partition_dir(root, stage, table_name, ds)
+def _state(folder: Path) -> str:
+    """``absent``, ``complete`` (``_SUCCESS``), ``partwise`` (``_PARTWISE``) or ``unmarked``."""
     if not folder.is_dir():
+        return "absent"
+    if (folder / SUCCESS).is_file():
+        return "complete"
+    if (folder / PARTWISE).is_file():
+        return "partwise"
+    return "unmarked"
+
+
+def list_parts(root: Path, stage: Stage, table_name: str, ds: date) -> list[Path]:
+    """The part files of a partition (empty when it was never written)."""
+    folder = partition_dir(root, stage, table_name, ds)
+    state = _state(folder)
+    if state == "absent":
         return []
+    if state == "complete":
+        names = json.loads((folder / SUCCESS).read_text(encoding="utf-8"))["parts"]
+        return [folder / name for name in names]
     return sorted(folder.glob("part-*.parquet"), key=_part_number)
 
 
-def read_partition(root: Path, stage: Stage, table_name: str, ds: date, schema: pa.Schema | None = None) -> pa.Table:
-    """All parts of a partition as one table (empty with ``schema`` when the partition is absent)."""
+def read_partition(
+    root: Path,
+    stage: Stage,
+    table_name: str,
+    ds: date,
+    schema: pa.Schema | None = None,
+    *,
+    missing_ok: bool = False,
+) -> pa.Table:
+    """All parts of a partition as one table.
+
+    A partition that was never written raises :class:`PartitionNotFoundError`, unless ``missing_ok``
+    (then an empty table with ``schema``); one written empty reads as zero rows.
+    """
+    folder = partition_dir(root, stage, table_name, ds)
+    state = _state(folder)
+    if state == "absent":
+        if missing_ok and schema is not None:
+            return schema.empty_table()
+        raise PartitionNotFoundError(
+            f"partition {folder} was never written: run the stage that writes {stage}/{table_name} for {ds}"
+        )
+    if state == "unmarked":
+        raise PartitionIncompleteError(
+            f"partition {folder} has no {SUCCESS} marker (an interrupted write or an older lake): "
+            f"rerun the stage that writes {stage}/{table_name} for {ds}"
+        )
     parts = list_parts(root, stage, table_name, ds)
-    if not parts:
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise PartitionIncompleteError(f"partition {folder}: part file(s) {', '.join(missing)} listed but missing")
+    if not parts:  # a _PARTWISE partition no mapped task has written to yet
         if schema is None:
-            raise FileNotFoundError(f"no partition {partition_dir(root, stage, table_name, ds)}")
+            raise PartitionIncompleteError(f"partition {folder} has no part files yet")
         return schema.empty_table()
     tables = [pq.read_table(p, schema=schema) for p in parts]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
