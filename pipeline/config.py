@@ -7,6 +7,7 @@ A wrong value fails at start with a message naming the setting.
 
 from __future__ import annotations
 
+import difflib
 import os
 from datetime import date
 from pathlib import Path
@@ -27,23 +28,44 @@ class ConfigError(ValueError):
 
 
 class _YamlSource(PydanticBaseSettingsSource):
-    """Reads ``pipeline.yaml`` (keys are the field names, without the EHR_ prefix, any case)."""
+    """Reads ``pipeline.yaml`` (keys are the field names, without the EHR_ prefix, any case).
+
+    A key that is not a setting is an error, not ignored: a typo such as ``source_layot`` would
+    otherwise silently leave the default in force.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
         path = Path(os.environ.get("EHR_CONFIG", "pipeline.yaml"))
         self._data: dict[str, Any] = {}
-        if path.is_file():
+        if not path.is_file():
+            return
+        try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-            self._data = {str(k).lower(): v for k, v in loaded.items()}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        self._data = {str(k).lower(): v for k, v in loaded.items()}
+        known = set(settings_cls.model_fields)
+        unknown = sorted(k for k in self._data if k not in known)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"{path}: unknown setting(s) {', '.join(hints)}")
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+        return dict(self._data)
 
 
 class Settings(BaseSettings):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,38 @@ def test_config_sql_layout_needs_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EHR_SOURCE_LAYOUT", "sql")
     with pytest.raises(ConfigError, match="EHR_SOURCE_URL"):
         load_settings()
+
+
+def test_config_yaml_unknown_key_is_named_with_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("source_layot: mimic3\npart_rows: 100\n")
+    monkeypatch.setenv("EHR_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert str(cfg) in message and "'source_layot'" in message and "did you mean 'source_layout'" in message
+
+
+def test_config_yaml_keys_are_case_insensitive(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("Source_Layout: mimic3\n")
+    monkeypatch.setenv("EHR_CONFIG", str(cfg))
+    assert load_settings().source_layout == "mimic3"
+
+
+@pytest.mark.parametrize("text", ["source_layout: [mimic3\n", "part_rows: 1\n  bad indent: x\n", "a: b: c\n"])
+def test_config_malformed_yaml_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv("EHR_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(cfg))}: not valid YAML \(line \d+"):
+        load_settings()
+
+
+def test_config_yaml_must_be_a_mapping(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("- source_layout\n")
+    monkeypatch.setenv("EHR_CONFIG", str(cfg))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_settings()
+
