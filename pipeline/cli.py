@@ -387,14 +387,21 @@ def demo(
     days: Annotated[int, typer.Option(min=1)] = 3,
     history_days: Annotated[int, typer.Option(min=30)] = 365,
     seed: Annotated[int, typer.Option()] = 7,
-    layout: Annotated[str, typer.Option(help="mimic4 or mimic3 (sets EHR_SOURCE_LAYOUT).")] = "mimic4",
+    layout: Annotated[str | None, typer.Option(
+        help="mimic4 or mimic3 (overrides EHR_SOURCE_LAYOUT; default: EHR_SOURCE_LAYOUT, else mimic4).")] = None,
     skip_models: Annotated[bool, typer.Option(help="Do not train models; run without NER and risk.")] = False,
 ) -> None:
     """Generate data, bootstrap models if absent, run the real Airflow DAG for N days, print the warehouse."""
     from pipeline import tasks
 
-    overrides: dict[str, Any] = {"source_layout": layout}
+    # only an explicit --layout overrides the environment and pipeline.yaml
+    overrides: dict[str, Any] = {"source_layout": layout} if layout is not None else {}
     settings = _settings(workdir, **overrides)
+    if settings.source_layout not in ("mimic4", "mimic3"):
+        err.print(f"[red]configuration error:[/red] EHR_SOURCE_LAYOUT={settings.source_layout}: the demo generates "
+                  "a folder source, so it needs mimic4 or mimic3 (or pass --layout)")
+        raise typer.Exit(2)
+    layout = settings.source_layout
     t0 = time.perf_counter()
     generated = ensure_source(settings, patients=patients, days=days, history_days=history_days, seed=seed, layout=layout)
     console.print(f"source: {settings.source_dir} ({'generated' if generated else 'reused'})")
