@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,6 +38,8 @@ class Column:
     type: str
     nullable: bool
     description: str = ""
+    # Clinical narrative (note text): never copied verbatim into quarantine payloads, which analysts can read.
+    free_text: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -72,7 +75,8 @@ def contract(name: str, schemas_dir: Path = SCHEMAS_DIR) -> TableContract:
     for col in raw["columns"]:
         if col["type"] not in _ARROW_TYPES:
             raise ValueError(f"{path}: column {col['name']} has unknown type {col['type']!r}")
-        columns.append(Column(col["name"], col["type"], bool(col["nullable"]), col.get("description", "")))
+        columns.append(Column(col["name"], col["type"], bool(col["nullable"]), col.get("description", ""),
+                              bool(col.get("free_text", False))))
     return TableContract(raw["name"], raw.get("kind", "input"), tuple(raw.get("primary_key") or ()), tuple(columns))
 
 
@@ -88,3 +92,40 @@ def conform(table: pa.Table, name: str) -> pa.Table:
         raise ValueError(f"table {name}: missing columns {missing}")
     arrays = [table.column(f.name).cast(f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def free_text_columns(name: str) -> tuple[str, ...]:
+    """Columns of table ``name`` marked ``free_text: true`` in its contract (e.g. ``notes.text``)."""
+    return tuple(c.name for c in contract(name).columns if c.free_text)
+
+
+FINGERPRINT_TYPE = pa.struct([("sha256", pa.string()), ("chars", pa.int64())])
+
+
+def redact_free_text(name: str, rows: pa.Table) -> pa.Table:
+    """``rows`` of table ``name`` with each free-text column replaced by ``{sha256, chars}`` of its value.
+
+    Used for quarantine payloads (set aside at extraction or at validation): the other columns stay, so an
+    engineer can find the row in the source, and the hash shows whether a corrected resend is the same text,
+    but the text itself (which may carry the identifiers that set the row aside) never reaches the warehouse.
+    The hash is over the UTF-8 text as read (bytes that were not UTF-8 appear as U+FFFD); nulls stay null.
+    Only set-aside rows pass through here, so the per-value hashing is not on a hot path.
+
+    >>> t = pa.table({"note_id": ["1-DS-1", "2-DS-1"], "text": ["abc", None]})
+    >>> redact_free_text("notes", t).to_pylist()[0]["text"]["chars"]
+    3
+    """
+    for column in free_text_columns(name):
+        if column not in rows.column_names:
+            continue
+        values = rows.column(column).to_pylist()
+        fingerprints = [
+            None if value is None else {
+                "sha256": hashlib.sha256(value if isinstance(value, bytes) else str(value).encode("utf-8")).hexdigest(),
+                "chars": len(value if isinstance(value, bytes) else str(value)),
+            }
+            for value in values
+        ]
+        index = rows.column_names.index(column)
+        rows = rows.set_column(index, pa.field(column, FINGERPRINT_TYPE), pa.array(fingerprints, FINGERPRINT_TYPE))
+    return rows

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schemas import INPUT_TABLES, arrow_schema, contract
+from pipeline.schemas import INPUT_TABLES, arrow_schema, contract, redact_free_text
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,9 @@ def _record_keys(raw: pa.Table, table: str) -> pa.Array:
 
 def _rejects(raw: pa.Table, table: str, typed: Typed, mask: pa.Array, days: pa.Array) -> pa.Table:
     picked = raw.filter(mask)
-    payload_rows = picked.drop_columns([c for c in picked.column_names if c.startswith("_")]).to_pylist()
+    # note text may be what set the row aside (or carry identifiers): the payload keeps only its hash
+    payload_rows = redact_free_text(table, picked.drop_columns([c for c in picked.column_names if c.startswith("_")]))
+    payload_rows = payload_rows.to_pylist()
     return pa.table(
         {
             "ds": days.filter(mask),

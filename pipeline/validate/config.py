@@ -27,6 +27,9 @@ class ValidationConfig(BaseModel):
     volume_factor: float = Field(5.0, gt=1.0)
     volume_min_days: int = Field(3, ge=1)
     on_batch_failure: Literal["fail", "warn"] = "fail"
+    # A day with no rows in any table is a quiet day (or an undelivered feed), not a broken one: its
+    # volume check warns by default, so such a day succeeds with zero rows.
+    empty_day: Literal["warn", "fail"] = "warn"
     note_max_chars: int = Field(200_000, gt=0)
     # charttime must fall within [admittime - before, dischtime + after] of its admission.
     note_window_days: tuple[float, float] = (1.0, 7.0)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.schemas import redact_free_text
 from pipeline.validate.config import ValidationConfig
 from pipeline.validate.contracts import TableContract, conform, contract_for
 from pipeline.validate.derived import DerivationContext, References, add_derived
@@ -47,12 +48,23 @@ RESULTS_SCHEMA = pa.schema([
 ])
 
 SCHEMA_MISMATCH_RULE = "schema_mismatch"
+# validation_results names of the checks this module computes itself (GX does not run them): the prefix keeps
+# them apart from GX expectation labels, which are recorded only for expectations GX evaluated.
+PIPELINE_CHECK = "pipeline:"
+COLUMNS_PRESENT = PIPELINE_CHECK + "expect_column_to_exist"
+COLUMN_TYPES = PIPELINE_CHECK + "expect_column_values_to_be_of_type"
+QUARANTINE_SHARE = PIPELINE_CHECK + "expect_quarantine_share_to_be_at_most"
+VOLUME = PIPELINE_CHECK + "expect_row_count_near_trailing_median"
 PARENT_KEYS = {"patients": "subject_id", "admissions": "hadm_id"}
 
 
 @dataclass
 class ValidationOutcome:
-    """What ``validate_batch`` returns; ``counts[table]`` has rows_in, rows_passed, rows_quarantined."""
+    """What ``validate_batch`` returns; ``counts[table]`` has rows_in, rows_passed, rows_quarantined.
+
+    ``warnings`` holds batch findings that never fail the run (an entirely empty day, see
+    ``ValidationConfig.empty_day``); ``batch_failures`` those that fail it in ``"fail"`` mode.
+    """
 
     passed: dict[str, pa.Table]
     quarantine: pa.Table
@@ -60,6 +72,7 @@ class ValidationOutcome:
     batch_failures: list[BatchFailure]
     counts: dict[str, dict[str, int]]
     data_docs_index: Path | None = None
+    warnings: list[BatchFailure] = field(default_factory=list)
 
 
 @dataclass
@@ -92,6 +105,7 @@ def validate_batch(
     config: ValidationConfig,
     data_docs_dir: Path | None = None,
     ds_range_start: date | None = None,
+    gx_results_dir: Path | None = None,
 ) -> ValidationOutcome:
     """Validate one day of canonical input tables with the JSON expectation suites.
 
@@ -100,6 +114,11 @@ def validate_batch(
     (``parent_quarantined``). Batch-level failures raise :class:`BatchValidationError`
     (``on_batch_failure="fail"``, the outcome attached as ``error.outcome``) or are returned in
     ``batch_failures`` (``"warn"``). Rows are conserved per table or :class:`ConservationError` is raised.
+
+    A day with no rows at all in any table (and none set aside) is a day without activity or a feed not
+    yet delivered: its volume check is recorded and, with ``config.empty_day="warn"`` (default), returned
+    in ``warnings`` rather than failing. GX results are kept under ``gx_results_dir`` (default
+    ``<data_docs_dir>/../gx/validations``) so Data Docs accumulate across days.
     """
     for name in tables:
         contract_for(config.contracts_dir, name)  # unknown table names fail loudly
@@ -120,10 +139,13 @@ def validate_batch(
 
     results = _ResultRows()
     failures: list[BatchFailure] = []
+    warned: list[BatchFailure] = []
+    empty_day = pre.num_rows == 0 and all(table is None or table.num_rows == 0 for table in tables.values())
+    volume_findings = warned if empty_day and config.empty_day == "warn" else failures
     passed: dict[str, pa.Table] = {}
     quarantine_parts: list[pa.Table] = [pre]
     counts: dict[str, dict[str, int]] = {}
-    runner = GxRunner(run_id, data_docs_dir)
+    runner = GxRunner(run_id, data_docs_dir, ds=ds, results_dir=gx_results_dir)
     try:
         for name in present:
             contract = contract_for(config.contracts_dir, name)
@@ -155,22 +177,27 @@ def validate_batch(
                 "rows_quarantined": table_quarantine.num_rows + pre_rows,
             }
             _batch_checks(name, counts[name], trailing_volumes.get(name) or [], ds, run_id, config,
-                          results, failures)
+                          results, failures, volume_findings)
         data_docs_index = runner.build_docs()
     finally:
         runner.close()
 
+    if warned:
+        warned.insert(0, BatchFailure("all", VOLUME, Messages.W101_EMPTY_DAY.format(
+            ds=ds, tables=", ".join(f.table for f in warned))))
     quarantine = pa.concat_tables(quarantine_parts).cast(QUARANTINE_SCHEMA)
     _check_conservation(counts, quarantine)
     outcome = ValidationOutcome(
         passed=passed, quarantine=quarantine, results=results.table(), batch_failures=failures,
-        counts=counts, data_docs_index=data_docs_index,
+        counts=counts, data_docs_index=data_docs_index, warnings=warned,
     )
     for name, numbers in counts.items():
         log.info("validate ds=%s run_id=%s table=%s rows_in=%d rows_passed=%d rows_quarantined=%d",
                  ds, run_id, name, numbers["rows_in"], numbers["rows_passed"], numbers["rows_quarantined"])
     for failure in failures:
         log.warning("validate batch failure ds=%s run_id=%s: %s", ds, run_id, failure.message)
+    if warned:
+        log.warning("validate ds=%s run_id=%s: %s", ds, run_id, warned[0].message)
     if failures and config.on_batch_failure == "fail":
         error = BatchValidationError("; ".join(f.message for f in failures), failures)
         error.outcome = outcome  # type: ignore[attr-defined]
@@ -192,15 +219,15 @@ def _validate_table(
     config = context.config
     check = conform(table, contract)
     total = len(contract.columns)
-    results.add(ds, name, "expect_column_to_exist(contract)", not check.missing, run_id,
+    results.add(ds, name, f"{COLUMNS_PRESENT}(contract)", not check.missing, run_id,
                 len(check.missing), 100.0 * len(check.missing) / total)
-    results.add(ds, name, "expect_column_values_to_be_of_type(contract)", not check.wrong_types, run_id,
+    results.add(ds, name, f"{COLUMN_TYPES}(contract)", not check.wrong_types, run_id,
                 len(check.wrong_types), 100.0 * len(check.wrong_types) / total)
     if check.missing:
-        failures.append(BatchFailure(name, "expect_column_to_exist", Messages.E101_MISSING_COLUMN.format(
+        failures.append(BatchFailure(name, COLUMNS_PRESENT, Messages.E101_MISSING_COLUMN.format(
             table=name, columns=", ".join(check.missing), missing=len(check.missing), total=total)))
     if check.wrong_types:
-        failures.append(BatchFailure(name, "expect_column_values_to_be_of_type", Messages.E102_WRONG_TYPE.format(
+        failures.append(BatchFailure(name, COLUMN_TYPES, Messages.E102_WRONG_TYPE.format(
             table=name, details="; ".join(check.wrong_types.values()))))
     conformed = check.table
     if check.uncastable:
@@ -287,7 +314,7 @@ def _quarantine_rows(
     grouped = grouped.sort_by("row")
     rows = grouped["row"]
     record_key = _record_keys(pc.take(conformed, rows), contract.primary_key)
-    payload = _payloads(pc.take(source, rows))
+    payload = _payloads(redact_free_text(name, pc.take(source, rows)))  # no note text in the warehouse
     count = len(rows)
     return pa.table({
         "ds": pa.array([ds] * count, pa.date32()),
@@ -325,7 +352,10 @@ def _json_value(value: Any) -> Any:
 
 
 def _payloads(rows: pa.Table) -> list[str]:
-    """Quarantined rows as JSON (timestamps ISO); only the set-aside rows are serialised."""
+    """Quarantined rows as JSON (timestamps ISO); only the set-aside rows are serialised.
+
+    Callers pass rows through :func:`pipeline.schemas.redact_free_text` first: note text never goes in.
+    """
     return [
         json.dumps({k: _json_value(v) for k, v in row.items()}, ensure_ascii=False, allow_nan=False, default=str)
         for row in rows.to_pylist()
@@ -422,14 +452,15 @@ class _ParentState:
 def _batch_checks(
     name: str, numbers: dict[str, int], trailing: list[int], ds: date, run_id: str,
     config: ValidationConfig, results: _ResultRows, failures: list[BatchFailure],
+    volume_findings: list[BatchFailure],
 ) -> None:
     rows_in, quarantined, rows_passed = numbers["rows_in"], numbers["rows_quarantined"], numbers["rows_passed"]
     share = quarantined / rows_in if rows_in else 0.0
-    share_label = f"expect_quarantine_share_to_be_at_most({config.max_quarantine_share:g})"
+    share_label = f"{QUARANTINE_SHARE}({config.max_quarantine_share:g})"
     share_failed = rows_in >= config.min_rows_for_share and share > config.max_quarantine_share
     results.add(ds, name, share_label, not share_failed, run_id, quarantined, 100.0 * share)
     if share_failed:
-        failures.append(BatchFailure(name, "expect_quarantine_share_to_be_at_most",
+        failures.append(BatchFailure(name, QUARANTINE_SHARE,
                                      Messages.E103_QUARANTINE_SHARE.format(
                                          table=name, quarantined=quarantined, rows_in=rows_in, share=share,
                                          limit=config.max_quarantine_share, ds=ds)))
@@ -440,10 +471,9 @@ def _batch_checks(
         return
     low, high = median / config.volume_factor, median * config.volume_factor
     volume_failed = not (low <= rows_passed <= high)
-    results.add(ds, name, f"expect_row_count_near_trailing_median(x{config.volume_factor:g})",
-                not volume_failed, run_id)
+    results.add(ds, name, f"{VOLUME}(x{config.volume_factor:g})", not volume_failed, run_id)
     if volume_failed:
-        failures.append(BatchFailure(name, "expect_row_count_near_trailing_median", Messages.E104_VOLUME.format(
+        volume_findings.append(BatchFailure(name, VOLUME, Messages.E104_VOLUME.format(
             table=name, rows=rows_passed, median=median, days=len(trailing), low=low, high=high,
             factor=config.volume_factor, ds=ds)))
 

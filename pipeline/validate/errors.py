@@ -9,20 +9,20 @@ class Messages:
     """Message templates (``str.format``); codes are stable, texts may improve."""
 
     E101_MISSING_COLUMN = (
-        "E101 table={table} expectation=expect_column_to_exist: missing column(s) {columns} "
+        "E101 table={table} expectation=pipeline:expect_column_to_exist: missing column(s) {columns} "
         "({missing} of {total} contract columns absent). Fix the extractor or schemas/tables/{table}.yaml."
     )
     E102_WRONG_TYPE = (
-        "E102 table={table} expectation=expect_column_values_to_be_of_type: {details}. "
+        "E102 table={table} expectation=pipeline:expect_column_values_to_be_of_type: {details}. "
         "Cast to the canonical type in the extractor."
     )
     E103_QUARANTINE_SHARE = (
-        "E103 table={table} expectation=expect_quarantine_share_to_be_at_most: {quarantined} of {rows_in} rows "
-        "quarantined ({share:.1%}) > max {limit:.1%}. Inspect ehr.quarantine for ds={ds}."
+        "E103 table={table} expectation=pipeline:expect_quarantine_share_to_be_at_most: {quarantined} of "
+        "{rows_in} rows quarantined ({share:.1%}) > max {limit:.1%}. Inspect ehr.quarantine for ds={ds}."
     )
     E104_VOLUME = (
-        "E104 table={table} expectation=expect_row_count_near_trailing_median: {rows} rows passed, trailing "
-        "median {median:g} over {days} days, allowed [{low:g}, {high:g}] (factor {factor:g}). "
+        "E104 table={table} expectation=pipeline:expect_row_count_near_trailing_median: {rows} rows passed, "
+        "trailing median {median:g} over {days} days, allowed [{low:g}, {high:g}] (factor {factor:g}). "
         "Check the source extract for ds={ds}."
     )
     E105_BATCH_EXPECTATION = (
@@ -36,6 +36,11 @@ class Messages:
     E107_NO_ROW_INDICES = (
         "E107 table={table} expectation={expectation}: a row-level expectation returned no row indices; "
         "use a column/pair/multicolumn map expectation or set meta.level to 'batch'."
+    )
+    W101_EMPTY_DAY = (
+        "W101 ds={ds}: no records at all in any input table, so the volume check against the trailing median "
+        "is reported as a warning, not a failure (tables: {tables}). A day without activity loads zero rows; "
+        "if the source had not been delivered yet, rerun this ds when it is (empty_day='fail' to stop instead)."
     )
     E201_CONSERVATION = (
         "E201 table={table}: rows_in {rows_in} != rows_passed {rows_passed} + rows_quarantined "

@@ -1,17 +1,25 @@
 """Runs the JSON suites with Great Expectations 1.x and maps results back to rows.
 
-One context per ``validate_batch`` call: ephemeral when no Data Docs are wanted, otherwise a file
-context in a temporary directory whose Data Docs site writes to ``data_docs_dir``. Each table is a
-pandas dataframe asset with a whole-dataframe batch definition; its suite runs through a
-ValidationDefinition with ``result_format=COMPLETE`` so every unexpected row index comes back.
+One in-memory (ephemeral) context per ``validate_batch`` call: suites, the pandas datasource and
+validation definitions live only for the call, so concurrent runs share no GX configuration file.
+When Data Docs are wanted, the context's validation results store is file-backed and persistent
+(``results_dir``, by default ``<workdir>/gx/validations``) and its Data Docs site writes to
+``data_docs_dir``: GX's index builder lists every stored result and removes pages whose result is
+gone, so docs accumulate across days, and a rerun of a day replaces that day's pages (the runner
+removes the day's results of earlier runs before building). Each table is a pandas dataframe asset
+with a whole-dataframe batch definition; its suite runs through a ValidationDefinition with
+``result_format=COMPLETE`` so every unexpected row index comes back.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import fcntl
 import logging
-import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,41 +52,39 @@ class ExpectationOutcome:
     error: str | None = None
 
 
+def run_name_prefix(ds: dt.date) -> str:
+    """GX run names start with the day, so a day's stored results (and Data Docs pages) can be found."""
+    return f"{ds.isoformat()}__"
+
+
 class GxRunner:
-    def __init__(self, run_id: str, data_docs_dir: Path | None = None) -> None:
+    def __init__(self, run_id: str, data_docs_dir: Path | None = None, *, ds: dt.date | None = None,
+                 results_dir: Path | None = None) -> None:
         import great_expectations as gx
+        from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self._gx = gx
         self.run_id = run_id
-        self.data_docs_dir = Path(data_docs_dir) if data_docs_dir is not None else None
-        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.ds = ds
+        self.data_docs_dir = Path(data_docs_dir).resolve() if data_docs_dir is not None else None
+        self.results_dir: Path | None = None
+        # One run identifier for every table of the batch: run name (day + pipeline run id) and time.
+        self.run_identifier = RunIdentifier(
+            run_name=(run_name_prefix(ds) if ds else "") + run_id, run_time=dt.datetime.now(dt.UTC))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             if self.data_docs_dir is None:
                 self.context = gx.get_context(mode="ephemeral")
             else:
-                self._tmp = tempfile.TemporaryDirectory(prefix="ehr-gx-")
-                self.context = gx.get_context(mode="file", project_root_dir=self._tmp.name)
+                self.results_dir = Path(results_dir or self.data_docs_dir.parent / "gx" / "validations").resolve()
+                self.results_dir.mkdir(parents=True, exist_ok=True)
                 self.data_docs_dir.mkdir(parents=True, exist_ok=True)
-                self.context.add_data_docs_site(
-                    site_name=DOCS_SITE,
-                    site_config={
-                        "class_name": "SiteBuilder",
-                        "show_how_to_buttons": False,
-                        "store_backend": {
-                            "class_name": "TupleFilesystemStoreBackend",
-                            "base_directory": str(self.data_docs_dir.resolve()),
-                        },
-                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                    },
-                )
+                self.context = gx.get_context(project_config=_project_config(self.results_dir, self.data_docs_dir))
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_pandas("ehr_batch")
 
     def run(self, suite: SuiteSpec, frame: pd.DataFrame, parameters: dict[str, Any]) -> list[ExpectationOutcome]:
-        from great_expectations.core.run_identifier import RunIdentifier
-
         gx = self._gx
         expectations = []
         for ordinal, entry in enumerate(suite.raw["expectations"]):
@@ -100,7 +106,7 @@ class GxRunner:
                 batch_parameters={"dataframe": frame.reset_index(drop=True)},
                 expectation_parameters=parameters,
                 result_format=RESULT_FORMAT,
-                run_id=RunIdentifier(run_name=self.run_id),
+                run_id=self.run_identifier,
             )
         outcomes = []
         for item in result.results:
@@ -124,18 +130,67 @@ class GxRunner:
         return sorted(outcomes, key=lambda outcome: outcome.ordinal)
 
     def build_docs(self) -> Path | None:
-        if self.data_docs_dir is None:
+        """Build the Data Docs site from every stored result; the day's results of earlier runs go first."""
+        if self.data_docs_dir is None or self.results_dir is None:
             return None
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _exclusive(self.results_dir.parent / ".data_docs.lock"):
             warnings.simplefilter("ignore", DeprecationWarning)
+            if self.ds is not None:
+                self._forget_earlier_runs_of_the_day()
             self.context.build_data_docs(site_names=[DOCS_SITE])
         index = self.data_docs_dir / "index.html"
         return index if index.exists() else None
 
+    def _forget_earlier_runs_of_the_day(self) -> None:
+        store = self.context.validation_results_store
+        prefix = run_name_prefix(self.ds)
+        mine = self.run_identifier.to_tuple()
+        stale = [key for key in store.list_keys()
+                 if key.run_id.run_name.startswith(prefix) and key.run_id.to_tuple() != mine]
+        for key in stale:
+            store.remove_key(key)
+        if stale:
+            log.info("data docs: replaced earlier results of the day", extra={"ds": str(self.ds), "removed": len(stale)})
+
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        """Nothing to release: the context is in memory, stored results and docs are meant to stay."""
+
+
+def _project_config(results_dir: Path, data_docs_dir: Path) -> Any:
+    """In-memory stores, except validation results: files under ``results_dir`` (the docs' source)."""
+    from great_expectations.data_context.types.base import DataContextConfig, InMemoryStoreBackendDefaults
+
+    defaults = InMemoryStoreBackendDefaults()
+    stores = copy.deepcopy(defaults.stores)
+    stores[defaults.validation_results_store_name] = {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(results_dir)},
+    }
+    return DataContextConfig(
+        store_backend_defaults=defaults,
+        stores=stores,
+        data_docs_sites={
+            DOCS_SITE: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+        analytics_enabled=False,  # hospital hosts are offline; nothing leaves the machine
+    )
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One docs build at a time (days validated in parallel share the index page)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _exception_message(info: Any) -> str | None:

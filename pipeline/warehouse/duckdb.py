@@ -59,9 +59,11 @@ class DuckDBWarehouse(Warehouse):
         con.execute("BEGIN TRANSACTION")
         try:
             con.register("incoming_runs", runs)
+            # a stage's rows for a day replace all its earlier rows for that day, whatever their table_name
+            # (a failed rerun's single 'all' row must not leave the earlier per-table successes standing)
             con.execute(
-                "DELETE FROM ehr.pipeline_runs p USING incoming_runs r "
-                "WHERE p.ds = r.ds AND p.stage = r.stage AND p.table_name = r.table_name"
+                "DELETE FROM ehr.pipeline_runs p USING (SELECT DISTINCT ds, stage FROM incoming_runs) r "
+                "WHERE p.ds = r.ds AND p.stage = r.stage"
             )
             cols = ", ".join(runs.column_names)
             con.execute(f"INSERT INTO ehr.pipeline_runs ({cols}) SELECT {cols} FROM incoming_runs")

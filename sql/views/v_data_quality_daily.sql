@@ -1,15 +1,29 @@
 -- v_data_quality_daily
 -- Data quality per input table and day: expectations evaluated and passed (pass rate), rows extracted,
 -- passed and quarantined, as recorded by the validate stage. One row per (table_name, ds).
--- Sources: ehr.validation_results (one row per expectation), ehr.quarantine (one row per set-aside row,
--- including rows the extractor set aside), ehr.pipeline_runs (stage = 'validate', one row per table and day).
--- Only the latest validate run of a day counts: rows of older runs are matched out by run_id.
+-- Sources: ehr.validation_results (one row per expectation; names starting 'pipeline:' are checks the
+-- pipeline computes itself, the others Great Expectations expectations), ehr.quarantine (one row per
+-- set-aside row, including rows the extractor set aside), ehr.pipeline_runs (stage = 'validate').
+-- Only the latest validate run of a day counts: a rerun replaces all of the day's validate rows in
+-- pipeline_runs (also when it failed), and results and quarantine rows of other runs are matched out by
+-- run_id. A day whose validate run failed as a whole (one row, table_name 'all') shows validate_status
+-- 'failed' on every table of the day; a failed batch still writes its results and quarantine.
 -- Portable SQL (DuckDB and PostgreSQL).
 CREATE OR REPLACE VIEW ehr.v_data_quality_daily AS
 WITH validate_runs AS (
     SELECT ds, table_name, run_id, rows_in, rows_out, rows_quarantined, status
     FROM ehr.pipeline_runs
     WHERE stage = 'validate'
+),
+validate_days AS (
+    -- one validate run per day (all its rows share the run_id); failed if any of its rows failed
+    SELECT
+        ds,
+        MAX(run_id) AS run_id,
+        CASE WHEN SUM(CASE WHEN status = 'success' THEN 0 ELSE 1 END) > 0 THEN 'failed' ELSE 'success' END
+            AS status
+    FROM validate_runs
+    GROUP BY ds
 ),
 expectations AS (
     SELECT
@@ -18,9 +32,9 @@ expectations AS (
         COUNT(*) AS expectations_evaluated,
         SUM(CASE WHEN vr.success THEN 1 ELSE 0 END) AS expectations_passed
     FROM ehr.validation_results AS vr
-    LEFT JOIN validate_runs AS r
-        ON r.ds = vr.ds AND r.table_name = vr.table_name
-    WHERE vr.run_id = COALESCE(r.run_id, vr.run_id)
+    LEFT JOIN validate_days AS d
+        ON d.ds = vr.ds
+    WHERE vr.run_id = COALESCE(d.run_id, vr.run_id)
     GROUP BY vr.ds, vr.table_name
 ),
 quarantined AS (
@@ -29,9 +43,9 @@ quarantined AS (
         q.source_table AS table_name,
         COUNT(*) AS rows_quarantined
     FROM ehr.quarantine AS q
-    LEFT JOIN validate_runs AS r
-        ON r.ds = q.ds AND r.table_name = q.source_table
-    WHERE q.run_id = COALESCE(r.run_id, q.run_id)
+    LEFT JOIN validate_days AS d
+        ON d.ds = q.ds
+    WHERE q.run_id = COALESCE(d.run_id, q.run_id)
     GROUP BY q.ds, q.source_table
 ),
 days AS (
@@ -39,7 +53,7 @@ days AS (
     UNION
     SELECT ds, table_name FROM quarantined
     UNION
-    SELECT ds, table_name FROM validate_runs
+    SELECT ds, table_name FROM validate_runs WHERE table_name <> 'all'
 )
 SELECT
     d.table_name,
@@ -53,12 +67,14 @@ SELECT
     r.rows_out AS rows_passed,
     CAST(COALESCE(q.rows_quarantined, 0) AS DOUBLE PRECISION)
         / NULLIF(r.rows_in, 0) AS quarantine_share,
-    r.status AS validate_status,
-    r.run_id
+    COALESCE(r.status, vd.status) AS validate_status,
+    COALESCE(r.run_id, vd.run_id) AS run_id
 FROM days AS d
 LEFT JOIN expectations AS e
     ON e.ds = d.ds AND e.table_name = d.table_name
 LEFT JOIN quarantined AS q
     ON q.ds = d.ds AND q.table_name = d.table_name
 LEFT JOIN validate_runs AS r
-    ON r.ds = d.ds AND r.table_name = d.table_name;
+    ON r.ds = d.ds AND r.table_name = d.table_name
+LEFT JOIN validate_days AS vd
+    ON vd.ds = d.ds;

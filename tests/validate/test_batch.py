@@ -19,7 +19,7 @@ def test_batch_missing_column_fails_naming_table_and_column(clean_rows):
     with pytest.raises(BatchValidationError) as error:
         run(tables=tables, config=FAIL)
     message = str(error.value)
-    assert "table=labs expectation=expect_column_to_exist" in message and "valuenum" in message
+    assert "table=labs expectation=pipeline:expect_column_to_exist" in message and "valuenum" in message
     assert "1 of 16" in message
     assert error.value.outcome.counts["labs"]["rows_passed"] == 3  # outcome still attached for reporting
 
@@ -28,7 +28,7 @@ def test_batch_missing_column_warns_and_continues(clean_rows):
     tables = to_tables(clean_rows)
     tables["patients"] = tables["patients"].drop_columns(["gender"])
     outcome = run(tables=tables)
-    assert [(f.table, f.expectation) for f in outcome.batch_failures] == [("patients", "expect_column_to_exist")]
+    assert [(f.table, f.expectation) for f in outcome.batch_failures] == [("patients", "pipeline:expect_column_to_exist")]
     # gender is required: every patient row is now missing it, and their admissions follow them
     assert set(quarantined(outcome, "patients").values()) == {"missing_required_value"}
     assert set(quarantined(outcome, "admissions").values()) == {"parent_quarantined"}
@@ -39,7 +39,7 @@ def test_batch_wrong_type_fails(clean_rows):
     tables = to_tables(clean_rows)
     tables["patients"] = tables["patients"].set_column(
         2, pa.field("anchor_age", pa.int64()), tables["patients"]["anchor_age"].cast(pa.int64()))
-    with pytest.raises(BatchValidationError, match=r"table=patients expectation=expect_column_values_to_be_of_type"
+    with pytest.raises(BatchValidationError, match=r"table=patients expectation=pipeline:expect_column_values_to_be_of_type"
                                                    r": anchor_age is int64, expected int32"):
         run(tables=tables, config=FAIL)
 
@@ -61,7 +61,7 @@ def test_batch_quarantine_share_over_limit(clean_rows):
     with pytest.raises(BatchValidationError) as error:
         run(clean_rows, config=config)
     assert str(error.value).startswith(
-        "E103 table=labs expectation=expect_quarantine_share_to_be_at_most: 4 of 20 rows quarantined (20.0%) > max 10.0%")
+        "E103 table=labs expectation=pipeline:expect_quarantine_share_to_be_at_most: 4 of 20 rows quarantined (20.0%) > max 10.0%")
 
 
 def test_batch_quarantine_share_ignored_on_tiny_days(clean_rows):
@@ -85,11 +85,11 @@ def test_batch_volume_vs_trailing_median(clean_rows, trailing, expected):
         assert messages == []
     else:
         assert len(messages) == 1 and expected in messages[0]
-        assert "table=labs expectation=expect_row_count_near_trailing_median" in messages[0]
+        assert "table=labs expectation=pipeline:expect_row_count_near_trailing_median" in messages[0]
 
 
 def test_batch_volume_failure_raises_in_fail_mode(clean_rows):
-    with pytest.raises(BatchValidationError, match="table=patients expectation=expect_row_count_near_trailing_median"):
+    with pytest.raises(BatchValidationError, match="table=patients expectation=pipeline:expect_row_count_near_trailing_median"):
         run(clean_rows, config=FAIL, trailing_volumes={"patients": [50, 60, 70]})
 
 
