@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import SQL_DIR
 from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, arrow_schema
@@ -56,15 +57,21 @@ class Warehouse(ABC):
     def replace_days(
         self, tables: Mapping[str, pa.Table], ds_start: date, ds_end: date | None = None
     ) -> dict[str, int]:
-        """In ONE transaction, for each table: delete rows with ds in [ds_start, ds_end], insert ``table``.
+        """For each table: replace its rows with ds in [ds_start, ds_end] by ``table``, atomically.
 
-        Returns rows written per table. Tables are checked against their contract first
-        (SchemaMismatchError, nothing written).
+        One transaction per call (PostgreSQL commits a long range once per month of days; every day
+        is still all-or-nothing). Returns rows written per table. Tables are checked against their
+        contract first (SchemaMismatchError, nothing written); PostgreSQL also refuses rows whose ds
+        is outside the range (``rows_outside_days``).
         """
 
     @abstractmethod
     def record_runs(self, runs: pa.Table) -> None:
-        """Upsert ``pipeline_runs`` rows on (ds, stage, table_name): the latest run of each is kept."""
+        """Record ``pipeline_runs`` rows: per (ds, stage) in ``runs``, every earlier row is replaced.
+
+        A stage run writes all of its rows for a day at once, so a rerun (failed or not) replaces the
+        whole earlier picture of that stage and day, never only the table names it happens to repeat.
+        """
 
     # reading -------------------------------------------------------------------------------
     @abstractmethod
@@ -112,6 +119,26 @@ class Warehouse(ABC):
             return data.select(schema.names).cast(schema)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise SchemaMismatchError(f"ehr.{table}: cannot cast to the contract types: {exc}") from None
+
+
+def rows_outside_days(data: pa.Table, ds_start: date, ds_end: date) -> int:
+    """Rows whose ds is missing or outside [ds_start, ds_end].
+
+    A replace must not write them: the rerun of their own day would not delete them, so they would
+    double.
+
+    >>> import datetime as dt
+    >>> day = dt.date(2026, 1, 2)
+    >>> rows_outside_days(pa.table({"ds": [day, dt.date(2026, 1, 3), None]}), day, day)
+    2
+    """
+    if not data.num_rows:
+        return 0
+    ds = data.column("ds")
+    inside = pc.and_(
+        pc.greater_equal(ds, pa.scalar(ds_start, pa.date32())), pc.less_equal(ds, pa.scalar(ds_end, pa.date32()))
+    )
+    return data.num_rows - int(pc.sum(pc.fill_null(inside, False).cast(pa.int64())).as_py() or 0)
 
 
 def open_warehouse(url: str) -> Warehouse:

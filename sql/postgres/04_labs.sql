@@ -1,5 +1,7 @@
 -- ehr.labs: Canonical input table: lab results charted on the day (MIMIC-IV labevents; MIMIC-III LABEVENTS with ROW_ID as id).
 -- Columns follow schemas/tables/labs.yaml.
+-- LIST-partitioned by ds, one partition per day (ehr.labs_YYYYMMDD): a load builds the day's partition
+-- on the side and swaps it in (pipeline/warehouse/postgres.py), so keys include ds and no ds index is needed.
 CREATE TABLE IF NOT EXISTS ehr.labs (
     labevent_id bigint NOT NULL,
     subject_id bigint NOT NULL,
@@ -17,8 +19,7 @@ CREATE TABLE IF NOT EXISTS ehr.labs (
     priority text,
     comments text,
     ds date NOT NULL,
-    PRIMARY KEY (labevent_id)
-);
-CREATE INDEX IF NOT EXISTS labs_ds_idx ON ehr.labs (ds);
+    PRIMARY KEY (labevent_id, ds)
+) PARTITION BY LIST (ds);
 CREATE INDEX IF NOT EXISTS labs_hadm_id_idx ON ehr.labs (hadm_id);
 CREATE INDEX IF NOT EXISTS labs_subject_id_idx ON ehr.labs (subject_id);
