@@ -17,6 +17,8 @@ The logic lives in `pipeline.tasks`; this file only wires it. Heavy imports happ
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
@@ -32,6 +34,19 @@ def _ds() -> date:
 
 def _run_id() -> str:
     return str(get_current_context()["run_id"])
+
+
+@contextmanager
+def _bad_data_fails_without_retry() -> Iterator[None]:
+    """Bad data stays bad on retry: fail the task at once (and page someone) instead of backing off."""
+    from pipeline.tasks import DataQualityError
+
+    try:
+        yield
+    except DataQualityError as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
 
 
 @dag(
@@ -61,7 +76,8 @@ def ehr_nightly() -> None:
     def validate() -> dict[str, list[int]]:
         from pipeline import tasks
 
-        parts = tasks.validate(_ds(), run_id=_run_id())
+        with _bad_data_fails_without_retry():
+            parts = tasks.validate(_ds(), run_id=_run_id())
         tasks.clear_enriched(_ds())
         return parts
 
@@ -95,7 +111,8 @@ def ehr_nightly() -> None:
     def report() -> dict:
         from pipeline import tasks
 
-        return tasks.report(_ds(), run_id=_run_id())
+        with _bad_data_fails_without_retry():
+            return tasks.report(_ds(), run_id=_run_id())
 
     extracted = extract()
     parts = validate()

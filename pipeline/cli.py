@@ -433,7 +433,9 @@ def demo(
             run_dag_day(env, day)
             progress.advance(bar)
     console.print(_counts_table(settings, demo_days[0], demo_days[-1]))
-    console.print(f"Data Docs: {settings.data_docs_dir / 'index.html'}")
+    docs_index = settings.data_docs_dir / "index.html"
+    if docs_index.is_file():  # only a site that was built (validation may not have run)
+        console.print(f"Data Docs: {docs_index}")
     console.print(f"run reports: {settings.reports_dir}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 

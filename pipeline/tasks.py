@@ -35,6 +35,13 @@ class PipelineError(RuntimeError):
     """A stage cannot go on; the message says which stage, which table and what to do."""
 
 
+class DataQualityError(PipelineError):
+    """The day's data failed a batch check or rows do not add up: retrying cannot help, people must look.
+
+    The DAG turns it into a non-retryable task failure; the CLI reports it like any other error.
+    """
+
+
 def new_run_id(ds: date, prefix: str = "cli") -> str:
     return f"{prefix}__{ds.isoformat()}__{uuid.uuid4().hex[:8]}"
 
@@ -84,14 +91,19 @@ class RunRecorder:
 
 @contextmanager
 def recorded(settings: Settings, run_id: str, ds: date, stage: str, table_name: str = "all") -> Iterator[RunRecorder]:
-    """Record the stage's rows on success; on failure record one ``failed`` row with the error, then re-raise."""
+    """Record the stage's rows on success; on failure record one ``failed`` row with the error, then re-raise.
+
+    A stage that raises :class:`DataQualityError` after adding its own ``failed`` rows (per table, with
+    counts) keeps them. Either way the rows replace every earlier row of this stage and ds.
+    """
     rec = RunRecorder(settings, run_id, ds, stage)
     start = time.perf_counter()
     try:
         yield rec
     except Exception as exc:
-        rec.rows = []
-        rec.add(table_name, None, None, None, {"error": f"{type(exc).__name__}: {exc}"[:2000]}, status="failed")
+        if not (isinstance(exc, DataQualityError) and rec.rows and all(r["status"] == "failed" for r in rec.rows)):
+            rec.rows = []
+            rec.add(table_name, None, None, None, {"error": f"{type(exc).__name__}: {exc}"[:2000]}, status="failed")
         try:
             rec.write()
         except Exception:
@@ -159,8 +171,13 @@ def _known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admi
 
 
 def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str, list[int]]:
-    """``lake/raw`` → ``lake/validated`` + quarantine + expectation results; returns the part numbers to map."""
-    from pipeline.validate import validate_batch
+    """``lake/raw`` → ``lake/validated`` + quarantine + expectation results; returns the part numbers to map.
+
+    A batch that fails its batch-level checks raises :class:`DataQualityError`; its quarantine and
+    validation results are written to the warehouse for that ds first, so people can see what broke,
+    and its ``pipeline_runs`` rows say ``failed`` per table. Nothing goes to ``lake/validated``.
+    """
+    from pipeline.validate import BatchValidationError, ConservationError, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -172,31 +189,63 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
         known, known_subjects = _known_context(settings, tables, open_adm)
         with open_warehouse(settings.warehouse) as wh:
             trailing = wh.trailing_volumes(ds)
-        outcome = validate_batch(
-            tables,
-            ds=ds,
-            run_id=run_id,
-            pre_quarantine=rejects,
-            known_admissions=known,
-            known_subject_ids=known_subjects,
-            trailing_volumes=trailing,
-            config=_validation_config(settings),
-            data_docs_dir=settings.data_docs_dir,
-        )
+        try:
+            outcome = validate_batch(
+                tables,
+                ds=ds,
+                run_id=run_id,
+                pre_quarantine=rejects,
+                known_admissions=known,
+                known_subject_ids=known_subjects,
+                trailing_volumes=trailing,
+                config=_validation_config(settings),
+                data_docs_dir=settings.data_docs_dir,
+                gx_results_dir=settings.workdir_abs / "gx" / "validations",
+            )
+        except BatchValidationError as exc:
+            _keep_failed_batch(settings, rec, ds, exc)
+            raise DataQualityError(
+                f"validate ds={ds}: the batch failed, nothing was passed on. {exc} "
+                f"Quarantine and validation results of run {run_id} are in ehr.quarantine and "
+                f"ehr.validation_results (ds={ds})."
+            ) from exc
+        except ConservationError as exc:
+            raise DataQualityError(f"validate ds={ds}: {exc}") from exc
         _check_conservation(tables, rejects, outcome)
         for name in INPUT_TABLES:
             lake.write_partition(root, VALIDATED, name, ds, outcome.passed[name], part_rows=settings.part_rows)
         lake.write_partition(root, VALIDATED, QUARANTINE, ds, outcome.quarantine, part_rows=1_000_000, bucket_key="")
         lake.write_partition(root, VALIDATED, RESULTS, ds, outcome.results, part_rows=1_000_000, bucket_key="")
         for name, c in outcome.counts.items():
-            detail = {"batch_failures": [str(f) for f in outcome.batch_failures if _failure_table(f) == name]}
-            rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"], detail if detail["batch_failures"] else None)
+            detail = {
+                "batch_failures": [f.message for f in outcome.batch_failures if _failure_table(f) == name],
+                "warnings": [f.message for f in outcome.warnings if _failure_table(f) in (name, "all")],
+            }
+            detail = {k: v for k, v in detail.items() if v}
+            rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"], detail or None)
         if outcome.data_docs_index:
             log.info("data docs built", extra={"ds": str(ds), "path": str(outcome.data_docs_index)})
     return {
         "notes_parts": list(range(len(lake.list_parts(root, VALIDATED, "notes", ds)))),
         "admission_parts": list(range(len(lake.list_parts(root, VALIDATED, "admissions", ds)))),
     }
+
+
+def _keep_failed_batch(settings: Settings, rec: RunRecorder, ds: date, error: Exception) -> None:
+    """A failed batch still leaves its evidence: quarantine and results in the warehouse, failed run rows."""
+    from pipeline.warehouse import open_warehouse
+
+    outcome = getattr(error, "outcome", None)
+    if outcome is None:
+        return
+    with open_warehouse(settings.warehouse) as wh:
+        wh.replace_days({"quarantine": outcome.quarantine, "validation_results": outcome.results}, ds)
+    failures = list(getattr(error, "failures", []) or outcome.batch_failures)
+    failed_tables = sorted({_failure_table(f) for f in failures} - {None})
+    for name, c in outcome.counts.items():
+        own = [f.message for f in failures if _failure_table(f) == name]
+        detail = {"batch_failures": own} if own else {"error": f"batch failed on {', '.join(failed_tables)}"}
+        rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"], detail, status="failed")
 
 
 def _failure_table(failure: Any) -> str | None:
@@ -216,7 +265,7 @@ def _check_conservation(tables: Mapping[str, pa.Table], rejects: pa.Table, outco
         if extracted != passed + quarantined:
             problems.append(f"{name}: extracted {extracted} != passed {passed} + quarantined {quarantined}")
     if problems:
-        raise PipelineError("rows lost in validation: " + "; ".join(problems))
+        raise DataQualityError("validate: rows lost in validation: " + "; ".join(problems))
 
 
 # --- NER -----------------------------------------------------------------------------------------
@@ -355,7 +404,12 @@ def load(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str
 
 # --- report --------------------------------------------------------------------------------------
 def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Summarise the day: counts per table from the warehouse, conservation, data docs; writes a JSON report."""
+    """Summarise the day: counts per table from the warehouse, conservation, data docs; writes a JSON report.
+
+    Conservation is checked against what is in the warehouse: per input table, rows extracted (extract run) =
+    rows_in of the validate run = rows passed + rows quarantined, rows passed = rows in ``ehr.<table>`` and
+    rows quarantined = rows in ``ehr.quarantine`` for the ds. A mismatch raises :class:`DataQualityError`.
+    """
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -369,25 +423,58 @@ def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[s
                 [ds] * 10,
             ).to_pylist()
             runs = wh.query(
-                "SELECT table_name, rows_in, rows_out, rows_quarantined FROM ehr.pipeline_runs "
-                "WHERE ds = ? AND stage = 'validate'",
+                "SELECT table_name, status, rows_in, rows_out, rows_quarantined FROM ehr.pipeline_runs "
+                "WHERE ds = ? AND stage = 'validate' ORDER BY table_name",
                 [ds],
             ).to_pylist()
-        broken = [r for r in runs if (r["rows_in"] or 0) != (r["rows_out"] or 0) + (r["rows_quarantined"] or 0)]
-        if broken:
-            raise PipelineError(f"report: conservation check failed for {ds}: {broken}")
+            extracted = {r["table_name"]: r["rows_in"] for r in wh.query(
+                "SELECT table_name, rows_in FROM ehr.pipeline_runs WHERE ds = ? AND stage = 'extract'", [ds]
+            ).to_pylist()}
+            quarantined = {r["source_table"]: r["n"] for r in wh.query(
+                "SELECT source_table, count(*) AS n FROM ehr.quarantine WHERE ds = ? GROUP BY source_table", [ds]
+            ).to_pylist()}
+        loaded = {c["table_name"]: c["n"] for c in counts}
+        problems = _conservation_problems(runs, extracted, loaded, quarantined)
+        if problems:
+            raise DataQualityError(f"report: conservation check failed for ds={ds}: " + "; ".join(problems))
+        docs_index = settings.data_docs_dir / "index.html"
         summary = {
             "ds": ds.isoformat(),
             "run_id": run_id,
-            "warehouse_rows": {c["table_name"]: c["n"] for c in counts},
+            "warehouse_rows": loaded,
             "validation": runs,
-            "data_docs": str(settings.data_docs_dir / "index.html"),
+            # only a site that was built: a run without GX docs (or with them disabled) names none
+            "data_docs": str(docs_index) if docs_index.is_file() else None,
         }
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
         path = settings.reports_dir / f"ds={ds.isoformat()}.json"
         path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-        rec.add("all", None, None, None, {"report": str(path)})
+        rec.add("all", None, None, None, {k: v for k, v in (("report", str(path)),
+                                                             ("data_docs", summary["data_docs"])) if v})
     return summary
+
+
+def _conservation_problems(runs: list[dict[str, Any]], extracted: Mapping[str, int | None],
+                           loaded: Mapping[str, int], quarantined: Mapping[str, int]) -> list[str]:
+    """Every way the day's recorded and loaded counts fail to add up, one readable line each."""
+    if not runs:
+        return ["no validate run recorded (run validate and load first)"]
+    problems = []
+    for run in runs:
+        name = run["table_name"]
+        if run["status"] != "success":
+            problems.append(f"{name}: validate run {run['status']}")
+            continue
+        rows_in, rows_out, rows_q = (int(run[k] or 0) for k in ("rows_in", "rows_out", "rows_quarantined"))
+        if rows_in != rows_out + rows_q:
+            problems.append(f"{name}: rows_in {rows_in} != rows_out {rows_out} + rows_quarantined {rows_q}")
+        if name in extracted and extracted[name] is not None and extracted[name] != rows_in:
+            problems.append(f"{name}: extracted {extracted[name]} != validated rows_in {rows_in}")
+        if name in loaded and loaded[name] != rows_out:
+            problems.append(f"{name}: {loaded[name]} rows in ehr.{name} != rows passed {rows_out}")
+        if quarantined.get(name, 0) != rows_q:
+            problems.append(f"{name}: {quarantined.get(name, 0)} rows in ehr.quarantine != rows quarantined {rows_q}")
+    return problems
 
 
 # --- whole days outside the scheduler -------------------------------------------------------------
