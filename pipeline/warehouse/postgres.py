@@ -79,9 +79,29 @@ SWAP_ATTEMPTS = 12
 #: max_locks_per_transaction x max_connections (6,400 by default); a month per transaction stays
 #: well inside it. Each day is still replaced atomically; see replace_days.
 MAX_DAYS_PER_TRANSACTION = 31
-# sqlstates the swap retries: lock_not_available (lock_timeout) and deadlock_detected
-_RETRY_SQLSTATES = frozenset({"55P03", "40P01"})
 _STAGING_SUFFIX = "_load"
+# Takes the swap's table locks, retrying on lock timeout or deadlock; each attempt is a
+# subtransaction (BEGIN ... EXCEPTION), so a failed one leaves the load's transaction usable.
+_LOCK_WITH_RETRIES = """
+DO $$
+DECLARE attempt integer := 0;
+BEGIN
+    LOOP
+        attempt := attempt + 1;
+        BEGIN
+            SET LOCAL lock_timeout = {timeout_ms};
+            {locks}
+            EXIT;
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            IF attempt >= {attempts} THEN
+                RAISE lock_not_available USING MESSAGE = format(
+                    'readers kept the tables locked through %s attempts of {timeout_ms} ms (lock timeout)', attempt);
+            END IF;
+            PERFORM pg_sleep(least(0.2 * 2 ^ attempt, 5));
+        END;
+    END LOOP;
+END
+$$"""
 
 
 class ConnectionTarget:
@@ -129,6 +149,9 @@ def redact(message: str, secrets: Sequence[str | None]) -> str:
         message = message.replace(secret, "***")
     # user:password@ inside any URL that slipped into the message
     message = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", message)
+    # ADBC repeats the statement; ours carry no data (values travel as parameters), only bulk: drop it
+    message = re.sub(r"Failed to execute query '.*?': (?=ERROR:)", "", message, flags=re.DOTALL)
+    message = re.sub(r"\s*Query was: .*?(?=\. SQLSTATE|$)", "", message, flags=re.DOTALL)
     # PostgreSQL echoes a failing row (which can hold note text) in its DETAIL line: keep ids out of logs too.
     message = re.sub(r"DETAIL:\s+Failing row contains .*", "DETAIL: (failing row not shown)", message)
     return message.strip()
@@ -273,7 +296,7 @@ class PostgresWarehouse(Warehouse):
                     cur.execute("DROP VIEW " + ", ".join(f"ehr.{v}" for v in views))
                 for table in legacy:
                     moved[table] = self._migrate_table(cur, table, ddl[table])
-                for path in sorted((SQL_DIR / "views").glob("*.sql")):
+                for path in sorted((SQL_DIR / "views").glob("*.sql")) if views else ():
                     cur.executescript(path.read_text(encoding="utf-8"))
                 for view, grants in view_grants.items():
                     for grant in grants:
@@ -612,44 +635,38 @@ class PostgresWarehouse(Warehouse):
     def _swap(self, cur: Any, swaps: Sequence[_Swap]) -> None:
         """Detach and drop the old day partitions, attach the new ones, under a bounded lock wait.
 
-        DETACH needs the parent's ACCESS EXCLUSIVE lock, held until commit: taken last, for
-        milliseconds, with lock_timeout so a long-running reader cannot stall the load (and the
-        readers queued behind it) indefinitely; on timeout or deadlock the swap is retried from a
-        savepoint, keeping the copied rows and built indexes.
+        DETACH needs the parent's ACCESS EXCLUSIVE lock (ATTACH alone: SHARE UPDATE EXCLUSIVE), held
+        until commit: so it is taken last, for milliseconds. A long-running reader must neither stall
+        the load nor the readers queued behind it, so the locks are requested with lock_timeout and
+        retried, SWAP_ATTEMPTS times, inside a PL/pgSQL block: its exception handler rolls back only
+        the failed attempt, keeping the copied rows and built indexes (the ADBC driver cannot roll
+        back to a savepoint once a statement has failed).
         """
         if not swaps:
             return
-        replaced = sorted({s.table for s in swaps if s.old})
-        for attempt in range(1, SWAP_ATTEMPTS + 1):
-            cur.execute("SAVEPOINT ehr_swap")
-            try:
-                cur.execute(f"SET LOCAL lock_timeout = {SWAP_LOCK_TIMEOUT_MS}")
-                if replaced:  # all parents at once, in a fixed order
-                    cur.execute(f"LOCK TABLE {', '.join(f'ehr.{t}' for t in replaced)} IN ACCESS EXCLUSIVE MODE")
-                for swap in swaps:
-                    if swap.old:
-                        cur.execute(f"ALTER TABLE ehr.{swap.table} DETACH PARTITION ehr.{swap.old}")
-                        cur.execute(f"DROP TABLE ehr.{swap.old}")
-                    if swap.new:
-                        new = swap.new
-                        cur.execute(
-                            f"ALTER TABLE ehr.{swap.table} ATTACH PARTITION ehr.{new.staging} "
-                            f"FOR VALUES IN ('{swap.day.isoformat()}')"
-                        )
-                        cur.execute(f"ALTER TABLE ehr.{new.staging} RENAME TO {new.final}")
-                        for built, wanted in new.index_renames:
-                            cur.execute(f"ALTER INDEX ehr.{built} RENAME TO {wanted}")
-                cur.execute("RELEASE SAVEPOINT ehr_swap")
-                return
-            except adbc_driver_manager.Error as exc:
-                if getattr(exc, "sqlstate", None) not in _RETRY_SQLSTATES or attempt == SWAP_ATTEMPTS:
-                    raise
-                cur.execute("ROLLBACK TO SAVEPOINT ehr_swap")
-                log.warning(
-                    "swapping day partitions of %s: readers held the tables for %d ms (attempt %d of %d); retrying",
-                    replaced, SWAP_LOCK_TIMEOUT_MS, attempt, SWAP_ATTEMPTS,
-                )  # fmt: skip
-                time.sleep(min(0.2 * 2**attempt, 5.0))
+        replaced = {s.table for s in swaps if s.old}
+        locks = "\n".join(
+            f"LOCK TABLE ehr.{t} IN {'ACCESS EXCLUSIVE' if t in replaced else 'SHARE UPDATE EXCLUSIVE'} MODE;"
+            for t in sorted({s.table for s in swaps})
+        )
+        t0 = time.perf_counter()
+        cur.execute(_LOCK_WITH_RETRIES.format(locks=locks, timeout_ms=SWAP_LOCK_TIMEOUT_MS, attempts=SWAP_ATTEMPTS))
+        waited = time.perf_counter() - t0
+        if waited * 1000 > SWAP_LOCK_TIMEOUT_MS:
+            log.warning("swapping day partitions of %s waited %.1f s for readers", sorted(replaced), waited)
+        for swap in swaps:
+            if swap.old:
+                cur.execute(f"ALTER TABLE ehr.{swap.table} DETACH PARTITION ehr.{swap.old}")
+                cur.execute(f"DROP TABLE ehr.{swap.old}")
+            if swap.new:
+                new = swap.new
+                cur.execute(
+                    f"ALTER TABLE ehr.{swap.table} ATTACH PARTITION ehr.{new.staging} "
+                    f"FOR VALUES IN ('{swap.day.isoformat()}')"
+                )
+                cur.execute(f"ALTER TABLE ehr.{new.staging} RENAME TO {new.final}")
+                for built, wanted in new.index_renames:
+                    cur.execute(f"ALTER INDEX ehr.{built} RENAME TO {wanted}")
 
     def record_runs(self, runs: pa.Table) -> None:
         runs = _keep_last_per_key(self.check_contract("pipeline_runs", runs), RUN_KEY)

@@ -2,11 +2,13 @@
 database of its own for this test run (``ehr_test_<pid>``, dropped at the end).
 
 The server defaults to postgresql://postgres@127.0.0.1:5432/postgres; set EHR_TEST_PG_URL to use
-another. PostgreSQL tests are skipped, with the reason, when the server cannot be reached.
+another. PostgreSQL tests are skipped, with the reason, when the server cannot be reached, except
+when EHR_REQUIRE_SERVICES=1 (set by .ci/run): then they fail, so CI cannot pass without running them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -17,6 +19,8 @@ import pytest
 from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, contract
 
 PG_SERVER_URL = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Read at import: the autouse fixture of tests/conftest.py removes every EHR_* variable during tests.
+REQUIRE_SERVICES = os.environ.get("EHR_REQUIRE_SERVICES", "") == "1"
 DAY1 = date(2026, 1, 1)
 DAY2 = date(2026, 1, 2)
 LOADED_TABLES: tuple[str, ...] = tuple(t for t in INPUT_TABLES + OUTPUT_TABLES if t != "pipeline_runs")
@@ -97,23 +101,40 @@ def _with_database(url: str, database: str) -> str:
     return f"{head}/{database}"
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; fail when EHR_REQUIRE_SERVICES=1 (CI), so a missing service cannot pass as green."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (EHR_REQUIRE_SERVICES=1: this service is required)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_pg_server() -> None:
+    problem = _server_reachable(PG_SERVER_URL)
+    if problem:
+        skip_or_fail(f"PostgreSQL not reachable at {PG_SERVER_URL.split('@')[-1]}: {problem}")
+
+
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A fresh, empty database ``name`` on the test server, dropped (with its connections) afterwards."""
+    import psycopg
+
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield _with_database(PG_SERVER_URL, name)
+    finally:
+        with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of a fresh database for this test run; dropped (with its connections) at the end."""
-    import psycopg
-
-    problem = _server_reachable(PG_SERVER_URL)
-    if problem:
-        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER_URL.split('@')[-1]}: {problem}")
-    database = f"ehr_test_{os.getpid()}"
-    with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {database}")
-    try:
-        yield _with_database(PG_SERVER_URL, database)
-    finally:
-        with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    require_pg_server()
+    with scratch_database(f"ehr_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture
@@ -122,9 +143,23 @@ def pg_warehouse(pg_url: str) -> Iterator[object]:
     from pipeline.warehouse.postgres import PostgresWarehouse
 
     warehouse = PostgresWarehouse(pg_url)
-    tables = ", ".join(f"ehr.{t}" for t in INPUT_TABLES + OUTPUT_TABLES)
-    warehouse.execute_script(f"TRUNCATE {tables}")
+    reset_tables(warehouse)
     try:
         yield warehouse
     finally:
         warehouse.close()
+
+
+def reset_tables(warehouse: object) -> None:
+    """Empty every ehr table and drop the day partitions (and any table a test left in schema ehr)."""
+    tables = ", ".join(f"ehr.{t}" for t in INPUT_TABLES + OUTPUT_TABLES)
+    warehouse.execute_script(  # type: ignore[attr-defined]
+        f"""TRUNCATE {tables};
+        DO $$DECLARE t text;
+        BEGIN
+            FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = 'ehr' AND c.relkind = 'r'
+                       AND c.relname <> ALL (ARRAY['{"', '".join(INPUT_TABLES + OUTPUT_TABLES)}'])
+            LOOP EXECUTE format('DROP TABLE ehr.%I', t); END LOOP;
+        END$$;"""
+    )
