@@ -126,3 +126,30 @@ def test_batch_data_docs_built(clean_rows, tmp_path):
     assert "ehr_patients" in html
     pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
     assert len(pages) == 6
+
+
+TRAILING = {name: [40, 50, 60] for name in ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")}
+
+
+def test_batch_entirely_empty_day_warns_instead_of_failing_volume(clean_rows):
+    outcome = run({name: [] for name in clean_rows}, config=FAIL, trailing_volumes=TRAILING)
+    assert outcome.batch_failures == []
+    assert outcome.warnings[0].message.startswith(
+        "W101 ds=2150-03-14: no records at all in any input table, so the volume check")
+    assert {w.table for w in outcome.warnings[1:]} == set(TRAILING)  # each table's numbers kept
+    volume = [r for r in outcome.results.to_pylist()
+              if r["expectation"] == "pipeline:expect_row_count_near_trailing_median(x5)"]
+    assert len(volume) == 6 and not any(r["success"] for r in volume)  # recorded as failed checks, not hidden
+
+
+def test_batch_empty_day_can_be_made_to_fail(clean_rows):
+    config = ValidationConfig(on_batch_failure="fail", empty_day="fail")
+    with pytest.raises(BatchValidationError, match=r"E104 table=patients .* 0 rows passed, trailing median 50"):
+        run({name: [] for name in clean_rows}, config=config, trailing_volumes=TRAILING)
+
+
+def test_batch_one_empty_table_is_not_an_empty_day(clean_rows):
+    clean_rows["labs"] = []
+    with pytest.raises(BatchValidationError, match=r"E104 table=labs .* 0 rows passed") as error:
+        run(clean_rows, config=FAIL, trailing_volumes={"labs": [40, 50, 60]})
+    assert error.value.outcome.warnings == []
