@@ -68,10 +68,9 @@ def test_postgres_unreachable_server_names_host_port_database_not_password(
     assert "pw-Unreachable-42" not in rendered and url not in rendered
 
 
-def test_postgres_wrong_credentials_message_has_no_password(
-    pg_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The CI server trusts loopback, so a role that does not exist stands in for a wrong password.
+def test_postgres_unknown_role_message_has_no_password(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A role the real server does not know; a real wrong password is refused by the fake server of
+    # test_postgres_connect.py (this server trusts loopback and accepts any password).
     url = pg_url.replace("postgresql://postgres@", "postgresql://no_such_role_ehr:pw-Wrong-Secret-7@")
     caplog.set_level(logging.DEBUG)
     with pytest.raises(WarehouseError) as info:
