@@ -1,11 +1,16 @@
 """Write a synthetic MIMIC-IV or MIMIC-III style source folder, streamed patient by patient.
 
-Time line: discharges fall on days in [start - history_days, start + days - 1]. A fixed share of patients
-(see `_demo_fraction`) are "demo" patients whose index admission is discharged on one of the demo days,
-assigned round-robin so every demo day gets the same number; their earlier admissions are laid out
-backwards from it. Every other patient starts with a discharge on a uniformly drawn history day and is
-simulated forward: after each discharge the patient may die (in hospital or within a year), be
-readmitted within 30 days, or come back later; the chain stops at the end of the window or at death.
+Time line: discharges fall on days in [start - history_days, start + days - 1] (the window). Demo days
+are ordinary days of it: every patient's first discharge is drawn over the whole window, leaning early
+(`_first_discharge`), and the patient is simulated forward: after each discharge the patient may die (in
+hospital or within a year), be readmitted within 30 days, or come back later; the chain stops at death or
+with the first admission after the window. The early lean makes up for readmissions, which pile up later
+in the window, so the expected discharges per day are about the same on every day, history and demo days
+alike (a nightly backfill followed by the demo days does not trip the volume check). A stay admitted
+inside the window may end after it: it is still open at the end of the window, as in a live hospital,
+so labs by charttime do not thin out over the last days.
+
+`messy=True` plants a few realistic defects for validation and reconciliation tests (see `_Writer`).
 """
 
 from __future__ import annotations
@@ -149,9 +154,22 @@ def _fmt(ts: datetime | None) -> str:
     return ts.strftime(TS) if ts else ""
 
 
-def _demo_fraction(days: int, history_days: int) -> float:
-    # ~6% of patients per demo day gives >= 15 discharges a day from 300 patients (18 with the natural ones)
-    return 1.0 if history_days <= 0 else min(0.6, 0.06 * days)
+# Readmissions pile up as the window goes on (a patient's later stays follow the first), so first discharges
+# lean early: a share drawn from an exponential decay with about a readmission cycle as time constant, the
+# rest uniform. Tuned so that the expected discharges per day stay level (within ~15%) for windows of a month
+# to two years; tests/synth/test_generate.py checks the spread.
+_EARLY_SHARE = 0.6
+_EARLY_DAYS = 90.0
+
+
+def _first_discharge(rng: random.Random, window_start: date, window_days: int) -> date:
+    """Day of a patient's first discharge in the window."""
+    if rng.random() < _EARLY_SHARE:
+        # inverse CDF of the exponential truncated to the window
+        offset = -_EARLY_DAYS * math.log(1 - rng.random() * (1 - math.exp(-window_days / _EARLY_DAYS)))
+    else:
+        offset = rng.random() * window_days
+    return window_start + timedelta(days=min(window_days - 1, int(offset)))
 
 
 @dataclass(slots=True)
@@ -166,37 +184,17 @@ def _clock(day: date, rng: random.Random, lo: float, hi: float) -> datetime:
     return datetime.combine(day, time()) + timedelta(minutes=round(rng.uniform(lo, hi) * 60))
 
 
-def _simulate(rng: random.Random, patient: clinical.Patient, first: date, last_day: date, demo_day: date | None,
-              history_start: date) -> tuple[list[_Placed], date | None]:
+def _simulate(rng: random.Random, patient: clinical.Patient, first: date, last_day: date) -> tuple[list[_Placed], date | None]:
     """Place the patient's stays on the calendar and draw outcomes; returns stays and date of death."""
     placed: list[_Placed] = []
-    if demo_day is not None:
-        k = min(int(rng.expovariate(1.0) * (0.4 + 0.25 * patient.charlson())), 6)
-        history = [clinical.make_stay(rng, patient, j, demo_day) for j in range(k)]
-        anchor = clinical.make_stay(rng, patient, k, demo_day)
-        disch = _clock(demo_day, rng, 10, 19)
-        current = _Placed(anchor, disch - timedelta(hours=anchor.los_hours), disch)
-        later = current.admit
-        backwards: list[_Placed] = []
-        for stay in reversed(history):
-            readmit = rng.random() < stay.p_readmit
-            gap = rng.uniform(1, 29) if readmit else 31 + rng.expovariate(1 / 120)
-            h_disch = _clock((later - timedelta(days=gap)).date(), rng, 10, 19)
-            h_admit = h_disch - timedelta(hours=stay.los_hours)
-            if h_disch.date() < history_start or h_disch >= later:
-                break
-            backwards.append(_Placed(stay, h_admit, h_disch))
-            later = h_admit
-        placed.extend(reversed(backwards))
-    else:
-        stay = clinical.make_stay(rng, patient, 0, first)
-        disch = _clock(first, rng, 10, 19)
-        current = _Placed(stay, disch - timedelta(hours=stay.los_hours), disch)
+    stay = clinical.make_stay(rng, patient, 0, first)
+    disch = _clock(first, rng, 10, 19)
+    current = _Placed(stay, disch - timedelta(hours=stay.los_hours), disch)
     dod: date | None = None
     while True:
         stay = current.stay
         if rng.random() < stay.p_death_hospital:
-            # died on the planned discharge day, so the discharge day stays inside the window
+            # died on the planned discharge day
             death = max(current.admit + (current.disch - current.admit) * rng.uniform(0.5, 1.0),
                         datetime.combine(current.disch.date(), time(0, 5)))
             death = death.replace(microsecond=0)
@@ -210,14 +208,12 @@ def _simulate(rng: random.Random, patient: clinical.Patient, first: date, last_d
             dod = current.disch.date() + timedelta(days=1 + min(363, int(rng.expovariate(1 / 110))))
         gap_days = rng.uniform(1, 29.5) if rng.random() < stay.p_readmit else 30 + rng.expovariate(1 / 160)
         next_admit_day = (current.disch + timedelta(days=gap_days)).date()
-        if (dod and next_admit_day >= dod) or len(placed) >= MAX_STAYS:
+        if (dod and next_admit_day >= dod) or len(placed) >= MAX_STAYS or next_admit_day > last_day:
             break
         nxt = clinical.make_stay(rng, patient, len(placed), next_admit_day)
         admit = _clock(next_admit_day, rng, 0, 24) if nxt.emergency else _clock(next_admit_day, rng, 6, 10)
-        disch_dt = admit + timedelta(hours=nxt.los_hours)
-        if disch_dt.date() > last_day:
-            break
-        current = _Placed(nxt, admit, disch_dt)
+        # admitted inside the window: kept even when the discharge falls after it (still open at its end)
+        current = _Placed(nxt, admit, admit + timedelta(hours=nxt.los_hours))
     return placed, dod
 
 
@@ -228,7 +224,7 @@ def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start
 
     `icd10_cutover` (MIMIC-IV only): admissions from this date are coded in ICD-10-CM, earlier ones in
     ICD-9-CM; default is the middle of the history window so both versions appear. `messy` plants a few
-    realistic defects (see `_plant_defects`).
+    realistic defects (see `_Writer`).
     """
     if layout not in ("mimic4", "mimic3"):
         raise ValueError(f"E-SYN020 layout must be 'mimic4' or 'mimic3', got {layout!r}")
@@ -241,25 +237,17 @@ def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start
     history_start = start - timedelta(days=history_days)
     last_day = start + timedelta(days=days - 1)
     cutover = icd10_cutover or (start - timedelta(days=history_days // 2))
-    writer = _Writer(out, layout, seed)
+    writer = _Writer(out, layout, seed, messy=messy)
     composer = notes.NoteComposer(seed=seed, split="all")
-    fraction = _demo_fraction(days, history_days)
     demo_counts = {(start + timedelta(days=d)).isoformat(): 0 for d in range(days)}
     try:
         writer.write_dictionaries()
         for index in range(patients):
-            rng = random.Random(f"ehr-synth-v1:{seed}:{index}")
+            rng = random.Random(f"ehr-synth-v2:{seed}:{index}")
             subject_id = 10_000_032 + index * 7
             patient = clinical.make_patient(rng, index, subject_id, start)
-            demo_slot = math.floor((index + 1) * fraction) > math.floor(index * fraction)
-            demo_day = None
-            first = history_start
-            if demo_slot:
-                demo_day = start + timedelta(days=math.floor(index * fraction) % days)
-            else:
-                # first discharges lean early: later admissions of the same patients fill the later months
-                first = history_start + timedelta(days=min(history_days - 1, int(history_days * (1 - math.sqrt(rng.random())))))
-            placed, dod = _simulate(rng, patient, first, last_day, demo_day, history_start)
+            first = _first_discharge(rng, history_start, history_days + days)
+            placed, dod = _simulate(rng, patient, first, last_day)
             for p in placed:
                 key = p.disch.date().isoformat()
                 if key in demo_counts:
@@ -277,7 +265,21 @@ def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start
 
 
 class _Writer:
-    def __init__(self, out: Path, layout: str, seed: int) -> None:
+    """Writes the CSV files; with ``messy`` it also plants defects a real extract has, drawn from their own
+    random stream so the clean rows are the same with or without them:
+
+    - a few admissions with a spreadsheet-mangled ``dischtime`` (``1/2/26 14:05``), dated by their note;
+    - a lab with a mangled ``charttime``, no ``storetime`` and no admission: nothing can date it;
+    - a lab whose ``labevent_id`` has 20 digits (too large for any integer column);
+    - a lab and a diagnosis of an admission that is not in the source, a lab with no charttime and an
+      impossible value (see :meth:`plant_defects`).
+    """
+
+    MANGLED_ADMISSIONS = 3
+
+    def __init__(self, out: Path, layout: str, seed: int, *, messy: bool = False) -> None:
+        self.messy = messy
+        self.mangled_admissions = 0
         self.layout = layout
         self.out = out
         gz = layout == "mimic4"
@@ -368,9 +370,14 @@ class _Writer:
         else:
             insurance = rng.choices(("Private", "Medicaid", "Other"), weights=(0.55, 0.3, 0.15))[0]
         expire = 1 if p.death else 0
+        dischtime = _fmt(p.disch)
+        if (self.messy and not p.death and self.mangled_admissions < self.MANGLED_ADMISSIONS
+                and self.defect_rng.random() < 0.02):
+            dischtime = _spreadsheet(p.disch)
+            self.mangled_admissions += 1
         if self.layout == "mimic4":
             self.sinks["admissions"].write([
-                patient.subject_id, hadm_id, _fmt(p.admit), _fmt(p.disch), _fmt(p.death), stay.admission_type,
+                patient.subject_id, hadm_id, _fmt(p.admit), dischtime, _fmt(p.death), stay.admission_type,
                 f"P{rng.randrange(16**5):05X}", location, discharge_location, insurance, patient.language,
                 patient.marital_status, patient.race, _fmt(ed_reg), _fmt(ed_out), expire,
             ])
@@ -379,7 +386,7 @@ class _Writer:
             insurance3 = {"Other": rng.choice(("Government", "Self Pay", "Private"))}.get(insurance, insurance)
             diagnosis = _data.lexicon()[stay.principal_variant["concept"]].terms[0].surface.upper()
             self.sinks["admissions"].write([
-                self.sinks["admissions"].rows + 1, patient.subject_id, hadm_id, _fmt(p.admit), _fmt(p.disch),
+                self.sinks["admissions"].rows + 1, patient.subject_id, hadm_id, _fmt(p.admit), dischtime,
                 _fmt(p.death), adm_type, _MIMIC3_ADMIT_LOC[location], _MIMIC3_DISCHARGE[discharge_location],
                 insurance3, "ENGL" if patient.language == "ENGLISH" else patient.language[:4].replace("?", ""),
                 patient.religion, patient.marital_status,
@@ -416,8 +423,8 @@ class _Writer:
             else:
                 sink.write([sink.rows + 1, patient.subject_id, hadm_id, item.itemid, _fmt(charttime), value, value,
                             item.valueuom, "abnormal" if abnormal else ""])
-            if len(self.defect_candidates) < 50 and rng.random() < 0.01:
-                self.defect_candidates.append(("lab", patient.subject_id, hadm_id))
+            if self.messy and len(self.defect_candidates) < 50 and self.defect_rng.random() < 0.01:
+                self.defect_candidates.append((charttime, patient.subject_id, hadm_id))
 
     def _prescriptions(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int,
                        poe_seq: int) -> int:
@@ -487,17 +494,37 @@ class _Writer:
         self.gold_rows = {f.name: [] for f in GOLD_SCHEMA}
 
     def plant_defects(self) -> None:
-        """A few realistic defects for validation demos: orphan lab rows and out-of-range values."""
-        sink = self.sinks["labs"]
-        for i, (_, subject_id, hadm_id) in enumerate(self.defect_candidates[:10]):
-            self.labevent_id += 1
-            orphan_hadm = hadm_id + 7_000_000 if i % 2 == 0 else hadm_id
-            value = "-1.0" if i % 2 == 1 else "1.1"
-            if self.layout == "mimic4":
-                sink.write([self.labevent_id, subject_id, orphan_hadm, "", 50912, "", "", value, value, "mg/dL",
+        """Defect rows appended at the end of the files (orphans, undatable rows, impossible values)."""
+        labs, m4 = self.sinks["labs"], self.layout == "mimic4"
+
+        def lab(labevent_id, subject_id, hadm_id, charttime: str, value: str, storetime: str = "") -> None:
+            if m4:
+                labs.write([labevent_id, subject_id, hadm_id, "", 50912, charttime, storetime, value, value, "mg/dL",
                             0.5, 1.2, "", "", ""])
             else:
-                sink.write([sink.rows + 1, subject_id, orphan_hadm, 50912, "", value, value, "mg/dL", ""])
+                labs.write([labevent_id, subject_id, hadm_id, 50912, charttime, value, value, "mg/dL", ""])
+
+        def next_lab_id() -> int:
+            self.labevent_id += 1
+            return self.labevent_id if m4 else labs.rows + 1
+
+        for i, (_, subject_id, hadm_id) in enumerate(self.defect_candidates[:10]):
+            if i % 2 == 0:  # an admission the source does not have, and no charttime: nothing dates it
+                lab(next_lab_id(), subject_id, hadm_id + 7_000_000, "", "1.1")
+            else:  # no charttime (dated through its admission) and an impossible value
+                lab(next_lab_id(), subject_id, hadm_id, "", "-1.0")
+        if self.defect_candidates:
+            charttime, subject_id, hadm_id = self.defect_candidates[0]
+            # outpatient lab (no admission) whose only timestamp a spreadsheet rewrote
+            lab(next_lab_id(), subject_id, "", _spreadsheet(charttime), "1.3")
+            # an id too large for 64 bits, on an otherwise good row
+            lab("9" * 20, subject_id, hadm_id, _fmt(charttime), "1.0",
+                _fmt(charttime + timedelta(minutes=45)) if m4 else "")
+            dx = self.sinks["diagnoses"]
+            if m4:
+                dx.write([subject_id, hadm_id + 7_000_000, 1, "I10", 10])
+            else:
+                dx.write([dx.rows + 1, subject_id, hadm_id + 7_000_000, 1, "4019"])
 
     def close(self) -> dict[str, int]:
         self.flush_gold()
@@ -508,6 +535,11 @@ class _Writer:
             counts[table] = sink.rows
         counts["note_entities"] = self.gold_count
         return counts
+
+
+def _spreadsheet(ts: datetime) -> str:
+    """How a spreadsheet rewrites a timestamp (``1/2/26 14:05``): a format the source does not document."""
+    return f"{ts.month}/{ts.day}/{ts.year % 100:02d} {ts:%H:%M}"
 
 
 def _short_title(title: str) -> str:

@@ -95,15 +95,63 @@ def test_generate_referential_consistency(mimic4_dir):
 def test_generate_time_window_and_demo_days(mimic4_dir):
     out, summary = mimic4_dir
     lo, hi = START - timedelta(days=365), START + timedelta(days=2)
-    bounds = _sql(out, "admissions", "select min(dischtime::date), max(dischtime::date) from admissions")[0]
+    bounds = _sql(out, "admissions", "select min(dischtime::date), max(admittime::date) from admissions")[0]
     assert lo <= bounds[0] and bounds[1] <= hi
+    # stays admitted in the window may end after it (open at its end), as in a live hospital
+    assert _sql(out, "admissions", f"select count(*) from admissions where dischtime::date > '{hi}'")[0][0] > 0
     per_day = dict(_sql(out, "admissions", "select dischtime::date::varchar, count(*) from admissions "
-                        f"where dischtime::date >= '{START}' group by 1"))
-    assert len(per_day) == 3 and min(per_day.values()) >= 15
-    assert max(per_day.values()) - min(per_day.values()) <= 0.35 * max(per_day.values())
-    assert per_day == summary.demo_discharges
+                        f"where dischtime::date between '{START}' and '{hi}' group by 1"))
+    assert per_day == {d: n for d, n in summary.demo_discharges.items() if n}
+    # demo days are ordinary days: no crowd of discharges planted on them
+    history_mean = _sql(out, "admissions", "select count(*) / 365 from admissions "
+                        f"where dischtime::date between '{lo}' and '{START - timedelta(days=1)}'")[0][0]
+    assert sum(summary.demo_discharges.values()) / 3 <= 2.5 * history_mean
     versions = {r[0] for r in _sql(out, "diagnoses", "select distinct icd_version from diagnoses")}
     assert versions == {"9", "10"}
+
+
+def test_generate_daily_volume_is_level_up_to_the_last_day(large_dir):
+    """Discharges and labs per day are about the same across the window, including its last days."""
+    out, _ = large_dir
+    first, last = START - timedelta(days=365), START
+    quarters = _sql(out, "admissions", f"""
+        select (dischtime::date - date '{first}') * 4 // 366 q, count(*) from admissions
+        where dischtime::date <= '{last}' group by 1 order by 1""")
+    counts = [n for _, n in quarters]
+    assert len(counts) == 4 and max(counts) <= 1.3 * min(counts), counts
+    mean = sum(counts) / 366
+    recent = _sql(out, "admissions", f"select count(*) / 30 from admissions where dischtime::date "
+                  f"between '{last - timedelta(days=29)}' and '{last}'")[0][0]
+    assert 0.75 * mean <= recent <= 1.25 * mean, (recent, mean)
+    labs = dict(_sql(out, "labs", f"select charttime::date, count(*) from labs where charttime::date "
+                     f"between '{last - timedelta(days=59)}' and '{last}' group by 1"))
+    before = sum(n for d, n in labs.items() if d < last - timedelta(days=6)) / 53
+    last_week = sum(n for d, n in labs.items() if d >= last - timedelta(days=6)) / 7
+    assert last_week >= 0.8 * before, (last_week, before)
+
+
+def test_generate_messy_plants_defects_beside_the_clean_rows(tmp_path):
+    clean = generate(tmp_path / "clean", patients=120, start=START, days=2, history_days=60, seed=9)
+    messy = generate(tmp_path / "messy", patients=120, start=START, days=2, history_days=60, seed=9, messy=True)
+    con = duckdb.connect()
+
+    def rows(folder, rel):
+        return con.sql(f"select * from read_csv('{folder / rel}', all_varchar=true, header=true)").fetchall()
+
+    for table, rel in MIMIC4_FILES.items():
+        a, b = rows(tmp_path / "clean", rel), rows(tmp_path / "messy", rel)
+        if table == "admissions":
+            changed = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+            assert 1 <= len(changed) <= 3
+            assert all(x[:3] == y[:3] and x[4:] == y[4:] and "/" in y[3] for x, y in changed)  # only dischtime
+        elif table in ("labs", "diagnoses"):
+            assert b[:len(a)] == a and len(b) > len(a)  # defects appended
+        else:
+            assert a == b, table
+    labs = rows(tmp_path / "messy", MIMIC4_FILES["labs"])[clean.counts["labs"]:]
+    assert any(r[0] == "9" * 20 for r in labs)
+    assert any(r[2] is None and r[5] and "/" in r[5] for r in labs)
+    assert messy.counts["labs"] > clean.counts["labs"]
 
 
 def test_generate_gold_offsets_exact(mimic4_dir):
