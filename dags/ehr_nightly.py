@@ -39,11 +39,11 @@ def _run_id() -> str:
 @contextmanager
 def _bad_data_fails_without_retry() -> Iterator[None]:
     """Bad data stays bad on retry: fail the task at once (and page someone) instead of backing off."""
-    from pipeline.tasks import DataQualityError
+    from pipeline import tasks  # inside, like the task bodies: nothing heavy at parse time
 
     try:
         yield
-    except DataQualityError as exc:
+    except tasks.DataQualityError as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc
