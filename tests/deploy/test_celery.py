@@ -4,7 +4,12 @@ runs ``ehr_nightly`` for one day into a PostgreSQL warehouse.
 Started on loopback, in their own process groups, killed in a ``finally``: api-server (it serves the
 execution API the tasks talk to), scheduler, dag-processor and one Celery worker consuming the
 ``default`` and ``gpu`` queues. Fresh databases ``airflow_meta_<pid>`` and ``ehr_wh_<pid>`` are dropped
-at the end; the broker uses a Redis database number of its own, flushed at the end.
+at the end. The broker is a private ``redis-server`` on a free loopback port when redis-server is on
+PATH (stopped at the end); otherwise the shared Redis on 127.0.0.1:6379, in a database number that
+was empty when the test claimed it (only that one is flushed at the end).
+
+Skipped when PostgreSQL or Redis cannot be reached, except with EHR_REQUIRE_SERVICES=1 (set by
+.ci/run): then it fails, so CI cannot go green without running it.
 
 NER and risk are switched off (EHR_NER_ENABLED / EHR_RISK_ENABLED=false: no model to train here), but
 their mapped tasks still run, on the ``gpu`` queue and in the ``gpu`` pool, which the test checks.
@@ -34,6 +39,8 @@ pytestmark = [pytest.mark.celery, pytest.mark.slow, pytest.mark.postgres]
 
 PG_SERVER = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# Read at import: the autouse fixture of tests/conftest.py removes every EHR_* variable during tests.
+REQUIRE_SERVICES = os.environ.get("EHR_REQUIRE_SERVICES", "") == "1"
 DAY = date(2026, 1, 2)
 RUN_TIMEOUT_S = 600
 BIN = Path(sys.executable).parent
@@ -52,15 +59,81 @@ def _pg_problem() -> str | None:
         return f"PostgreSQL not reachable at {PG_SERVER.split('@')[-1]}: {str(exc).strip().splitlines()[0]}"
 
 
-def _redis_problem() -> str | None:
+def _redis_problem(port: int = REDIS_PORT) -> str | None:
     try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=3) as sock:
+        with socket.create_connection((REDIS_HOST, port), timeout=3) as sock:
             sock.sendall(b"PING\r\n")
             if not sock.recv(16).startswith(b"+PONG"):
-                return f"Redis at {REDIS_HOST}:{REDIS_PORT} did not answer PING"
+                return f"Redis at {REDIS_HOST}:{port} did not answer PING"
     except OSError as exc:
-        return f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}"
+        return f"Redis not reachable at {REDIS_HOST}:{port}: {exc}"
     return None
+
+
+def _skip_or_fail(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (EHR_REQUIRE_SERVICES=1: this service is required)", pytrace=False)
+    pytest.skip(reason)
+
+
+class Broker:
+    """The Celery broker of one test: a private redis-server, or an empty database of the shared one."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.claim: tuple[int, str] | None = None
+        server = shutil.which("redis-server")
+        if server:
+            port = _free_port()
+            self.proc = subprocess.Popen(
+                [server, "--port", str(port), "--bind", REDIS_HOST, "--save", "", "--appendonly", "no",
+                 "--dir", str(workdir)],
+                stdout=(workdir / "redis.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            deadline = time.monotonic() + 15
+            while (problem := _redis_problem(port)) and time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+            if problem:
+                self.stop()
+                _skip_or_fail(f"private redis-server did not start: {problem}")
+            self.url = f"redis://{REDIS_HOST}:{port}/0"
+            return
+        if problem := _redis_problem():
+            _skip_or_fail(problem)
+        self.url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{self._claim_empty_db()}"
+
+    def _claim_empty_db(self) -> int:
+        """A database number of the shared Redis that holds nothing; claimed with a key (SET NX), so two
+        test runs at once do not pick the same one."""
+        import redis
+
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        for db in range(1, 16):
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=3)
+            if client.dbsize() == 0 and client.set("ehr_celery_test_claim", token, nx=True):
+                self.claim = (db, token)
+                return db
+        _skip_or_fail(f"no empty database on the shared Redis at {REDIS_HOST}:{REDIS_PORT}")
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        elif self.claim is not None:
+            import redis
+
+            db, token = self.claim
+            client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=3)
+            with contextlib.suppress(redis.RedisError):
+                # everything in this database arrived after the claim of an empty one: ours to remove
+                if client.get("ehr_celery_test_claim") == token.encode():
+                    client.flushdb()
 
 
 def _free_port() -> int:
@@ -139,20 +212,23 @@ class Deployment:
 
 @pytest.fixture
 def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
-    for problem in (_pg_problem(), _redis_problem()):
-        if problem:
-            pytest.skip(problem)
+    if problem := _pg_problem():
+        _skip_or_fail(problem)
     if not (DAGS_DIR / "ehr_nightly.py").is_file() or not (BIN / "ehr-pipeline").exists():
-        pytest.skip("dags/ehr_nightly.py or the ehr-pipeline console script is not there yet")
+        _skip_or_fail("dags/ehr_nightly.py or the ehr-pipeline console script is not there yet")
     if shutil.which("airflow", path=str(BIN)) is None:
-        pytest.skip("airflow is not installed in this environment")
+        _skip_or_fail("airflow is not installed in this environment")
 
     pid = os.getpid()
     meta_db, wh_db = f"airflow_meta_{pid}", f"ehr_wh_{pid}"
-    redis_db = 1 + pid % 15
-    for db in (meta_db, wh_db):
-        _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        _admin(f"CREATE DATABASE {db}")
+    broker = Broker(tmp_path)
+    try:
+        for db in (meta_db, wh_db):
+            _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            _admin(f"CREATE DATABASE {db}")
+    except BaseException:
+        broker.stop()
+        raise
     meta_url = _with_database(PG_SERVER, meta_db).replace("postgresql://", "postgresql+psycopg://", 1)
     port = _free_port()
     workdir = tmp_path / "ehr"
@@ -168,7 +244,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
         # psycopg 3 serves the async engine too (Airflow would otherwise derive an asyncpg URL)
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": meta_url,
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+        "AIRFLOW__CELERY__BROKER_URL": broker.url,
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta_url,
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
@@ -213,16 +289,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
         components.stop()
         for db in (meta_db, wh_db):
             _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        _flush_redis(redis_db)
-
-
-def _flush_redis(db: int) -> None:
-    try:
-        import redis
-
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_timeout=3).flushdb()
-    except Exception:  # the broker may be gone already; nothing of ours is left to clean then
-        pass
+        broker.stop()
 
 
 def _meta_rows(meta_url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

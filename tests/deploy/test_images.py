@@ -126,3 +126,50 @@ def test_images_postgres_init_creates_both_databases() -> None:
     sql = (init / "01-databases.sql.in").read_text()
     assert "CREATE DATABASE airflow" in sql and "CREATE DATABASE ehr" in sql
     assert Path(init / "00-databases.sh").stat().st_mode & 0o111, "init script must be executable"
+
+
+# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}
+_REFERENCE = re.compile(r"\$\{(\w+)(:?[-?])?([^}]*)\}")
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET")
+
+
+def _env_example() -> dict[str, str]:
+    pairs = {}
+    for line in (DOCKER / "ehr.env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def test_images_secrets_have_no_fallback_and_the_env_example_leaves_them_empty() -> None:
+    """A compose file that falls back to a known password starts a deployment anyone can log into:
+    every secret must be required (``${VAR:?message}``) and the example must not supply a value."""
+    sources = {
+        "docker-compose.yaml": (DOCKER / "docker-compose.yaml").read_text(),
+        "postgres-init/00-databases.sh": (DOCKER / "postgres-init" / "00-databases.sh").read_text(),
+    }
+    secrets = set()
+    for name, text in sources.items():
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        for var, operator, _rest in _REFERENCE.findall(body):
+            if _SECRET_NAME.search(var):
+                secrets.add(var)
+                assert operator == ":?", f"{name}: ${{{var}}} must be required (${{{var}:?...}}), not {operator!r}"
+    assert {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "EHR_DB_PASSWORD", "AIRFLOW_FERNET_KEY"} <= secrets
+    example = _env_example()
+    for var in secrets:
+        assert var in example, f"{var} is missing from docker/ehr.env.example"
+        assert example[var] == "", f"docker/ehr.env.example must not ship a value for {var}"
+    # no credentials written out in any connection URL
+    env = _compose()["x-airflow-env"]
+    for key, value in env.items():
+        if isinstance(value, str) and "://" in value and "@" in value:
+            userinfo = value.split("://", 1)[1].split("@", 1)[0]
+            assert ":" not in userinfo or userinfo.split(":", 1)[1].startswith("${"), key
+
+
+def test_images_postgres_allows_locks_for_queries_over_many_day_partitions() -> None:
+    command = _compose()["services"]["postgres"]["command"]
+    setting = next(arg for arg in command if arg.startswith("max_locks_per_transaction="))
+    assert int(setting.split("=")[1]) >= 256
