@@ -55,6 +55,24 @@ def _composer_notes(n: int, seed: int, split: str) -> list:
     return list(NoteComposer(seed=seed, split=split).corpus(n))
 
 
+def training_autocast_dtype(precision: str = "auto"):
+    """bf16 autocast on CPUs with native bf16 matmul (AVX-512 BF16 / AMX), else none (fp32).
+
+    `precision`: "auto", "bf16" or "fp32". Weights and optimizer state stay fp32 either way.
+    """
+    import torch
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return torch.bfloat16 if native else None
+
+
 def corpus_fingerprint(notes: Sequence) -> str:
     """sha256 over the notes' text and gold entities, in order."""
     digest = hashlib.sha256()
@@ -158,6 +176,8 @@ def train_ner(
     batch_size: int = 16,
     learning_rate: float = 2e-4,
     base_model: Path | None = None,
+    precision: str = "auto",
+    freeze_embeddings: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune MiniLM-L6 for PROBLEM/TREATMENT/TEST and save model, tokenizer and model card to `out_dir`.
 
@@ -195,10 +215,16 @@ def train_ner(
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+    if freeze_embeddings:
+        # The pretrained word vectors carry what the encoder knows of words it never sees in our corpus; keeping
+        # them fixed helps on unseen terms and spares the optimizer 11.7M of the 22.7M parameters.
+        model.get_input_embeddings().weight.requires_grad_(False)
+    amp_dtype = training_autocast_dtype(precision)
     examples = build_examples(train_notes, tokenizer, label2id, window_tokens)
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total_steps = max(1, int(steps_per_epoch * epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
     warmup = max(1, min(20, total_steps // 20))
     model.train()
     step, loss_avg, train_tokens = 0, 0.0, 0
@@ -218,9 +244,10 @@ def train_ner(
                 group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - done))
             input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
                                                   tokenizer.pad_token_id)
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
+            with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -255,6 +282,8 @@ def train_ner(
             "stopped_at_time_limit": stopped_early,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
+            "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
+            "frozen_word_embeddings": freeze_embeddings,
             "seconds": round(train_seconds, 1),
             "tokens": train_tokens,
         },
