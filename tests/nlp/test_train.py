@@ -10,6 +10,7 @@ from pipeline.nlp.train import (
     match_entities,
     score_predictions,
     token_labels,
+    training_autocast_dtype,
 )
 from tests.nlp.corpus import Gold, tiny_corpus
 
@@ -62,6 +63,21 @@ def test_train_scoring_exact_overlap_and_assertion():
     assert match_entities([(0, 5, "A")], [(3, 9, "B")], overlap=True) == []
 
 
+def test_train_precision_choice(monkeypatch):
+    import torch
+
+    assert training_autocast_dtype("fp32") is None
+    assert training_autocast_dtype("bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        training_autocast_dtype("fp16")
+    # auto: bf16 only where the CPU multiplies bf16 natively (AVX-512 BF16 or AMX), else fp32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert training_autocast_dtype("auto") is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert training_autocast_dtype("auto") is torch.bfloat16
+
+
 @pytest.mark.slow
 def test_train_ner_end_to_end_on_tiny_corpus(tmp_path):
     from pipeline.nlp.ner import NerModel
@@ -74,5 +90,6 @@ def test_train_ner_end_to_end_on_tiny_corpus(tmp_path):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "model_card.json"):
         assert (tmp_path / "m" / name).exists()
     assert set(card["eval"]) >= {"exact_f1", "overlap_f1", "assertion_accuracy", "per_label"}
+    assert card["training"]["frozen_word_embeddings"] and card["training"]["precision"] in ("bfloat16", "float32")
     model = NerModel.load(tmp_path / "m", device="cpu")
     assert model.name == card["name"] and model.version == card["version"]
