@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     source_path: Path | None = Field(default=None, description="MIMIC folder; default <workdir>/source")
     source_layout: Literal["mimic4", "mimic3", "sql"] = "mimic4"
     source_url: str | None = Field(default=None, description="SQLAlchemy URL when source_layout=sql")
+    source_schemas: str | None = Field(
+        default=None,
+        description="sql layout: schemas to search for the tables, comma-separated (e.g. mimiciv_hosp,mimiciv_note), "
+        "and/or per table (notes=mimiciv_note); default per table from schemas/sources/sql.yaml, then unqualified",
+    )
     source_day_shift: int = Field(
         default=0, description="days added to a run date to get the source date (MIMIC shifts years)"
     )
@@ -133,6 +138,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with duckdb:/// or postgresql://")
         return value
 
+    @field_validator("source_schemas")
+    @classmethod
+    def _check_source_schemas(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_source_schemas(value)
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         if self.source_layout == "sql" and not self.source_url:
@@ -186,6 +198,31 @@ class Settings(BaseSettings):
         if self.warehouse_conn_id:
             return _url_from_airflow_connection(self.warehouse_conn_id)
         return f"duckdb:///{self.workdir_abs / 'warehouse.duckdb'}"
+
+
+def parse_source_schemas(text: str | None) -> tuple[list[str], dict[str, str]]:
+    """``EHR_SOURCE_SCHEMAS`` → (schemas searched for every table, schema of named tables).
+
+    >>> parse_source_schemas("mimiciv_hosp, notes=mimiciv_note")
+    (['mimiciv_hosp'], {'notes': 'mimiciv_note'})
+    """
+    from pipeline.schemas import INPUT_TABLES  # pipeline.schemas imports this module
+
+    search: list[str] = []
+    per_table: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        table, sep, schema = (part.strip() for part in item.partition("="))
+        if not sep:
+            search.append(table)
+        elif table in INPUT_TABLES and schema:
+            per_table[table] = schema
+        else:
+            raise ValueError(f"{item!r}: expected a schema name or <table>=<schema> with a table among "
+                             f"{', '.join(INPUT_TABLES)}")
+    return search, per_table
 
 
 def _url_from_airflow_connection(conn_id: str) -> str:

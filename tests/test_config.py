@@ -80,3 +80,11 @@ def test_config_yaml_must_be_a_mapping(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_settings()
 
+
+
+def test_config_source_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EHR_SOURCE_SCHEMAS", "mimiciv_hosp, notes=mimiciv_note")
+    assert load_settings().source_schemas == "mimiciv_hosp, notes=mimiciv_note"
+    monkeypatch.setenv("EHR_SOURCE_SCHEMAS", "charts=icu")
+    with pytest.raises(ConfigError, match="EHR_SOURCE_SCHEMAS"):
+        load_settings()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.sources.base import ExtractResult, SourceError, SourceReader, extract_range
+from pipeline.sources.base import ExtractResult, SourceError, SourceReader, extract_range, read_all
 
 
-def open_source(layout: str, path=None, url: str | None = None) -> SourceReader:
-    """The reader for a configured source (EHR_SOURCE_LAYOUT, EHR_SOURCE_PATH, EHR_SOURCE_URL)."""
+def open_source(layout: str, path=None, url: str | None = None, schemas: str | None = None) -> SourceReader:
+    """The reader for a configured source (EHR_SOURCE_LAYOUT, EHR_SOURCE_PATH, EHR_SOURCE_URL, EHR_SOURCE_SCHEMAS)."""
     if layout == "mimic4":
         from pipeline.sources.files import FolderReader
 
@@ -20,8 +20,8 @@ def open_source(layout: str, path=None, url: str | None = None) -> SourceReader:
 
         if not url:
             raise SourceError("EHR_SOURCE_URL is required when EHR_SOURCE_LAYOUT=sql")
-        return SqlReader(url)
+        return SqlReader(url, schemas)
     raise SourceError(f"EHR_SOURCE_LAYOUT: unknown layout {layout!r} (mimic4, mimic3 or sql)")
 
 
-__all__ = ["ExtractResult", "SourceError", "SourceReader", "extract_range", "open_source"]
+__all__ = ["ExtractResult", "SourceError", "SourceReader", "extract_range", "open_source", "read_all"]

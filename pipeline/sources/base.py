@@ -1,23 +1,41 @@
 """Extraction: source rows (as text) → canonical Arrow tables for one day or a range of days.
 
-Readers give every column as text under its canonical name; this module types them against the table
-contracts (schemas/tables/*.yaml) and decides which rows belong to which day. A value in a format the
-contract does not document (a timestamp rewritten by a spreadsheet, a number with letters, bytes that are
-not UTF-8) is never guessed: its row is set aside with a rule and a detail, and counted.
+Readers stream every column as text under its canonical name, one record batch at a time; this module
+types the values against the table contracts (schemas/tables/*.yaml) and keeps, batch by batch, only the
+rows of the wanted days, so memory follows the days' rows, not the size of the source. A value in a
+format the contract does not document (a timestamp rewritten by a spreadsheet, a number with letters or
+too large for its type, bytes that are not UTF-8) is never guessed: its row is set aside with a rule and a
+detail, and counted.
 
-Which rows belong to a day ``ds`` (source date = ds + ``day_shift``):
-- admissions: the date of ``dischtime`` (when unreadable: of ``admittime``);
-- labs and notes: the date of ``charttime`` (when unreadable: their admission's day);
-- diagnoses and prescriptions: their admission's day;
+Which day a row belongs to (source date = run date + ``day_shift``). Each table has a deciding timestamp
+and, for when that one is missing or unreadable, documented *witnesses*: other values recorded at or after
+the deciding event, normally on the same day. A witness never points to an earlier day than the deciding
+event, so a nightly run never files a row under a day that has already been processed:
+
+- admissions: ``dischtime``; witnesses ``deathtime`` (an in-hospital death ends the stay), then the
+  ``charttime`` of the admission's discharge note (discharge summaries are charted on the discharge day).
+  ``admittime`` is never used: it precedes the discharge, so a stay with an unreadable ``dischtime`` would
+  land on a day the nightly run has already done, and its notes and labs on the real day would point at an
+  admission nobody had seen. A stay with no ``dischtime`` and no witness is still open: it is listed among
+  the open admissions and extracted on the day it gets a discharge time.
+- labs and notes: ``charttime``; witnesses ``storetime``, then their admission's day.
+- diagnoses: their admission's day. prescriptions: their admission's day; when the admission is not in
+  the source at all, ``starttime`` (the order time, when the row entered the source).
 - patients: those referenced by that day's admissions (one row per patient and day).
-Rows with no readable day at all are counted as ``unattributed`` and reported, never assigned by guess.
+
+A row whose deciding timestamp is unreadable is set aside (``unparseable_timestamp``) on the witnessed day,
+together with everything that hangs off it. A row that no witness can date (e.g. a lab with a mangled
+``charttime``, no ``storetime`` and no admission, or a diagnosis of an admission missing from the source)
+is set aside on one fixed day: the source's first day, the earliest discharge day among the admissions.
+Being fixed, it is reported exactly once, by the backfill that starts the lake, and by no nightly run;
+every run still counts such rows in the source (``rows_unattributed``), so none goes unnoticed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
@@ -26,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schemas import INPUT_TABLES, arrow_schema, contract, redact_free_text
+from pipeline.schemas import INPUT_TABLES, arrow_schema, conform, contract, redact_free_text
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +53,10 @@ _TIMESTAMP_RE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}( 00:00:00)?$"
 _INT_RE = r"^[+-]?\d+$"
 _FLOAT_RE = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(?i:nan|inf|infinity)$"
+_INT64_MAX_DIGITS = "9223372036854775807"
+_INT64_MIN_DIGITS = "9223372036854775808"  # of -2**63
 
+UNDATABLE_RULE = "undatable_row"
 QUARANTINE_SCHEMA = arrow_schema("quarantine")
 
 
@@ -46,9 +67,53 @@ class SourceError(RuntimeError):
 class SourceReader(Protocol):
     layout: str
 
-    def read(self, table: str) -> pa.Table:
-        """All rows of a canonical table as text columns with canonical names (plus ``_bad_encoding``)."""
+    def batches(self, table: str) -> Iterator[pa.Table]:
+        """Rows of a canonical table, in batches, as text columns with canonical names (plus ``_bad_encoding``,
+        and optionally ``_reader_rule``/``_reader_detail``). At least one, possibly empty, batch."""
         ...
+
+
+def read_all(reader: SourceReader, table: str) -> pa.Table:
+    """Every row of a table at once (small tables and tests; extraction streams)."""
+    return pa.concat_tables(list(reader.batches(table)))
+
+
+def decode_utf8(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array | None]:
+    """Binary → UTF-8 text; (text, mask of values that were not UTF-8, or None when all were).
+
+    The common case is one vectorised cast. When it fails, halving the array finds the offending values
+    with a few more casts (log2 of the batch per bad value); only those are decoded one by one, with
+    U+FFFD for the bad bytes, and flagged.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if pa.types.is_string(values.type):
+        return values, None
+    try:
+        return values.cast(pa.string()), None
+    except pa.ArrowInvalid:
+        pass
+    bad = np.zeros(len(values), dtype=bool)
+
+    def find(offset: int, length: int) -> None:
+        piece = values.slice(offset, length)
+        try:
+            piece.cast(pa.string())
+        except pa.ArrowInvalid:
+            if length == 1:
+                bad[offset] = True
+                return
+            half = length // 2
+            find(offset, half)
+            find(offset + half, length - half)
+
+    find(0, len(values))
+    mask = pa.array(bad)
+    fixed = pa.array([v.decode("utf-8", errors="replace") for v in values.filter(mask).to_pylist()], pa.string())
+    good_text = pc.if_else(mask, pa.scalar(None, pa.binary()), values).cast(pa.string())
+    positions = np.flatnonzero(bad)
+    text = pc.replace_with_mask(good_text, mask, fixed) if len(positions) else good_text
+    return text, mask
 
 
 @dataclass
@@ -58,14 +123,17 @@ class ExtractResult:
     tables: dict[str, pa.Table]
     rejects: pa.Table  # quarantine schema, run_id empty (the task fills it)
     open_admissions: pa.Table  # hadm_id, subject_id, admittime, dischtime: admitted by ds_end, discharged later
-    unattributed: dict[str, int] = field(default_factory=dict)
+    unattributed: dict[str, int] = field(default_factory=dict)  # rows in the source no witness dates
+    not_yet_due: dict[str, int] = field(default_factory=dict)  # rows of stays not yet discharged
+    undatable_day: date | None = None  # the day undated rows are reported on (the source's first day)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
         for name, table in self.tables.items():
             rejected = int(pc.sum(pc.equal(self.rejects.column("source_table"), name)).as_py() or 0)
             out[name] = {"rows_extracted": table.num_rows + rejected, "rows_typed": table.num_rows,
-                         "rows_set_aside": rejected, "rows_unattributed": self.unattributed.get(name, 0)}
+                         "rows_set_aside": rejected, "rows_unattributed": self.unattributed.get(name, 0),
+                         "rows_not_yet_due": self.not_yet_due.get(name, 0)}
         return out
 
 
@@ -77,18 +145,29 @@ class Typed:
     bad_detail: pa.Array
 
 
-def _parse(column: pa.ChunkedArray, type_name: str) -> tuple[pa.Array, pa.Array]:
+def _parse(column: pa.ChunkedArray | pa.Array, type_name: str) -> tuple[pa.Array, pa.Array]:
     """Parse a text column to ``type_name``; returns (typed values, mask of non-null unparseable values)."""
-    text = pc.utf8_trim_whitespace(column.combine_chunks())
-    present = pc.and_kleene(pc.is_valid(text), pc.not_equal(text, ""))
-    present = pc.fill_null(present, False)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    text = pc.utf8_trim_whitespace(column)
+    present = pc.fill_null(pc.and_kleene(pc.is_valid(text), pc.not_equal(text, "")), False)
     if type_name == "string":
-        return column.combine_chunks(), pa.array(np.zeros(len(text), dtype=bool))
+        return column, pa.array(np.zeros(len(text), dtype=bool))
     if type_name in ("int64", "int32"):
         ok = pc.fill_null(pc.match_substring_regex(text, _INT_RE), False)
-        values = pc.if_else(ok, text, pa.scalar(None, pa.string())).cast(pa.int64())
+        # The pattern accepts any length, but a 20-digit id does not fit in int64 and the cast would fail
+        # for the whole column: compare the digits as text (exact) and set such values aside instead.
+        digits = pc.replace_substring_regex(text, r"^[+-]?0*", "")
+        limit = pc.if_else(pc.fill_null(pc.starts_with(text, "-"), False), _INT64_MIN_DIGITS, _INT64_MAX_DIGITS)
+        length = pc.utf8_length(digits)
+        fits = pc.or_(pc.less(length, 19), pc.and_(pc.equal(length, 19), pc.less_equal(digits, limit)))
+        ok = pc.and_(ok, pc.fill_null(fits, False))
+        unsigned = pc.replace_substring_regex(text, r"^\+", "")  # Arrow's integer cast refuses a leading '+'
+        values = pc.if_else(ok, unsigned, pa.scalar(None, pa.string())).cast(pa.int64())
         if type_name == "int32":
-            in_range = pc.fill_null(pc.less_equal(pc.abs(values), 2**31 - 1), True)
+            in_range = pc.fill_null(
+                pc.and_(pc.less_equal(values, 2**31 - 1), pc.greater_equal(values, -(2**31))), True
+            )
             ok = pc.and_(ok, in_range)
             values = pc.if_else(in_range, values, pa.scalar(None, pa.int64())).cast(pa.int32())
     elif type_name == "float64":
@@ -119,7 +198,7 @@ def _parse(column: pa.ChunkedArray, type_name: str) -> tuple[pa.Array, pa.Array]
 _RULE_FOR_TYPE = {
     "timestamp": ("unparseable_timestamp", "not in the documented format YYYY-MM-DD HH:MM:SS"),
     "date": ("unparseable_date", "not in the documented format YYYY-MM-DD"),
-    "int64": ("unparseable_number", "not a whole number"),
+    "int64": ("unparseable_number", "not a whole number that fits in 64 bits"),
     "int32": ("unparseable_number", "not a whole number in range"),
     "float64": ("unparseable_number", "not a decimal number"),
     "bool": ("unparseable_flag", "not a boolean"),
@@ -167,10 +246,14 @@ def _day(ts: pa.Array, day_shift: int) -> pa.Array:
     return days
 
 
-def _lookup_day(keys: pa.Array, key_table: pa.Table, key: str) -> pa.Array:
-    """Day of each key through ``key_table`` (key, day)."""
-    idx = pc.index_in(keys, value_set=key_table.column(key).combine_chunks())
-    return pc.take(key_table.column("day").combine_chunks(), idx)
+def _ts_day(raw: pa.Table, column: str, day_shift: int) -> tuple[pa.Array, pa.Array]:
+    """(run day of a text timestamp column, mask of values present but unreadable)."""
+    values, bad = _parse(raw.column(column), "timestamp")
+    return _day(values, day_shift), bad
+
+
+def _int(raw: pa.Table, column: str) -> pa.Array:
+    return _parse(raw.column(column), "int64")[0]
 
 
 def _in_range(days: pa.Array, start: date, end: date) -> pa.Array:
@@ -178,6 +261,14 @@ def _in_range(days: pa.Array, start: date, end: date) -> pa.Array:
         pc.and_(pc.greater_equal(days, pa.scalar(start, pa.date32())), pc.less_equal(days, pa.scalar(end, pa.date32()))),
         False,
     )
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _count(mask: pa.Array) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
 def _record_keys(raw: pa.Table, table: str) -> pa.Array:
@@ -190,7 +281,105 @@ def _record_keys(raw: pa.Table, table: str) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "|")
 
 
-def _rejects(raw: pa.Table, table: str, typed: Typed, mask: pa.Array, days: pa.Array) -> pa.Table:
+class _Kept:
+    """Rows of one table kept while streaming: raw text rows, their day, and whether no witness dated them."""
+
+    def __init__(self) -> None:
+        self._raw: list[pa.Table] = []
+        self._day: list[pa.Array] = []
+        self._undatable: list[pa.Array] = []
+        self._schema: pa.Schema | None = None
+
+    def add(self, raw: pa.Table, day: pa.Array, mask: pa.Array, undatable: pa.Array | None = None) -> None:
+        self._schema = self._schema or raw.schema
+        day, mask = _array(day), _array(mask)
+        undatable = None if undatable is None else _array(undatable)
+        if _count(mask):
+            self._raw.append(raw.filter(mask))
+            self._day.append(day.filter(mask))
+            self._undatable.append(
+                pa.array(np.zeros(_count(mask), dtype=bool)) if undatable is None else undatable.filter(mask)
+            )
+
+    def rows(self) -> tuple[pa.Table, pa.Array, pa.Array]:
+        if not self._raw:
+            empty = self._schema.empty_table() if self._schema is not None else pa.table({})
+            return empty, pa.array([], pa.date32()), pa.array([], pa.bool_())
+        return (pa.concat_tables(self._raw).combine_chunks(), pa.concat_arrays(self._day),
+                pa.concat_arrays(self._undatable))
+
+
+@dataclass
+class _Admissions:
+    """Every admission of the source, reduced to what decides days (one row per source row)."""
+
+    keys: pa.Table  # hadm_id, subject_id, admittime, dischtime, own_day, disch_unreadable
+    kept: _Kept  # raw rows whose own day is in range or missing (column _row: position in keys)
+    day: pa.Array | None = None  # final day per row: dated, or the undatable day; null = still open
+    undatable: pa.Array | None = None
+    undatable_day: date | None = None
+
+    def lookup(self, hadm_ids: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """(day of each hadm_id's admission, mask: the admission is in the source)."""
+        idx = pc.index_in(hadm_ids, value_set=self.keys.column("hadm_id").combine_chunks(), skip_nulls=True)
+        return pc.take(self.day, idx), pc.is_valid(idx)
+
+
+def _scan_admissions(reader: SourceReader, start: date, end: date, day_shift: int) -> _Admissions:
+    keys: list[pa.Table] = []
+    kept = _Kept()
+    offset = 0
+    for raw in reader.batches("admissions"):
+        rows = pa.array(np.arange(offset, offset + raw.num_rows), pa.int64())
+        offset += raw.num_rows
+        dischtime, disch_bad = _parse(raw.column("dischtime"), "timestamp")
+        own_day = pc.coalesce(_day(dischtime, day_shift), _ts_day(raw, "deathtime", day_shift)[0])
+        keys.append(pa.table({
+            "hadm_id": _int(raw, "hadm_id"), "subject_id": _int(raw, "subject_id"),
+            "admittime": _parse(raw.column("admittime"), "timestamp")[0], "dischtime": dischtime,
+            "own_day": own_day, "disch_unreadable": disch_bad,
+        }))
+        kept.add(raw.append_column("_row", rows), own_day, pc.or_(_in_range(own_day, start, end), pc.is_null(own_day)))
+    return _Admissions(pa.concat_tables(keys).combine_chunks(), kept)
+
+
+def _date_admissions(adm: _Admissions, witnesses: pa.Table) -> None:
+    """Final day of every admission: discharge, death, else its discharge note; fixes the undatable day."""
+    own = adm.keys.column("own_day").combine_chunks()
+    idx = pc.index_in(adm.keys.column("hadm_id"), value_set=witnesses.column("hadm_id").combine_chunks(),
+                      skip_nulls=True)
+    day = pc.coalesce(own, pc.take(witnesses.column("day").combine_chunks(), idx))
+    adm.undatable_day = pc.min(day).as_py()
+    # no readable discharge and no witness: an unreadable dischtime is undatable; an absent one, still open
+    adm.undatable = pc.and_(pc.is_null(day), pc.fill_null(adm.keys.column("disch_unreadable").combine_chunks(), False))
+    adm.day = _with_undatable_day(day, adm.undatable, adm.undatable_day)
+
+
+def _with_undatable_day(day: pa.Array, undatable: pa.Array, undatable_day: date | None) -> pa.Array:
+    if undatable_day is None:
+        return day
+    return pc.if_else(undatable, pa.scalar(undatable_day, pa.date32()), day)
+
+
+def _finish(table: str, kept: _Kept, undatable_day: date | None) -> tuple[pa.Table, pa.Table]:
+    """Type the kept rows of ``table`` (all in range) → (typed rows, set-aside rows)."""
+    raw, days, undatable = kept.rows()
+    raw = raw.drop_columns([c for c in raw.column_names if c == "_row"])
+    typed = type_table(raw, table)
+    rule, detail = typed.bad_rule, typed.bad_detail
+    if _count(undatable):
+        note = pa.scalar(f"no readable day: reported on the source's first day {undatable_day}")
+        rule = pc.if_else(undatable, pc.coalesce(rule, pa.scalar(UNDATABLE_RULE)), rule)
+        detail = pc.if_else(undatable, pc.coalesce(pc.binary_join_element_wise(detail, note, "; "), note), detail)
+    is_bad = pc.is_valid(rule)
+    good = pc.invert(is_bad)
+    rows = typed.table.filter(good).append_column("ds", days.filter(good))
+    # the contract's types; a null in a required column is validation's to quarantine, not a crash here
+    rows = conform(rows, table)
+    return rows, _rejects(raw, table, is_bad, rule, detail, days)
+
+
+def _rejects(raw: pa.Table, table: str, mask: pa.Array, rule: pa.Array, detail: pa.Array, days: pa.Array) -> pa.Table:
     picked = raw.filter(mask)
     # note text may be what set the row aside (or carry identifiers): the payload keeps only its hash
     payload_rows = redact_free_text(table, picked.drop_columns([c for c in picked.column_names if c.startswith("_")]))
@@ -200,8 +389,8 @@ def _rejects(raw: pa.Table, table: str, typed: Typed, mask: pa.Array, days: pa.A
             "ds": days.filter(mask),
             "source_table": pa.array([table] * picked.num_rows, pa.string()),
             "record_key": _record_keys(picked, table),
-            "rule": typed.bad_rule.filter(mask),
-            "detail": typed.bad_detail.filter(mask),
+            "rule": rule.filter(mask),
+            "detail": detail.filter(mask),
             "payload": pa.array([json.dumps(r, ensure_ascii=False, default=str) for r in payload_rows], pa.string()),
             "run_id": pa.array([""] * picked.num_rows, pa.string()),
         },
@@ -209,17 +398,29 @@ def _rejects(raw: pa.Table, table: str, typed: Typed, mask: pa.Array, days: pa.A
     )
 
 
-def _split(raw: pa.Table, table: str, typed: Typed, days: pa.Array, start: date, end: date,
-           unattributed: dict[str, int]) -> tuple[pa.Table, pa.Table]:
-    """(typed rows of the range, set-aside rows of the range)."""
-    in_range = _in_range(days, start, end)
-    is_bad = pc.is_valid(typed.bad_rule)
-    good = pc.and_(in_range, pc.invert(is_bad))
-    bad = pc.and_(in_range, is_bad)
-    unattributed[table] = int(pc.sum(pc.is_null(days)).as_py() or 0)
-    rows = typed.table.filter(good).append_column("ds", days.filter(good))
-    rows = rows.select(arrow_schema(table).names).cast(arrow_schema(table))
-    return rows, _rejects(raw, table, typed, bad, days)
+@dataclass
+class _Tally:
+    unattributed: int = 0  # rows no witness dates (reported on the undatable day)
+    not_yet_due: int = 0  # rows of stays that are still open
+
+
+def _own_day(raw: pa.Table, own: Iterable[str], day_shift: int) -> pa.Array | None:
+    days = [_ts_day(raw, column, day_shift)[0] for column in own if column in raw.column_names]
+    return pc.coalesce(*days) if days else None
+
+
+def _date_dependants(raw: pa.Table, own_day: pa.Array | None, adm: _Admissions, day_shift: int,
+                     tally: _Tally) -> tuple[pa.Array, pa.Array]:
+    """(day, undatable mask) of rows dated by their own day, else through their admission."""
+    adm_day, known = adm.lookup(_int(raw, "hadm_id"))
+    day = adm_day if own_day is None else pc.coalesce(own_day, adm_day)
+    if "starttime" in raw.column_names:  # prescriptions of an admission missing from the source
+        day = pc.if_else(known, day, pc.coalesce(day, _ts_day(raw, "starttime", day_shift)[0]))
+    undated = pc.is_null(day)
+    tally.not_yet_due += _count(pc.and_(undated, known))  # the admission is in the source, still open
+    undatable = pc.and_(undated, pc.invert(known))
+    tally.unattributed += _count(undatable)
+    return _with_undatable_day(day, undatable, adm.undatable_day), undatable
 
 
 def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = None, *, day_shift: int = 0) -> ExtractResult:
@@ -229,74 +430,112 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
         raise ValueError(f"ds_end {ds_end} is before ds_start {ds_start}")
     tables: dict[str, pa.Table] = {}
     rejects: list[pa.Table] = []
-    unattributed: dict[str, int] = {}
+    tallies: dict[str, _Tally] = {}
 
-    # admissions decide the day of everything that hangs off them
-    adm_raw = reader.read("admissions")
-    adm = type_table(adm_raw, "admissions")
-    adm_days = pc.coalesce(_day(adm.table.column("dischtime"), day_shift), _day(adm.table.column("admittime"), day_shift))
-    tables["admissions"], adm_rej = _split(adm_raw, "admissions", adm, adm_days, ds_start, ds_end, unattributed)
-    rejects.append(adm_rej)
-    hadm_day = pa.table({"hadm_id": adm.table.column("hadm_id"), "day": adm_days}).filter(
-        pc.is_valid(adm.table.column("hadm_id"))
-    )
-    end_of_range = pa.scalar(
-        np.datetime64(ds_end + timedelta(days=1 + day_shift), "s"), pa.timestamp("s")
-    )
-    admitted = pc.fill_null(pc.less(adm.table.column("admittime"), end_of_range), False)
-    open_now = pc.and_(admitted, pc.fill_null(pc.greater_equal(adm.table.column("dischtime"), end_of_range), True))
-    open_admissions = adm.table.select(["hadm_id", "subject_id", "admittime", "dischtime"]).filter(
-        pc.and_(open_now, pc.is_null(adm.bad_rule))
-    )
+    # 1. admissions decide the day of everything that hangs off them
+    adm = _scan_admissions(reader, ds_start, ds_end, day_shift)
 
-    for name in ("diagnoses", "prescriptions"):
-        raw = reader.read(name)
-        typed = type_table(raw, name)
-        days = _lookup_day(typed.table.column("hadm_id"), hadm_day, "hadm_id")
-        if name == "prescriptions":
-            days = pc.coalesce(days, _day(typed.table.column("starttime"), day_shift))
-        tables[name], rej = _split(raw, name, typed, days, ds_start, ds_end, unattributed)
+    # 2. notes, by their own times; those with none wait until every admission is dated. Notes with a
+    #    readable time are the witnesses for admissions whose discharge time is missing or unreadable.
+    undated_adm = pc.and_(pc.is_null(adm.keys.column("own_day")), pc.is_valid(adm.keys.column("hadm_id")))
+    waiting = pc.unique(adm.keys.column("hadm_id").filter(undated_adm).combine_chunks())
+    witness_parts: list[pa.Table] = []
+    notes, notes_waiting = _Kept(), _Kept()
+    for raw in reader.batches("notes"):
+        own_day = _own_day(raw, ("charttime", "storetime"), day_shift)
+        notes.add(raw, own_day, _in_range(own_day, ds_start, ds_end))
+        notes_waiting.add(raw, own_day, pc.is_null(own_day))
+        if len(waiting):
+            hadm = _int(raw, "hadm_id")
+            witness = pc.and_(pc.fill_null(pc.is_in(hadm, value_set=waiting), False), pc.is_valid(own_day))
+            if _count(witness):
+                witness_parts.append(pa.table({"hadm_id": hadm.filter(witness), "day": own_day.filter(witness)}))
+    witnesses = (
+        pa.concat_tables(witness_parts).group_by("hadm_id").aggregate([("day", "max")]).rename_columns(["hadm_id", "day"])
+        if witness_parts else pa.table({"hadm_id": pa.array([], pa.int64()), "day": pa.array([], pa.date32())})
+    )
+    _date_admissions(adm, witnesses)
+
+    adm_raw, _, _ = adm.kept.rows()
+    positions = adm_raw.column("_row").combine_chunks() if adm_raw.num_rows else pa.array([], pa.int64())
+    adm_days = pc.take(adm.day, positions)
+    admissions = _Kept()
+    admissions.add(adm_raw, adm_days, _in_range(adm_days, ds_start, ds_end), pc.take(adm.undatable, positions))
+    tallies["admissions"] = _Tally(_count(adm.undatable), _count(pc.is_null(adm.day)))
+    tables["admissions"], rej = _finish("admissions", admissions, adm.undatable_day)
+    rejects.append(rej)
+
+    # 3. labs, diagnoses and prescriptions, streamed, with every admission dated
+    for name, own in (("labs", ("charttime", "storetime")), ("diagnoses", ()), ("prescriptions", ())):
+        kept, tally = _Kept(), _Tally()
+        for raw in reader.batches(name):
+            day, undatable = _date_dependants(raw, _own_day(raw, own, day_shift), adm, day_shift, tally)
+            kept.add(raw, day, _in_range(day, ds_start, ds_end), undatable)
+        tables[name], rej = _finish(name, kept, adm.undatable_day)
         rejects.append(rej)
+        tallies[name] = tally
 
-    for name in ("labs", "notes"):
-        raw = reader.read(name)
-        typed = type_table(raw, name)
-        days = pc.coalesce(
-            _day(typed.table.column("charttime"), day_shift),
-            _lookup_day(typed.table.column("hadm_id"), hadm_day, "hadm_id"),
-        )
-        tables[name], rej = _split(raw, name, typed, days, ds_start, ds_end, unattributed)
-        rejects.append(rej)
+    # 4. notes that waited for their admission's day
+    waiting_raw, _, _ = notes_waiting.rows()
+    tallies["notes"] = _Tally()
+    day, undatable = _date_dependants(waiting_raw, None, adm, day_shift, tallies["notes"])
+    notes.add(waiting_raw, day, _in_range(day, ds_start, ds_end), undatable)
+    tables["notes"], rej = _finish("notes", notes, adm.undatable_day)
+    rejects.append(rej)
 
-    # patients: one row per patient and day of an admission in range (set-aside admissions included,
-    # so that their patient is still checked and loaded)
-    pat_raw = reader.read("patients")
-    pat = type_table(pat_raw, "patients")
-    adm_in_range = _in_range(adm_days, ds_start, ds_end)
+    # 5. patients: one row per patient and day of an admission in range (set-aside admissions included,
+    #    so that their patient is still checked and loaded)
+    subjects = adm.keys.column("subject_id")
     wanted = (
-        pa.table({"subject_id": adm.table.column("subject_id"), "day": adm_days})
-        .filter(pc.and_(adm_in_range, pc.is_valid(adm.table.column("subject_id"))))
+        pa.table({"subject_id": subjects, "day": adm.day})
+        .filter(pc.and_(_in_range(adm.day, ds_start, ds_end), pc.is_valid(subjects)))
         .group_by(["subject_id", "day"])
         .aggregate([])
     )
     if ds_end > ds_start:
         # a bulk range keeps one row per patient, on the last day of the range they are referenced
         wanted = wanted.group_by("subject_id").aggregate([("day", "max")]).rename_columns(["subject_id", "day"])
-    pat_index = pa.table({"subject_id": pat.table.column("subject_id"), "row": pa.array(np.arange(pat_raw.num_rows))})
-    joined = wanted.join(pat_index, "subject_id", join_type="inner")
-    rows = joined.column("row").combine_chunks()
-    pat_sel = Typed(pat.table.take(rows), pat.bad_rule.take(rows), pat.bad_detail.take(rows))
-    tables["patients"], pat_rej = _split(
-        pat_raw.take(rows), "patients", pat_sel, joined.column("day").combine_chunks(), ds_start, ds_end, {}
-    )
-    rejects.append(pat_rej)
-    unattributed["patients"] = 0
+    patients = _Kept()
+    for raw in reader.batches("patients"):
+        index = pa.table({"subject_id": _int(raw, "subject_id"), "_pos": pa.array(np.arange(raw.num_rows))})
+        joined = index.join(wanted, "subject_id", join_type="inner")
+        picked = raw.take(joined.column("_pos").combine_chunks())
+        patients.add(picked, joined.column("day").combine_chunks(), pa.array(np.ones(picked.num_rows, dtype=bool)))
+    tables["patients"], rej = _finish("patients", patients, adm.undatable_day)
+    rejects.append(rej)
+    tallies["patients"] = _Tally()
 
+    undatable_rows = sum(t.unattributed for t in tallies.values())
+    if undatable_rows and adm.undatable_day is None:
+        raise SourceError(
+            f"{undatable_rows} source row(s) have no readable day, and no admission has a readable discharge "
+            "day to report them on: fix the source's timestamps"
+        )
     tables = {name: tables[name] for name in INPUT_TABLES}
-    result = ExtractResult(ds_start, ds_end, tables, pa.concat_tables(rejects), open_admissions, unattributed)
+    result = ExtractResult(
+        ds_start, ds_end, tables, pa.concat_tables(rejects), _open_admissions(adm, ds_end, day_shift),
+        {name: t.unattributed for name, t in tallies.items()}, {name: t.not_yet_due for name, t in tallies.items()},
+        adm.undatable_day,
+    )
     for name, counts in result.counts().items():
         log.info("extracted", extra={"table": name, "ds_start": str(ds_start), "ds_end": str(ds_end), **counts})
     return result
+
+
+def _open_admissions(adm: _Admissions, ds_end: date, day_shift: int) -> pa.Table:
+    """Admissions admitted by the end of ``ds_end`` and discharged later (or not yet, as far as the source says).
+
+    Identity and admission time must be readable; other problems of the row (which will set it aside on
+    its discharge day) do not make the stay any less open until then.
+    """
+    end_of_range = pa.scalar(np.datetime64(ds_end + timedelta(days=1 + day_shift), "s"), pa.timestamp("s"))
+    keys = adm.keys
+    admitted = pc.fill_null(pc.less(keys.column("admittime"), end_of_range), False)
+    later = pc.fill_null(pc.greater(adm.day, pa.scalar(ds_end, pa.date32())), True)
+    identified = pc.and_(pc.is_valid(keys.column("hadm_id")), pc.is_valid(keys.column("subject_id")))
+    return keys.select(["hadm_id", "subject_id", "admittime", "dischtime"]).filter(
+        pc.and_(pc.and_(admitted, later), identified)
+    )
 
 
 def empty_tables() -> Mapping[str, pa.Table]:

@@ -1,9 +1,12 @@
-"""Reading MIMIC-style CSV / CSV.gz files as text columns with canonical names.
+"""Reading MIMIC-style CSV / CSV.gz files as text columns with canonical names, streamed in batches.
 
 Headers are matched case-insensitively (real exports come in either case), CRLF line ends and quoted
 multi-line free text are handled by pyarrow's CSV reader, and every column is read as text so that codes
-keep their leading zeros and V/E prefixes. Bytes that are not UTF-8 never crash the read: the row is
-flagged (``_bad_encoding``) and later set aside.
+keep their leading zeros and V/E prefixes. Files are read as a stream of record batches
+(``pyarrow.csv.open_csv``), so a 100-million-row ``labevents`` never has to fit in memory: the extraction
+keeps only each batch's rows of the wanted days. Compression is recognised by the file's first bytes (gzip
+magic), not by the case of its name, so ``ADMISSIONS.CSV.GZ`` reads like ``admissions.csv.gz``. Bytes that
+are not UTF-8 never crash the read: the row is flagged (``_bad_encoding``) and later set aside.
 """
 
 from __future__ import annotations
@@ -11,16 +14,21 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import yaml
 
 from pipeline.config import SCHEMAS_DIR
-from pipeline.sources.base import SourceError
+from pipeline.sources.base import SourceError, decode_utf8
+
+BLOCK_SIZE = 16 << 20  # bytes of CSV per record batch: large enough to amortise, small enough to stream
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -56,19 +64,29 @@ def find_file(root: Path, relative: str) -> Path:
     return matches[0]
 
 
-def _header(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        first = fh.readline()
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        gz = fh.read(2) == _GZIP_MAGIC
+    if not gz and path.name.lower().endswith(".gz"):
+        raise SourceError(f"{path}: named .gz but not gzip-compressed")
+    return gz
+
+
+def _header(path: Path, gz: bool) -> tuple[list[str], int]:
+    """Column names of the first line, and its length in bytes."""
+    try:
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as fh:
+            first = fh.readline()
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"{path}: cannot be read: {exc}") from None
     if not first.strip():
         raise SourceError(f"{path}: file is empty (no header line)")
     line = first.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
-    return next(csv.reader(io.StringIO(line)))
+    return next(csv.reader(io.StringIO(line))), len(first)
 
 
-def read_text_columns(path: Path, mapping: TableMapping) -> pa.Table:
-    """The file's mapped columns as text, renamed to canonical names; absent optional columns are null."""
-    header = _header(path)
+def _columns_to_read(path: Path, header: list[str], mapping: TableMapping) -> dict[str, str]:
+    """canonical → actual header name of the mapped columns present; a missing required one is an error."""
     by_lower = {name.strip().lower(): name for name in header}
     include: dict[str, str] = {}
     missing: list[str] = []
@@ -81,10 +99,24 @@ def read_text_columns(path: Path, mapping: TableMapping) -> pa.Table:
         include[canonical] = actual
     if missing:
         raise SourceError(f"{path}: required column(s) missing: {', '.join(missing)}")
+    return include
+
+
+def iter_text_batches(path: Path, mapping: TableMapping, *, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:
+    """The file's mapped columns as text, renamed to canonical names, one table per CSV block.
+
+    Absent optional columns are null. At least one (possibly empty) table is yielded, so a header-only
+    file still gives the columns.
+    """
+    gz = _is_gzip(path)
+    header, header_bytes = _header(path, gz)
+    include = _columns_to_read(path, header, mapping)
+    stream = pa.input_stream(str(path), compression="gzip" if gz else None)
     try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=64 << 20),
+        reader = pacsv.open_csv(
+            stream,
+            # the first block must hold the whole header line
+            read_options=pacsv.ReadOptions(block_size=max(block_size, 2 * header_bytes)),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={actual: pa.binary() for actual in include.values()},
@@ -95,41 +127,37 @@ def read_text_columns(path: Path, mapping: TableMapping) -> pa.Table:
                 check_utf8=False,
             ),
         )
-    except pa.ArrowInvalid as exc:
+        yielded = False
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            yield _canonical(batch, include, mapping)
+            yielded = True
+        if not yielded:
+            empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(a, pa.binary()) for a in include.values()]))
+            yield _canonical(empty, include, mapping)
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
         raise SourceError(f"{path}: not a readable CSV file: {exc}") from None
+    finally:
+        stream.close()
+
+
+def _canonical(batch: pa.RecordBatch, include: dict[str, str], mapping: TableMapping) -> pa.Table:
+    n = batch.num_rows
     columns: dict[str, pa.Array] = {}
-    bad_encoding = pa.array([False] * table.num_rows, pa.bool_())
+    bad_encoding = None
     for canonical, actual in include.items():
-        text, bad = _decode(table.column(actual).combine_chunks())
+        text, bad = decode_utf8(batch.column(actual))
         columns[canonical] = text
         if bad is not None:
-            bad_encoding = pc.or_(bad_encoding, bad)
+            bad_encoding = bad if bad_encoding is None else pc.or_(bad_encoding, bad)
     for canonical in mapping.columns:
         if canonical not in columns:
-            columns[canonical] = pa.nulls(table.num_rows, pa.string())
-    columns["_bad_encoding"] = bad_encoding
+            columns[canonical] = pa.nulls(n, pa.string())
+    columns["_bad_encoding"] = bad_encoding if bad_encoding is not None else pa.array(np.zeros(n, dtype=bool))
     return pa.table(columns)
-
-
-def _decode(values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-    """Binary → UTF-8 text. Invalid values (rare) become the replacement-decoded text and are flagged."""
-    try:
-        return values.cast(pa.string()), None
-    except pa.ArrowInvalid:
-        pass
-    decoded, flags = [], []
-    for raw in values.to_pylist():  # only reached when a column holds bytes that are not UTF-8
-        if raw is None:
-            decoded.append(None)
-            flags.append(False)
-            continue
-        try:
-            decoded.append(raw.decode("utf-8"))
-            flags.append(False)
-        except UnicodeDecodeError:
-            decoded.append(raw.decode("utf-8", errors="replace"))
-            flags.append(True)
-    return pa.array(decoded, pa.string()), pa.array(flags, pa.bool_())
 
 
 class FolderReader:
@@ -137,13 +165,19 @@ class FolderReader:
 
     layout = "mimic4"
 
-    def __init__(self, root: Path, layout: str = "mimic4") -> None:
+    def __init__(self, root: Path, layout: str = "mimic4", *, block_size: int = BLOCK_SIZE) -> None:
+        root = Path(root)
         if not root.is_dir():
             raise SourceError(f"source folder not found: {root} (set EHR_SOURCE_PATH)")
         self.root = root
         self.layout = layout
+        self.block_size = block_size
         self.mapping = load_mapping(layout)
 
-    def read(self, table: str) -> pa.Table:
+    def batches(self, table: str) -> Iterator[pa.Table]:
         spec = self.mapping[table]
-        return read_text_columns(find_file(self.root, spec.file), spec)
+        yield from iter_text_batches(find_file(self.root, spec.file), spec, block_size=self.block_size)
+
+    def read(self, table: str) -> pa.Table:
+        """All rows at once (small tables and tests; extraction streams :meth:`batches`)."""
+        return pa.concat_tables(list(self.batches(table)))

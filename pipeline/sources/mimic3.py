@@ -7,17 +7,22 @@ Columns that MIMIC-III does not carry are derived here, documented rather than g
 - diagnoses.icd_version: always 9 (MIMIC-III codes are ICD-9-CM only);
 - notes.charttime: CHARTTIME, else CHARTDATE at 00:00:00 (discharge summaries only carry CHARTDATE);
 - notes marked ISERROR=1 by the source are set aside with rule ``source_marked_error``.
+
+The first admission per patient is gathered while the admissions stream past (extraction reads them
+before the patients), so ADMISSIONS is read once; a reader asked for patients first scans only the two
+columns it needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.sources.base import _TIMESTAMP_RE, TIMESTAMP_FORMAT
-from pipeline.sources.files import FolderReader
+from pipeline.sources.files import BLOCK_SIZE, FolderReader
 
 _AGE_CAP = 91
 
@@ -27,32 +32,61 @@ def _parse_ts(text: pa.Array) -> pa.Array:
     return pc.strptime(pc.if_else(ok, text, pa.scalar(None, pa.string())), TIMESTAMP_FORMAT, "s", error_is_null=True)
 
 
+def _first_admits(batches: Iterator[pa.Table]) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Each batch, with the earliest readable admission time per subject within it."""
+    for raw in batches:
+        admit = _parse_ts(raw.column("admittime").combine_chunks())
+        firsts = (
+            pa.table({"subject_id": raw.column("subject_id"), "admit": admit})
+            .filter(pc.is_valid(admit))
+            .group_by("subject_id")
+            .aggregate([("admit", "min")])
+            .rename_columns(["subject_id", "admit"])
+        )
+        yield raw, firsts
+
+
+def _merge(parts: list[pa.Table]) -> pa.Table:
+    if not parts:
+        return pa.table({"subject_id": pa.array([], pa.string()), "admit": pa.array([], pa.timestamp("s"))})
+    return pa.concat_tables(parts).group_by("subject_id").aggregate([("admit", "min")]).rename_columns(
+        ["subject_id", "admit"])
+
+
 class Mimic3Reader(FolderReader):
     layout = "mimic3"
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, "mimic3")
+    def __init__(self, root: Path, *, block_size: int = BLOCK_SIZE) -> None:
+        super().__init__(root, "mimic3", block_size=block_size)
+        self._first_admit: pa.Table | None = None  # subject_id (text), admit: first admission time
 
-    def read(self, table: str) -> pa.Table:
-        raw = super().read(table)
-        if table == "patients":
-            return self._patients(raw)
-        if table == "diagnoses":
-            return raw.append_column("icd_version", pa.array(["9"] * raw.num_rows, pa.string()))
-        if table == "notes":
-            return self._notes(raw)
-        return raw
+    def batches(self, table: str) -> Iterator[pa.Table]:
+        if table == "admissions":
+            parts = []
+            for raw, firsts in _first_admits(super().batches("admissions")):
+                parts.append(firsts)
+                yield raw
+            self._first_admit = _merge(parts)  # only once the whole file has been seen
+            return
+        for raw in super().batches(table):
+            if table == "patients":
+                yield self._patients(raw)
+            elif table == "diagnoses":
+                yield raw.append_column("icd_version", pa.array(["9"] * raw.num_rows, pa.string()))
+            elif table == "notes":
+                yield self._notes(raw)
+            else:
+                yield raw
+
+    def _first_admissions(self) -> pa.Table:
+        if self._first_admit is None:
+            self._first_admit = _merge([firsts for _, firsts in _first_admits(super().batches("admissions"))])
+        return self._first_admit
 
     def _patients(self, raw: pa.Table) -> pa.Table:
-        adm = super().read("admissions")
-        first = (
-            pa.table({"subject_id": adm.column("subject_id"), "admit": _parse_ts(adm.column("admittime").combine_chunks())})
-            .filter(pc.is_valid(pc.field("admit")))
-            .group_by("subject_id")
-            .aggregate([("admit", "min")])
-        )
+        first = self._first_admissions()
         idx = pc.index_in(raw.column("subject_id"), value_set=first.column("subject_id").combine_chunks())
-        first_admit = pc.take(first.column("admit_min").combine_chunks(), idx)
+        first_admit = pc.take(first.column("admit").combine_chunks(), idx)
         dob = _parse_ts(raw.column("dob").combine_chunks())
         years = pc.years_between(dob, first_admit)
         # a birthday later in the year than the admission has not happened yet

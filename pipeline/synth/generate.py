@@ -371,8 +371,9 @@ class _Writer:
             insurance = rng.choices(("Private", "Medicaid", "Other"), weights=(0.55, 0.3, 0.15))[0]
         expire = 1 if p.death else 0
         dischtime = _fmt(p.disch)
+        # every 29th admission (the first few): deterministic, so that even a small messy dataset has some
         if (self.messy and not p.death and self.mangled_admissions < self.MANGLED_ADMISSIONS
-                and self.defect_rng.random() < 0.02):
+                and self.sinks["admissions"].rows % 29 == 3):
             dischtime = _spreadsheet(p.disch)
             self.mangled_admissions += 1
         if self.layout == "mimic4":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,16 @@ def write_folder(root: Path, files: dict[str, str | bytes] | None = None, *, crl
 @pytest.fixture
 def mimic4_folder(tmp_path: Path) -> Path:
     return write_folder(tmp_path / "source")
+
+
+GENERATED_START = date(2026, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def generated_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, date, date]:
+    """A small generated MIMIC-IV folder: (folder, first discharge day, last day of the window)."""
+    from pipeline.synth import generate
+
+    out = tmp_path_factory.mktemp("generated") / "source"
+    generate(out, layout="mimic4", patients=30, start=GENERATED_START, days=2, history_days=20, seed=4)
+    return out, GENERATED_START - timedelta(days=20), GENERATED_START + timedelta(days=1)

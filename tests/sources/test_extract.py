@@ -82,12 +82,18 @@ def test_extract_sets_aside_mangled_timestamp(tmp_path: Path) -> None:
 
 def test_extract_non_utf8_note_is_set_aside(tmp_path: Path) -> None:
     files: dict[str, str | bytes] = dict(FILES)
-    files["note/discharge.csv.gz"] = DISCHARGE.encode().replace(b"AKI", b"AKI \xff\xfe caf\xe9")
-    files["note/discharge.csv.gz"] = DISCHARGE.encode().replace(b"said", b"sa\xffid")
-    result = _extract(write_folder(tmp_path / "src", files))
-    rej = result.rejects.to_pylist()
-    assert [(r["record_key"], r["rule"]) for r in rej] == [("2-DS-1", "invalid_encoding")]
-    assert result.tables["notes"].column("note_id").to_pylist() == ["1-DS-1"]
+    # two notes with bytes that are not UTF-8: one on D2, one (Latin-1 'é', a lone 0xff 0xfe) on D3
+    files["note/discharge.csv.gz"] = DISCHARGE.encode().replace(b"AKI", b"AKI \xff\xfe caf\xe9").replace(
+        b"said", b"sa\xffid")
+    folder = write_folder(tmp_path / "src", files)
+    d2 = _extract(folder)
+    assert [(r["record_key"], r["rule"]) for r in d2.rejects.to_pylist()] == [("2-DS-1", "invalid_encoding")]
+    assert d2.tables["notes"].column("note_id").to_pylist() == ["1-DS-1"]
+    d3 = _extract(folder, D3)
+    assert [(r["record_key"], r["rule"]) for r in d3.rejects.to_pylist()] == [("3-DS-1", "invalid_encoding")]
+    assert d3.tables["notes"].num_rows == 0
+    # the other columns of the set-aside row are intact (only the text is not UTF-8)
+    assert d3.rejects.column("ds").to_pylist() == [D3]
 
 
 def test_extract_errors_name_what_is_missing(tmp_path: Path, mimic4_folder: Path) -> None:
