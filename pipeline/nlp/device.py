@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.nlp.batching import TokenBatch
-from pipeline.nlp.errors import E004, E005, E006
+from pipeline.nlp.errors import E004, E005, E006, E009
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_TOKEN_BUDGET = 8192
 # Activation memory per token on GPU for a BERT-size model in half precision, with a wide safety margin.
 CUDA_BYTES_PER_TOKEN = 256 * 1024
@@ -44,8 +45,21 @@ def default_token_budget(device: torch.device) -> int:
     return max(512, min(CUDA_MAX_TOKEN_BUDGET, budget))
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; none on CPU (fp32 is faster there without AMX)."""
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for inference, or None for plain fp32.
+
+    auto: bf16 where the GPU supports it, else fp16; none on CPU (fp32 keeps the model's exact outputs there).
+    bf16 on CPU is an opt-in speed switch for CPUs with native bf16 matmul (AVX-512 BF16 / AMX); its F1 change is
+    measured by `ehr-pipeline bench ner`.
+    """
+    if precision not in PRECISIONS or (precision == "fp16" and device.type != "cuda"):
+        raise ValueError(E009.format(precision=precision))
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

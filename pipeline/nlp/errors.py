@@ -17,3 +17,4 @@ E008 = (
     "E008: the synthetic note generator pipeline.synth.notes is not importable; pass `notes=` explicitly "
     "(an iterable of notes with .text and .entities)."
 )
+E009 = "E009: NER precision {precision!r} is not one of auto, fp32, bf16, fp16 (fp16 only on CUDA). Set EHR_NER_PRECISION."

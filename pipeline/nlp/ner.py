@@ -109,6 +109,7 @@ class NerModel:
         token_budget: int,
         stride: int = DEFAULT_STRIDE,
         path: Path | None = None,
+        precision: str = "auto",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -120,7 +121,7 @@ class NerModel:
         self.path = path
         self.scheme = LabelScheme.from_id2label(model.config.id2label)
         self.oom = devices.OomGuard(token_budget)
-        self.autocast_dtype = devices.autocast_dtype(device)
+        self.autocast_dtype = devices.autocast_dtype(device, precision)
         self.cls_id = int(tokenizer.cls_token_id)
         self.sep_id = int(tokenizer.sep_token_id)
         self.pad_id = int(tokenizer.pad_token_id or 0)
@@ -137,6 +138,7 @@ class NerModel:
         max_length: int | None = None,
         token_budget: int | None = None,
         stride: int = DEFAULT_STRIDE,
+        precision: str = "auto",
     ) -> NerModel:
         """Load a local safetensors checkpoint (no hub, no remote code); name and version come from its card."""
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -168,6 +170,7 @@ class NerModel:
             token_budget=token_budget or devices.default_token_budget(torch_device),
             stride=stride,
             path=path,
+            precision=precision,
         )
 
     # -- tokenisation and windows (runs in the prefetch thread) ------------------------------------------------

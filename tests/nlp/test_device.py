@@ -32,6 +32,29 @@ def test_device_cuda_budget_and_precision(monkeypatch):
     assert devices.default_token_budget(torch.device("cpu")) == devices.CPU_TOKEN_BUDGET
 
 
+def test_device_precision_switches():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert devices.autocast_dtype(cpu, "bf16") == torch.bfloat16
+    assert devices.autocast_dtype(cuda, "fp32") is None
+    assert devices.autocast_dtype(cuda, "fp16") == torch.float16
+    with pytest.raises(ValueError, match="E009"):
+        devices.autocast_dtype(cpu, "fp16")
+    with pytest.raises(ValueError, match="E009"):
+        devices.autocast_dtype(cpu, "int4")
+
+
+def test_device_bf16_inference_on_cpu_keeps_entities(tiny_model_dir):
+    """bf16 autocast on CPU runs the same code path and returns float outputs the decoder accepts."""
+    from pipeline.nlp.ner import NerModel
+
+    text = "Patient denies chest pain. Started metoprolol for atrial fibrillation."
+    fp32 = NerModel.load(tiny_model_dir, device="cpu", precision="fp32").predict([text])[0]
+    bf16 = NerModel.load(tiny_model_dir, device="cpu", precision="bf16").predict([text])[0]
+    assert bf16.scores.dtype == fp32.scores.dtype
+    for found in (fp32, bf16):
+        assert all(text[s:e].strip() == text[s:e] for s, e in zip(found.starts, found.ends, strict=True))
+
+
 def test_device_cuda_copies_pinned_non_blocking(monkeypatch):
     calls = []
 
