@@ -10,12 +10,19 @@ Task-level entry points:
 
 from pipeline.risk.errors import MissingFeatureError, RiskError, RiskModelIntegrityError
 from pipeline.risk.features import build_features, feature_names
-from pipeline.risk.indices import charlson, count_malformed_icd, elixhauser, lace, malformed_icd_count
+from pipeline.risk.indices import (
+    charlson,
+    count_malformed_icd,
+    elixhauser,
+    icd_code_counts,
+    lace,
+    malformed_icd_count,
+)
 from pipeline.risk.labels import TARGETS, build_labels
 from pipeline.risk.metrics import auprc, auroc, brier, calibration_curve
-from pipeline.risk.model import RiskModel, resolve_device
-from pipeline.risk.score import DEFAULT_THRESHOLDS, risk_bands, score_admissions
-from pipeline.risk.train import evaluate, train_risk_model
+from pipeline.risk.model import RiskModel, resolve_device, risk_model_present
+from pipeline.risk.score import DEFAULT_THRESHOLDS, band_thresholds, risk_bands, score_admissions
+from pipeline.risk.train import evaluate, paired_bootstrap_auroc_difference, train_risk_model
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -26,6 +33,7 @@ __all__ = [
     "RiskModelIntegrityError",
     "auprc",
     "auroc",
+    "band_thresholds",
     "brier",
     "build_features",
     "build_labels",
@@ -35,10 +43,13 @@ __all__ = [
     "elixhauser",
     "evaluate",
     "feature_names",
+    "icd_code_counts",
     "lace",
     "malformed_icd_count",
+    "paired_bootstrap_auroc_difference",
     "resolve_device",
     "risk_bands",
+    "risk_model_present",
     "score_admissions",
     "train_risk_model",
 ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 R001 = "R001: risk model folder {path} not found. Train one with `ehr-pipeline train-risk` or set EHR_RISK_MODEL_PATH."
 R002 = (
-    "R002: refused to load risk model {path}: sha256 of the safetensors file is {actual}, metadata says "
-    "{expected}. The weights were changed or corrupted after training; retrain or restore the file."
+    "R002: refused to load risk model {folder}: the sha256 of model.safetensors + model.json (without its "
+    "sha256 field) is {actual}, model.json says {expected}. The weights or the metadata (feature order, "
+    "means, stds, medians, ...) were changed or corrupted after training; retrain or restore both files."
 )
 R003 = (
     "R003: the risk model expects feature {feature!r}, which the input features lack. Score with the "
@@ -26,6 +27,15 @@ R009 = (
 R010 = "R010: risk model metadata {path} is missing or unreadable ({reason}); retrain the model."
 R011 = "R011: risk data file {path} is inconsistent: {reason}."
 R012 = "R012: split subset {subset!r} is not one of test, all."
+R013 = (
+    "R013: risk band thresholds EHR_RISK_BAND_MEDIUM={medium!r} and EHR_RISK_BAND_HIGH={high!r} are "
+    "invalid: need 0 < EHR_RISK_BAND_MEDIUM < EHR_RISK_BAND_HIGH <= 1 (lower bounds on readmit_30d_prob), "
+    "otherwise a band would be empty."
+)
+R014 = (
+    "R014: refused to load risk model {path}: {problems}. The weights do not fit the metadata; retrain "
+    "the model with `ehr-pipeline train-risk`."
+)
 
 
 class RiskError(ValueError):

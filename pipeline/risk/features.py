@@ -109,20 +109,25 @@ def _lab_features(hadm: np.ndarray, disch: np.ndarray, labs: pa.Table) -> dict[s
     return out
 
 
-def _ner_features(hadm: np.ndarray, note_entities: pa.Table | None) -> dict[str, np.ndarray]:
+def _ner_features(
+    hadm: np.ndarray, note_entities: pa.Table | None, ner_hadm_ids: np.ndarray | None
+) -> dict[str, np.ndarray]:
     n = len(hadm)
     if note_entities is None:  # no NER output for this run: the count is unknown, not zero
         return {"ner_problem_count": np.full(n, np.nan), "ner_missing": np.ones(n)}
     require(note_entities, "note_entities", ("hadm_id", "label", *AFFIRMING_FLAGS))
+    # an admission whose notes NER never read has an unknown count (missing), not zero problems
+    covered = np.ones(n, dtype=bool) if ner_hadm_ids is None else lookup(hadm, np.unique(ner_hadm_ids)) >= 0
     row = _per_admission(hadm, ints(note_entities.column("hadm_id")))
     keep = (row >= 0) & np.asarray(
         pc.fill_null(pc.equal(pc.utf8_upper(note_entities.column("label")), "PROBLEM"), False)
     )
     for flag in AFFIRMING_FLAGS:  # affirmed, about the patient: a null flag is treated as set (not affirmed)
         keep &= ~np.asarray(pc.fill_null(pc.cast(note_entities.column(flag), pa.bool_()), True))
+    counts = np.bincount(row[keep], minlength=n).astype(np.float64)
     return {
-        "ner_problem_count": np.bincount(row[keep], minlength=n).astype(np.float64),
-        "ner_missing": np.zeros(n),
+        "ner_problem_count": np.where(covered, counts, np.nan),
+        "ner_missing": (~covered).astype(np.float64),
     }
 
 
@@ -136,6 +141,7 @@ def build_features(
     note_entities: pa.Table | None = None,
     *,
     charlson_weights: str = "charlson1987",
+    ner_hadm_ids: pa.Array | pa.ChunkedArray | np.ndarray | None = None,
 ) -> pa.Table:
     """One row per admission of ``admissions`` (same order): ``hadm_id`` + float64 feature columns.
 
@@ -143,7 +149,9 @@ def build_features(
     admissions and even later ones: only those with admittime before each index admittime are used).
     ``diagnoses``, ``labs``, ``prescriptions``, ``note_entities``: rows of the index admissions (others are
     ignored). ``note_entities=None`` means NER did not run: ``ner_problem_count`` is null and
-    ``ner_missing`` is 1.
+    ``ner_missing`` is 1. ``ner_hadm_ids``: the admissions whose notes NER processed (default: all of
+    ``admissions`` when ``note_entities`` is given); the others are missing in the same way, so history
+    loaded without NER and a day scored with NER use one convention.
     """
     require(admissions, "admissions", ("subject_id", "hadm_id", "admittime", "dischtime", "admission_type"))
     require(patients, "patients", ("subject_id", "gender", "anchor_age", "anchor_year"))
@@ -210,7 +218,14 @@ def build_features(
         np.asarray(distinct.column("row").to_numpy(), dtype=np.int64), minlength=n
     ).astype(np.float64)
 
-    columns.update(_ner_features(hadm, note_entities))
+    covered = None
+    if ner_hadm_ids is not None:
+        covered = (
+            ints(ner_hadm_ids)
+            if isinstance(ner_hadm_ids, pa.Array | pa.ChunkedArray)
+            else np.asarray(ner_hadm_ids, dtype=np.int64)
+        )
+    columns.update(_ner_features(hadm, note_entities, covered))
 
     arrays = {"hadm_id": pa.array(hadm, pa.int64())}
     for name in feature_names():

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 RISK_DATA_DIR = SCHEMAS_DIR / "risk"
 CHARLSON_WEIGHTS = ("charlson1987", "quan2011")
+# LACE's "C" is the Charlson score as LACE was derived and validated with it (van Walraven 2010 used the
+# original Charlson 1987 weights); Quan 2011 weights would change C and so the published LACE cut-points.
+LACE_CHARLSON_WEIGHTS = "charlson1987"
 ELIXHAUSER_WEIGHTS = ("van_walraven2009",)
 ED_LOOKBACK_DAYS = 182  # LACE "E": emergency visits in the 6 months before admission
 MALFORMED_KEY = b"malformed_icd_codes"
@@ -128,6 +131,62 @@ def count_malformed_icd(diagnoses: pa.Table) -> int:
     return int((~valid).sum())
 
 
+def _prefix_hits(
+    codes: pa.ChunkedArray, versions: np.ndarray, candidate: np.ndarray, cmap: ComorbidityMap
+) -> tuple[np.ndarray, np.ndarray]:
+    """(diagnosis row, category position) for every prefix match among the ``candidate`` rows."""
+    code_len = np.asarray(pc.utf8_length(codes).to_numpy(zero_copy_only=False))
+    version_text = pc.cast(pa.array(versions), pa.string())
+    hit_rows, hit_cats = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for length in cmap.prefix_lengths:  # a handful of prefix lengths (3-5), not rows
+        long_enough = candidate & (code_len >= length)
+        if not long_enough.any():
+            continue
+        prefix = pc.utf8_slice_codeunits(codes, 0, length)
+        key = pc.binary_join_element_wise(version_text, prefix, ":")
+        key_idx = lookup(np.asarray(key.to_numpy(zero_copy_only=False), dtype=object), cmap.keys)
+        hit = np.flatnonzero(long_enough & (key_idx >= 0))
+        if len(hit) == 0:
+            continue
+        starts, stops = cmap.key_offsets[key_idx[hit]], cmap.key_offsets[key_idx[hit] + 1]
+        counts = stops - starts
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        hit_rows.append(np.repeat(hit, counts))
+        hit_cats.append(cmap.key_categories[np.repeat(starts, counts) + within])
+    return np.concatenate(hit_rows), np.concatenate(hit_cats)
+
+
+def icd_code_counts(
+    diagnoses: pa.Table, hadm_ids: Sequence[int] | np.ndarray | pa.Array | None = None
+) -> dict[str, int]:
+    """Counts of the diagnoses of ``hadm_ids`` (all when None) for the run record.
+
+    ``unknown_icd_version``: icd_version not 9 or 10; ``malformed_icd_codes``: a code that is empty or
+    does not fit its version's pattern; ``unmapped_icd_codes``: well-formed codes in no Charlson or
+    Elixhauser category (most are ordinary codes; a jump suggests a coding-system problem). The first two
+    are ignored by the indices, never a crash.
+    """
+    codes, versions, valid = normalise_icd(diagnoses)
+    rows = np.ones(diagnoses.num_rows, dtype=bool)
+    if hadm_ids is not None:
+        wanted = np.asarray(
+            hadm_ids.to_numpy(zero_copy_only=False) if isinstance(hadm_ids, pa.Array) else hadm_ids,
+            dtype=np.int64,
+        )
+        rows = lookup(ints(diagnoses.column("hadm_id")), np.unique(wanted)) >= 0
+    mapped = np.zeros(diagnoses.num_rows, dtype=bool)
+    for index in ("charlson", "elixhauser"):
+        hit, _ = _prefix_hits(codes, versions, valid & rows, comorbidity_map(index))
+        mapped[hit] = True
+    known_version = (versions == 9) | (versions == 10)
+    return {
+        "diagnoses": int(rows.sum()),
+        "unknown_icd_version": int((rows & ~known_version).sum()),
+        "malformed_icd_codes": int((rows & known_version & ~valid).sum()),
+        "unmapped_icd_codes": int((rows & valid & ~mapped).sum()),
+    }
+
+
 def comorbidity_flags(
     diagnoses: pa.Table, index: str, hadm_ids: Sequence[int] | np.ndarray | pa.Array | None = None
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -145,24 +204,8 @@ def comorbidity_flags(
     flags = np.zeros((len(out_hadm), len(cmap.categories)), dtype=bool)
     row_of = lookup(diag_hadm, out_hadm)
     keep = valid & (row_of >= 0)
-    code_len = np.asarray(pc.utf8_length(codes).to_numpy(zero_copy_only=False))
-    version_text = pc.cast(pa.array(versions), pa.string())
-    for length in cmap.prefix_lengths:  # a handful of prefix lengths (3-5), not rows
-        candidate = keep & (code_len >= length)
-        if not candidate.any():
-            continue
-        prefix = pc.utf8_slice_codeunits(codes, 0, length)
-        key = pc.binary_join_element_wise(version_text, prefix, ":")
-        key_idx = lookup(np.asarray(key.to_numpy(zero_copy_only=False), dtype=object), cmap.keys)
-        hit = np.flatnonzero(candidate & (key_idx >= 0))
-        if len(hit) == 0:
-            continue
-        starts, stops = cmap.key_offsets[key_idx[hit]], cmap.key_offsets[key_idx[hit] + 1]
-        counts = stops - starts
-        rows = np.repeat(row_of[hit], counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        cats = cmap.key_categories[np.repeat(starts, counts) + within]
-        flags[rows, cats] = True
+    hit, cats = _prefix_hits(codes, versions, keep, cmap)
+    flags[row_of[hit], cats] = True
     for superior, inferior in cmap.hierarchy:
         flags[:, inferior] &= ~flags[:, superior]
     malformed = int((~valid).sum())
@@ -293,8 +336,9 @@ def lace(
 ) -> pa.Table:
     """LACE index (van Walraven 2010) per admission, in the order of ``admissions``.
 
-    ``charlson_index``: the table of :func:`charlson` (joined on hadm_id, absent → 0) or values aligned
-    with ``admissions``. ``prior_admissions``: any admissions of the same subjects (may include the index
+    ``charlson_index``: the table of :func:`charlson` with Charlson 1987 weights (joined on hadm_id,
+    absent → 0; other weights are refused, LACE is defined on the 1987 score) or values aligned with
+    ``admissions``. ``prior_admissions``: any admissions of the same subjects (may include the index
     admissions and later ones); ED visits are their ``edregtime`` in the 182 days before this admittime.
     Only ED visits that led to an admission are in the admissions table, so E may undercount.
     Returns hadm_id, lace_score (int32), length_of_stay_days, ed_visits_6m and the four point columns.
@@ -304,6 +348,13 @@ def lace(
     hadm = ints(admissions.column("hadm_id"))
     admit, disch = seconds(admissions.column("admittime")), seconds(admissions.column("dischtime"))
     if isinstance(charlson_index, pa.Table):
+        weights = (
+            (charlson_index.schema.metadata or {}).get(b"weights", LACE_CHARLSON_WEIGHTS.encode()).decode()
+        )
+        if weights != LACE_CHARLSON_WEIGHTS:
+            raise RiskError(
+                R006.format(index="LACE Charlson", weights=weights, choices=LACE_CHARLSON_WEIGHTS)
+            )
         position = lookup(hadm, ints(charlson_index.column("hadm_id")))
         values = ints(charlson_index.column("charlson_index"), fill=0)
         cci = np.where(position >= 0, values[np.maximum(position, 0)], 0)

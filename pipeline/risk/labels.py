@@ -3,17 +3,22 @@
 Definitions (choices documented here, tested in tests/risk/test_labels.py):
 
 * ``readmit_30d`` = 1 when another admission of the same patient has ``dischtime <= admittime <=
-  dischtime + 30 days``. Admissions ending in death (``deathtime`` set or ``hospital_expire_flag`` = 1)
-  are not eligible. An admission is eligible only when the data window covers the whole 30 days after
-  its discharge (``dischtime + 30 d <= data_end``), whatever happened: keeping early readmissions but
+  dischtime + 30 days``. Not eligible: admissions ending in death (``deathtime`` set or
+  ``hospital_expire_flag`` = 1), and patients who die within 30 days of discharge without having been
+  readmitted first (they could not be readmitted, so they are not negatives; CMS-style readmission
+  measures exclude them too). An admission is eligible only when the data window covers the whole 30 days
+  after its discharge (``dischtime + 30 d <= data_end``), whatever happened: keeping early readmissions but
   dropping unobserved negatives near the end of the data would bias the label rate upwards.
   ``data_end`` defaults to the latest dischtime in ``admissions_all`` (admissions arrive on the day of
   discharge, so a readmission still in hospital at data_end is not yet visible; pass an earlier
   ``data_end`` when that matters).
-* ``mortality_1y`` = 1 for an in-hospital death or a ``dod`` from the discharge date up to 365 days
-  after it. Deaths are taken as complete for a year after every discharge (the MIMIC-IV convention: dod
-  includes state death records up to one year after the last discharge) unless ``death_data_end`` is
-  given, in which case survivors are eligible only when dischtime + 365 d <= death_data_end.
+* ``mortality_1y`` = 1 for a ``dod`` from the discharge date up to 365 days after it. The learned target
+  is about patients discharged alive: an in-hospital death has ``mortality_1y`` = 1 and
+  ``in_hospital_death`` set, but is not eligible (its outcome is known at discharge; the risk stage
+  reports it as band ``deceased``). Deaths are taken as complete for a year after every discharge (the
+  MIMIC-IV convention: dod includes state death records up to one year after the last discharge) unless
+  ``death_data_end`` is given, in which case survivors are eligible only when dischtime + 365 d <=
+  death_data_end. Training additionally censors deaths at its cutoff (see ``pipeline.risk.train``).
 
 >>> import pyarrow as pa
 >>> from datetime import datetime as dt
@@ -68,7 +73,8 @@ def build_labels(
     """Labels for every admission of ``admissions_all`` (all known admissions of the subjects).
 
     Returns hadm_id, subject_id, dischtime, readmit_30d (int8), readmit_30d_eligible (bool),
-    mortality_1y (int8), mortality_1y_eligible (bool), in_hospital_death (bool), in input order.
+    mortality_1y (int8), mortality_1y_eligible (bool), in_hospital_death (bool), dod (date32, the
+    patient's date of death or null), in input order.
     """
     require(admissions_all, "admissions", ("subject_id", "hadm_id", "admittime", "dischtime"))
     require(patients, "patients", ("subject_id", "dod"))
@@ -85,7 +91,6 @@ def build_labels(
         (hadm[right] != hadm[left]) & (admit[right] >= disch[left]) & (admit[right] <= disch[left] + window)
     )
     readmitted = np.bincount(left[follow], minlength=len(hadm)) > 0
-    readmit_eligible = ~died & (disch + window <= end)
 
     patient_row = lookup(subject, ints(patients.column("subject_id")))
     dod_all = seconds(patients.column("dod"))
@@ -98,10 +103,13 @@ def build_labels(
     year = MORTALITY_DAYS * SECONDS_PER_DAY
     died_within = (dod >= discharge_day) & (dod <= discharge_day + year)
     mortality = died | died_within
+    # dod is a date: a death on day 30 after the discharge day is inside the readmission window
+    died_before_readmission = ~readmitted & (dod >= discharge_day) & (dod <= discharge_day + window)
+    readmit_eligible = ~died & ~died_before_readmission & (disch + window <= end)
     if death_data_end is None:
-        mortality_eligible = np.isfinite(disch)
+        mortality_eligible = np.isfinite(disch) & ~died
     else:
-        mortality_eligible = mortality | (disch + year <= _as_seconds(death_data_end))
+        mortality_eligible = ~died & (died_within | (disch + year <= _as_seconds(death_data_end)))
 
     return pa.table(
         {
@@ -113,5 +121,10 @@ def build_labels(
             "mortality_1y": pa.array(mortality.astype(np.int8), pa.int8()),
             "mortality_1y_eligible": pa.array(mortality_eligible, pa.bool_()),
             "in_hospital_death": pa.array(died, pa.bool_()),
+            "dod": pc.cast(patients.column("dod"), pa.date32()).take(
+                pa.array(patient_row, mask=patient_row < 0)
+            )
+            if patients.num_rows
+            else pa.nulls(len(hadm), pa.date32()),
         }
     )

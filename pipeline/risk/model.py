@@ -7,7 +7,9 @@ time, so the saved layer already outputs calibrated logits.
 
 Saved as two files in one folder: ``model.safetensors`` (tensors ``weight`` [2, F] and ``bias`` [2]) and
 ``model.json`` (feature list, normalisation means/stds, imputation medians, training window, version,
-metrics, and the sha256 of the safetensors file, verified on every load).
+metrics). ``model.json`` carries a sha256 over the weights file *and* the canonical metadata (every key
+but ``sha256`` itself), verified on every load: editing either file, e.g. the feature order or a median,
+makes the model refuse to load instead of silently scoring with changed inputs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pipeline.risk.errors import (
     R004,
     R005,
     R010,
+    R014,
     MissingFeatureError,
     RiskError,
     RiskModelIntegrityError,
@@ -53,11 +56,32 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def risk_model_present(folder: Path | str) -> bool:
+    """True when ``folder`` holds a saved model (both files); says nothing about its integrity."""
+    folder = Path(folder)
+    return (folder / WEIGHTS_FILE).is_file() and (folder / METADATA_FILE).is_file()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_metadata(metadata: dict[str, Any]) -> bytes:
+    """The metadata as hashed: sorted keys, no whitespace, without the ``sha256`` field itself."""
+    payload = {k: v for k, v in metadata.items() if k != "sha256"}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def model_digest(weights_path: Path, metadata: dict[str, Any]) -> str:
+    """sha256 over the weights file's digest and the canonical metadata (one value covers both files)."""
+    digest = hashlib.sha256()
+    digest.update(sha256_file(weights_path).encode("ascii"))
+    digest.update(b"\n")
+    digest.update(canonical_metadata(metadata))
     return digest.hexdigest()
 
 
@@ -126,10 +150,17 @@ class RiskModel:
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, out_dir: Path) -> Path:
-        """Write model.safetensors and model.json (with the file's sha256) to ``out_dir``."""
+        """Write model.safetensors and model.json (with the sha256 of weights + metadata) to ``out_dir``."""
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         weights_path = out_dir / WEIGHTS_FILE
+        _check_shapes(
+            weights_path,
+            {"weight": self.weight, "bias": self.bias},
+            len(TARGETS),
+            self.feature_names,
+            (self.means, self.stds, self.medians),
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
         tmp = weights_path.with_suffix(".safetensors.tmp")
         save_file(
             {
@@ -140,10 +171,10 @@ class RiskModel:
             metadata={"format": f"{MODEL_NAME}/{FORMAT_VERSION}"},
         )
         tmp.replace(weights_path)
-        digest = sha256_file(weights_path)
         metadata = dict(self.metadata)
+        metadata.pop("sha256", None)
         metadata.setdefault("model_name", MODEL_NAME)
-        metadata.setdefault("model_version", f"{FORMAT_VERSION}.0+{digest[:12]}")
+        metadata.setdefault("model_version", f"{FORMAT_VERSION}.0+{sha256_file(weights_path)[:12]}")
         metadata.update(
             {
                 "format_version": FORMAT_VERSION,
@@ -153,9 +184,10 @@ class RiskModel:
                 "stds": self.stds.tolist(),
                 "medians": self.medians.tolist(),
                 "weights_file": WEIGHTS_FILE,
-                "sha256": digest,
+                "weight_shape": [int(d) for d in self.weight.shape],
             }
         )
+        metadata["sha256"] = model_digest(weights_path, metadata)
         meta_path = out_dir / METADATA_FILE
         meta_tmp = meta_path.with_suffix(".json.tmp")
         meta_tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8")
@@ -165,7 +197,11 @@ class RiskModel:
 
     @classmethod
     def load(cls, path: Path | str, device: str = "auto") -> RiskModel:
-        """Load from a model folder (or its model.safetensors); refuses a file whose sha256 differs."""
+        """Load from a model folder (or its model.safetensors).
+
+        Refuses (``RiskModelIntegrityError``) weights or metadata whose sha256 differs from the one recorded
+        at training, and weights whose shape does not match the metadata's targets and features.
+        """
         path = Path(path)
         folder = path.parent if path.is_file() else path
         weights_path, meta_path = folder / WEIGHTS_FILE, folder / METADATA_FILE
@@ -180,11 +216,17 @@ class RiskModel:
             )
         except (OSError, ValueError, KeyError) as exc:
             raise RiskError(R010.format(path=meta_path, reason=type(exc).__name__)) from exc
-        actual = sha256_file(weights_path)
+        try:
+            actual = model_digest(weights_path, metadata)
+        except ValueError as exc:  # NaN/inf smuggled into the metadata cannot be canonical JSON
+            raise RiskError(R010.format(path=meta_path, reason=f"{type(exc).__name__}: {exc}")) from exc
         if actual != expected:
-            raise RiskModelIntegrityError(R002.format(path=weights_path, actual=actual, expected=expected))
+            raise RiskModelIntegrityError(R002.format(folder=folder, actual=actual, expected=expected))
         torch_device = resolve_device(device)
         tensors = load_file(str(weights_path), device="cpu")
+        _check_shapes(
+            weights_path, tensors, len(metadata.get("targets", TARGETS)), names, (means, stds, medians)
+        )
         return cls(
             weight=tensors["weight"].to(torch_device),
             bias=tensors["bias"].to(torch_device),
@@ -195,3 +237,28 @@ class RiskModel:
             metadata=metadata,
             device=torch_device,
         )
+
+
+def _check_shapes(
+    weights_path: Path,
+    tensors: dict[str, torch.Tensor],
+    n_targets: int,
+    names: tuple[str, ...],
+    vectors: tuple[np.ndarray, ...],
+) -> None:
+    """Weights [targets, features], bias [targets] and one mean/std/median per feature, or a clear error."""
+    expected = {"weight": (n_targets, len(names)), "bias": (n_targets,)}
+    problems = [
+        f"{key} has shape {tuple(tensors[key].shape) if key in tensors else 'missing'}, expected {shape}"
+        for key, shape in expected.items()
+        if key not in tensors or tuple(tensors[key].shape) != shape
+    ]
+    problems += [
+        f"{label} has {len(vector)} values for {len(names)} features"
+        for label, vector in zip(("means", "stds", "medians"), vectors, strict=True)
+        if vector.shape != (len(names),)
+    ]
+    if n_targets != len(TARGETS):
+        problems.append(f"{n_targets} targets, this code scores {len(TARGETS)} ({', '.join(TARGETS)})")
+    if problems:
+        raise RiskModelIntegrityError(R014.format(path=weights_path, problems="; ".join(problems)))

@@ -1,10 +1,12 @@
 """The clinical model behind the synthetic data: patients, chronic conditions, stays, labs, drugs, outcomes.
 
 Time-free: a `Stay` carries durations and lab offsets in hours; `generate` places stays on the calendar.
-Outcomes (30-day readmission, death in hospital, death within a year) are drawn from logistic models of
-age, Charlson burden, length of stay, emergency admission, prior admissions, admission labs (albumin,
-creatinine, sodium, haemoglobin, lactate), number of discharge medications and disposition, so a risk
-model has real signal to find beyond what LACE captures.
+Outcomes (30-day readmission, death in hospital, death within a year) are drawn from logistic models.
+Readmission (`readmission_logit`) depends only modestly on LACE's inputs (length of stay, acute admission,
+Charlson, prior visits) and mostly on what else is known at discharge: labs still abnormal at discharge,
+albumin, specific comorbidities, the number of drugs, age, prior admissions and disposition, so a risk
+model with those features has real signal to find beyond LACE. Deaths depend on age, Charlson burden,
+admission labs (albumin, creatinine, sodium, haemoglobin, lactate), prior admissions and disposition.
 """
 
 from __future__ import annotations
@@ -243,6 +245,39 @@ def _draw_labs(rng: random.Random, patient: Patient, principal_key: str, princip
     return draws, admission, last
 
 
+# Chronic conditions that raise 30-day readmission beyond their Charlson weight (logit points): heart and
+# lung failure decompensate, cirrhosis and kidney failure bring complications back, and substance use and
+# mental illness make follow-up and adherence harder. Charlson (so LACE) gives most of them 0 or 1.
+READMISSION_CONDITIONS = {"chf": 0.7, "copd": 0.5, "cirrhosis": 0.6, "ckd": 0.35, "esrd": 0.6, "alcohol": 0.75,
+                          "opioid": 0.9, "psychosis": 0.75, "depression": 0.45, "dementia": 0.4}
+
+
+def readmission_logit(*, age: int, charlson: int, los_days: float, emergency: bool, n_prior: int,
+                      conditions: dict[str, int], admission_labs: dict[str, float],
+                      discharge_labs: dict[str, float], n_drugs: int, disposition: str) -> float:
+    """Log-odds of a readmission within 30 days, from what is known at discharge.
+
+    LACE's own inputs (length of stay, acute admission, Charlson, prior emergency visits) carry a modest
+    part of the risk; most comes from factors LACE does not see, as in published readmission models:
+    labs still abnormal at discharge (the last values; risk grows with the distance outside the normal
+    range), low albumin, specific comorbidities, the number of drugs, age, prior admissions (the stays so
+    far in the simulated window, i.e. within about a year) and an unsafe disposition. A model with those
+    features can therefore beat LACE legitimately.
+    """
+    albumin = admission_labs.get("albumin", 4.0)  # charted on arrival only, so also the last value
+    creatinine = discharge_labs.get("creatinine", 1.0) if "esrd" not in conditions else 1.0
+    sodium = discharge_labs.get("sodium", 139.0)
+    hemoglobin = discharge_labs.get("hemoglobin", 13.0)
+    labs = (1.2 * max(0.0, 3.6 - albumin) + 0.6 * max(0.0, min(creatinine, 5.0) - 1.2)
+            + 0.15 * max(0.0, 137.0 - sodium) + 0.4 * max(0.0, 11.5 - hemoglobin))
+    lace_part = 0.04 * charlson + 0.015 * min(los_days, 15) + 0.1 * emergency
+    beyond_lace = (0.03 * (age - 65) + 0.2 * min(n_prior, 4) + labs + 0.13 * (n_drugs - 9)
+                   + sum(w for c, w in READMISSION_CONDITIONS.items() if c in conditions)
+                   + 0.3 * (disposition in ("SKILLED NURSING FACILITY", "CHRONIC/LONG TERM ACUTE CARE"))
+                   + 0.8 * (disposition == "AGAINST ADVICE"))
+    return -3.2 + lace_part + beyond_lace
+
+
 def make_stay(rng: random.Random, patient: Patient, n_prior: int, on_day: date) -> Stay:
     """One hospital stay: principal problem, type, length, labs, drugs and outcome probabilities."""
     spec = _data.clinical()
@@ -302,10 +337,11 @@ def make_stay(rng: random.Random, patient: Patient, n_prior: int, on_day: date) 
         disposition = rng.choices((*DISPOSITIONS[:2], DISPOSITIONS[6]), weights=(0.65, 0.33, 0.02))[0]
     facility = disposition in ("SKILLED NURSING FACILITY", "CHRONIC/LONG TERM ACUTE CARE")
 
-    x_readmit = (-3.0 + 0.012 * (age - 65) + 0.17 * charlson + 0.05 * min(los_days, 15) + 0.35 * emergency
-                 + 0.32 * min(n_prior, 5) + 0.75 * albumin_low + 0.55 * creat_high + 0.45 * na_low
-                 + 0.35 * hgb_low + 0.07 * (len(discharge) - 7) + 0.3 * facility
-                 + 0.6 * (disposition == "AGAINST ADVICE"))
+    x_readmit = readmission_logit(
+        age=age, charlson=charlson, los_days=los_days, emergency=emergency, n_prior=n_prior,
+        conditions=patient.conditions, admission_labs=adm, discharge_labs=last,
+        n_drugs=len(home) + len(inpatient), disposition=disposition,
+    )
     x_hospital = (-5.7 + 0.035 * (age - 65) + 0.2 * charlson + float(principal.get("severity", 0))
                   + 1.0 * lactate_high + 0.8 * albumin_low + 0.5 * creat_high + 0.35 * max(acuity, 0))
     x_year = (-3.9 + 0.035 * (age - 65) + 0.27 * charlson + 0.8 * albumin_low + 0.5 * creat_high

@@ -312,6 +312,26 @@ def test_indices_lace_charlson_points(cci: int, points: int) -> None:
     assert lace(admissions, [cci], admissions).column("c_points").to_pylist() == [points]
 
 
+def test_indices_lace_refuses_a_charlson_table_with_other_weights() -> None:
+    admissions = admissions_table(
+        [
+            {
+                "subject_id": 1,
+                "hadm_id": 1,
+                "admittime": at(10),
+                "dischtime": at(12),
+                "admission_type": "ELECTIVE",
+            }
+        ]
+    )
+    diagnoses = pa.table({"hadm_id": [1], "icd_code": ["4280"], "icd_version": [9]})
+    assert lace(admissions, charlson(diagnoses, hadm_ids=[1]), admissions).column("c_points").to_pylist() == [
+        1
+    ]
+    with pytest.raises(RiskError, match="LACE Charlson weights 'quan2011'"):
+        lace(admissions, charlson(diagnoses, "quan2011", hadm_ids=[1]), admissions)
+
+
 def test_indices_lace_ed_visits_window_and_cap() -> None:
     index = {
         "subject_id": 1,

@@ -55,7 +55,7 @@ def test_labels_readmission_29_vs_31_days() -> None:
     assert all(table[h]["readmit_30d_eligible"] for h in (10, 20, 30))
 
 
-def test_labels_in_hospital_death_excluded_from_readmission_and_positive_for_mortality() -> None:
+def test_labels_in_hospital_death_excluded_from_both_learned_targets() -> None:
     table = by_hadm(
         build_labels(
             admissions([(1, 10, 0, 5, True), (2, 20, 0, 3, False)]),
@@ -65,12 +65,36 @@ def test_labels_in_hospital_death_excluded_from_readmission_and_positive_for_mor
     )
     assert table[10]["readmit_30d_eligible"] is False
     assert table[10]["readmit_30d"] == 0
-    assert (
-        table[10]["mortality_1y"] == 1
-        and table[10]["mortality_1y_eligible"]
-        and table[10]["in_hospital_death"]
-    )
+    # the death is recorded (label 1, flagged) but the learned target is about patients discharged alive
+    assert table[10]["mortality_1y"] == 1 and table[10]["in_hospital_death"]
+    assert table[10]["mortality_1y_eligible"] is False
+    assert table[10]["dod"] == date(2020, 1, 6)
     assert table[20]["readmit_30d_eligible"] and table[20]["mortality_1y"] == 0
+    assert table[20]["mortality_1y_eligible"] and table[20]["dod"] is None
+
+
+def test_labels_death_within_30_days_without_readmission_is_not_a_negative() -> None:
+    # discharged on day 5 (2020-01-06): subject 1 dies on day 20, subject 2 on day 35 (30 days after the
+    # discharge day: still inside the window), subject 3 on day 40 (outside), subject 4 is readmitted
+    # on day 10 and dies on day 20 (a readmission: positive), subject 5 survives
+    rows = admissions(
+        [
+            (1, 10, 0, 5, False),
+            (2, 20, 0, 5, False),
+            (3, 30, 0, 5, False),
+            (4, 40, 0, 5, False),
+            (4, 41, 10, 20, True),
+            (5, 50, 0, 5, False),
+        ]
+    )
+    dod = {1: date(2020, 1, 21), 2: date(2020, 2, 5), 3: date(2020, 2, 10), 4: date(2020, 1, 21), 5: None}
+    table = by_hadm(build_labels(rows, patients(dod), data_end=at(400)))
+    assert not table[10]["readmit_30d_eligible"] and not table[20]["readmit_30d_eligible"]
+    assert table[30]["readmit_30d_eligible"] and table[30]["readmit_30d"] == 0
+    assert table[40]["readmit_30d_eligible"] and table[40]["readmit_30d"] == 1
+    assert table[50]["readmit_30d_eligible"] and table[50]["readmit_30d"] == 0
+    # they remain 1-year mortality rows (and positives)
+    assert all(table[h]["mortality_1y"] == 1 and table[h]["mortality_1y_eligible"] for h in (10, 20, 30))
 
 
 def test_labels_hospital_expire_flag_alone_marks_death() -> None:
@@ -79,6 +103,7 @@ def test_labels_hospital_expire_flag_alone_marks_death() -> None:
     )
     row = build_labels(table, patients({1: None}), data_end=at(400)).to_pylist()[0]
     assert row["readmit_30d_eligible"] is False and row["mortality_1y"] == 1
+    assert row["in_hospital_death"] and row["mortality_1y_eligible"] is False
 
 
 def test_labels_last_admission_needs_30_days_of_follow_up() -> None:

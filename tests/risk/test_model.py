@@ -10,9 +10,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from pipeline.risk.errors import MissingFeatureError, RiskError, RiskModelIntegrityError
-from pipeline.risk.model import RiskModel, resolve_device
+from pipeline.risk.model import (
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    RiskModel,
+    model_digest,
+    resolve_device,
+    risk_model_present,
+)
 
 
 def tiny_model(names: tuple[str, ...] = ("a", "b")) -> RiskModel:
@@ -47,6 +55,58 @@ def test_model_checksum_mismatch_is_refused(tmp_path: Path) -> None:
     shutil.copy(other / "model.safetensors", tmp_path / "model.safetensors")  # weights swapped after training
     with pytest.raises(RiskModelIntegrityError, match="R002: refused"):
         RiskModel.load(tmp_path, "cpu")
+
+
+@pytest.mark.parametrize(
+    ("key", "edit"),
+    [
+        ("feature_names", lambda v: list(reversed(v))),  # feature order swapped
+        ("medians", lambda v: [v[0] + 1.0, v[1]]),  # an imputation value changed
+        ("means", lambda v: [v[0], v[1] - 0.5]),
+        ("stds", lambda v: [v[0] * 2, v[1]]),
+        ("model_version", lambda v: "test-2"),
+    ],
+)
+def test_model_edited_metadata_is_refused(tmp_path: Path, key: str, edit) -> None:
+    tiny_model().save(tmp_path)
+    path = tmp_path / "model.json"
+    meta = json.loads(path.read_text())
+    meta[key] = edit(meta[key])
+    path.write_text(json.dumps(meta, indent=2))
+    with pytest.raises(RiskModelIntegrityError, match=r"R002: refused.*metadata"):
+        RiskModel.load(tmp_path, "cpu")
+
+
+def test_model_reformatted_metadata_still_loads(tmp_path: Path) -> None:
+    tiny_model().save(tmp_path)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(json.loads(path.read_text())))  # same content, other whitespace and order
+    assert RiskModel.load(tmp_path, "cpu").feature_names == ("a", "b")
+
+
+def test_model_weight_shape_must_match_the_features(tmp_path: Path) -> None:
+    with pytest.raises(
+        RiskModelIntegrityError, match=r"R014.*weight has shape \(2, 3\), expected \(2, 2\)"
+    ):
+        RiskModel(torch.ones(2, 3), torch.zeros(2), ("a", "b"), np.zeros(2), np.ones(2), np.zeros(2)).save(
+            tmp_path
+        )
+    # a folder written by other means, with a consistent checksum but weights for three features
+    tiny_model().save(tmp_path)
+    save_file({"weight": torch.ones(2, 3), "bias": torch.zeros(2)}, str(tmp_path / WEIGHTS_FILE))
+    meta = json.loads((tmp_path / METADATA_FILE).read_text())
+    meta["sha256"] = model_digest(tmp_path / WEIGHTS_FILE, meta)
+    (tmp_path / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(RiskModelIntegrityError, match=r"R014: refused.*weight has shape \(2, 3\)"):
+        RiskModel.load(tmp_path, "cpu")
+
+
+def test_model_present_needs_both_files(tmp_path: Path) -> None:
+    assert not risk_model_present(tmp_path / "nope")
+    tiny_model().save(tmp_path)
+    assert risk_model_present(tmp_path)
+    (tmp_path / METADATA_FILE).unlink()
+    assert not risk_model_present(tmp_path)
 
 
 def test_model_missing_folder_and_metadata(tmp_path: Path) -> None:
