@@ -273,8 +273,14 @@ def eval_risk(
         table.add_column(col)
     for target, m in result.items():
         if isinstance(m, dict) and "auroc" in m:
-            table.add_row(target, *(f"{m.get(k, float('nan')):.3f}" for k in ("auroc", "auprc", "brier")))
+            table.add_row(target, *(f"{m[k]:.3f}" if m.get(k) is not None else "-" for k in ("auroc", "auprc", "brier")))
     console.print(table)
+    versus = result.get("readmit_30d_vs_lace", {})
+    if versus.get("auroc_difference") is not None:
+        low, high = versus["ci95"]
+        console.print(f"readmission AUROC, model - LACE: {versus['auroc_difference']:+.3f} "
+                      f"(95% CI {low:+.3f} to {high:+.3f}; {versus['method']}, "
+                      f"{versus['replicates']} replicates, seed {versus['seed']})")
 
 
 # --- benchmarks --------------------------------------------------------------------------------------
@@ -417,7 +423,9 @@ def demo(
             train_ner(workdir=settings.workdir_abs, out=settings.ner_model_dir, notes=None, epochs=None, seed=13)
         else:
             console.print(f"NER model: reusing {settings.ner_model_dir}")
-        if not (settings.risk_model_dir / "metadata.json").is_file():
+        from pipeline.risk.model import risk_model_present  # here, not at the top: it imports torch
+
+        if not risk_model_present(settings.risk_model_dir):
             train_risk(workdir=settings.workdir_abs, out=settings.risk_model_dir)
         else:
             console.print(f"risk model: reusing {settings.risk_model_dir}")

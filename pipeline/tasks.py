@@ -325,10 +325,12 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
     prior = pa.concat_tables([hist_adm.filter(pc.not_equal(hist_adm.column("ds"), pa.scalar(ds, pa.date32()))),
                               lake.filter_in(today_adm, "subject_id", subjects)])
     entities_parts = lake.list_parts(root, ENRICHED, "note_entities", ds)
-    entities = None
+    entities = ner_hadm_ids = None
     if entities_parts:
         entities = lake.filter_in(lake.read_partition(root, ENRICHED, "note_entities", ds,
                                                       arrow_schema("note_entities")), "hadm_id", hadm)
+        # NER read every validated note of the day: admissions without a note have no NER count
+        ner_hadm_ids = today("notes", "hadm_id", hadm).column("hadm_id")
     diagnoses = pa.concat_tables([today("diagnoses", "hadm_id", hadm),
                                   hist_dx.filter(pc.not_equal(hist_dx.column("ds"), pa.scalar(ds, pa.date32())))])
     return {
@@ -339,17 +341,22 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
         "prescriptions": today("prescriptions", "hadm_id", hadm),
         "prior_admissions": prior,
         "note_entities": entities,
+        "ner_hadm_ids": ner_hadm_ids,
     }
 
 
 def risk(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -> dict[str, int]:
     """One validated admissions part → ``lake/enriched/admission_risk/ds=<ds>/part-<part>.parquet``."""
-    from pipeline.risk import RiskModel, score_admissions
+    from pipeline.risk import RiskError, RiskModel, band_thresholds, score_admissions
 
     settings = settings or load_settings()
     if not settings.risk_enabled:
         log.warning("risk disabled (EHR_RISK_ENABLED=false)", extra={"ds": str(ds), "part": part})
         return {"admissions": 0, "scored": 0}
+    try:  # checked before any work: equal or zero thresholds would leave a band empty
+        thresholds = band_thresholds(settings.risk_band_medium, settings.risk_band_high)
+    except RiskError as exc:
+        raise PipelineError(f"risk: {exc}") from None
     root = settings.lake_dir
     parts = lake.list_parts(root, VALIDATED, "admissions", ds)
     if part >= len(parts):
@@ -363,15 +370,17 @@ def risk(ds: date, part: int, *, run_id: str, settings: Settings | None = None) 
         admissions = pq.read_table(parts[part], schema=arrow_schema("admissions"))
         model = RiskModel.load(model_dir, device=settings.device)
         inputs = _risk_inputs(settings, ds, admissions)
+        stats: dict[str, int] = {}
         scored = score_admissions(
             **inputs,
             model=model,
-            thresholds={"low": 0.0, "medium": settings.risk_band_medium, "high": settings.risk_band_high},
+            thresholds=thresholds,
             run_id=run_id,
             charlson_weights=settings.charlson_weights,
+            stats=stats,
         )
         lake.write_parts(root, ENRICHED, "admission_risk", ds, part, scored)
-        rec.add("admission_risk", admissions.num_rows, scored.num_rows, 0)
+        rec.add("admission_risk", admissions.num_rows, scored.num_rows, 0, stats)
     return {"admissions": admissions.num_rows, "scored": scored.num_rows}
 
 
@@ -577,6 +586,12 @@ def _history_tables(settings: Settings) -> dict[str, pa.Table]:
             "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY subject_id ORDER BY ds DESC) AS rn "
             "FROM ehr.patients) p WHERE rn = 1"
         ).drop_columns(["rn"]).cast(arrow_schema("patients"))
+        # the admissions whose notes NER processed: notes of days with a successful NER run (history
+        # bulk-loaded without NER has none, so its NER features are missing, not zero)
+        out["ner_hadm_ids"] = wh.query(
+            "SELECT DISTINCT hadm_id FROM ehr.notes WHERE hadm_id IS NOT NULL AND ds IN "
+            "(SELECT DISTINCT ds FROM ehr.pipeline_runs WHERE stage LIKE 'ner[%' AND status = 'success')"
+        ).column("hadm_id")
     if out["note_entities"].num_rows == 0:
         out["note_entities"] = None  # type: ignore[assignment]
     if out["admissions"].num_rows == 0:
