@@ -80,7 +80,11 @@ class Warehouse(ABC):
 
     @abstractmethod
     def select_where_in(
-        self, table: str, column: str, values: pa.Array | pa.ChunkedArray, columns: Sequence[str] | None = None
+        self,
+        table: str,
+        column: str,
+        values: pa.Array | pa.ChunkedArray,
+        columns: Sequence[str] | None = None,
     ) -> pa.Table:
         """Rows of ``ehr.<table>`` whose ``column`` is in ``values`` (a semi-join, not a giant IN list)."""
 
@@ -136,7 +140,8 @@ def rows_outside_days(data: pa.Table, ds_start: date, ds_end: date) -> int:
         return 0
     ds = data.column("ds")
     inside = pc.and_(
-        pc.greater_equal(ds, pa.scalar(ds_start, pa.date32())), pc.less_equal(ds, pa.scalar(ds_end, pa.date32()))
+        pc.greater_equal(ds, pa.scalar(ds_start, pa.date32())),
+        pc.less_equal(ds, pa.scalar(ds_end, pa.date32())),
     )
     return data.num_rows - int(pc.sum(pc.fill_null(inside, False).cast(pa.int64())).as_py() or 0)
 
@@ -152,4 +157,6 @@ def open_warehouse(url: str) -> Warehouse:
         from pipeline.warehouse.postgres import PostgresWarehouse
 
         return PostgresWarehouse(url)
-    raise WarehouseError(f"unsupported warehouse URL scheme (expected duckdb:/// or postgresql://): {url.split(':')[0]}")
+    raise WarehouseError(
+        f"unsupported warehouse URL scheme (expected duckdb:/// or postgresql://): {url.split(':')[0]}"
+    )

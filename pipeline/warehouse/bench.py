@@ -101,12 +101,16 @@ def _time_ours(url: str, entities: pa.Table) -> dict[str, Any]:
         first = time.perf_counter() - t0
         phases = dict(warehouse.last_load_timings)
         t0 = time.perf_counter()
-        warehouse.replace_days({"note_entities": entities}, BENCH_DAY)  # a rerun: swap in a new version of the day
+        warehouse.replace_days(
+            {"note_entities": entities}, BENCH_DAY
+        )  # a rerun: swap in a new version of the day
         rerun = time.perf_counter() - t0
         stored = warehouse.query("SELECT count(*) AS n FROM ehr.note_entities").column("n")[0].as_py()
         if written["note_entities"] != entities.num_rows or stored != entities.num_rows:
             raise WarehouseError(f"bench: expected {entities.num_rows} rows, wrote {written}, found {stored}")
-        warehouse.replace_days({"note_entities": entities.slice(0, 0)}, BENCH_DAY)  # drops the day's partition
+        warehouse.replace_days(
+            {"note_entities": entities.slice(0, 0)}, BENCH_DAY
+        )  # drops the day's partition
     return {"first": first, "rerun": rerun, "phases": phases}
 
 
@@ -119,7 +123,10 @@ def _time_bare_copy(url: str, entities: pa.Table) -> float:
         con.commit()
         t0 = time.perf_counter()
         cur.adbc_ingest(
-            "bench_bare_copy", entities.to_reader(max_chunksize=COPY_BATCH_ROWS), mode="append", db_schema_name="public"
+            "bench_bare_copy",
+            entities.to_reader(max_chunksize=COPY_BATCH_ROWS),
+            mode="append",
+            db_schema_name="public",
         )
         con.commit()
         spent = time.perf_counter() - t0
@@ -135,7 +142,9 @@ def _time_to_sql(url: str, entities: pa.Table, method: str | None, budget_s: flo
     from sqlalchemy import create_engine
 
     frame = entities.to_pandas()  # conversion not timed: the baseline starts from a DataFrame
-    with psycopg.connect(libpq_uri(url), autocommit=True) as con:  # the day's empty partition, as ours swaps in
+    with psycopg.connect(
+        libpq_uri(url), autocommit=True
+    ) as con:  # the day's empty partition, as ours swaps in
         con.execute(
             f"CREATE TABLE ehr.{partition_name('note_entities', BENCH_DAY)} PARTITION OF ehr.note_entities "
             f"FOR VALUES IN ('{BENCH_DAY.isoformat()}')"

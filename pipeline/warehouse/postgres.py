@@ -489,7 +489,9 @@ class PostgresWarehouse(Warehouse):
         self.last_load_timings = dict.fromkeys(LOAD_PHASES, 0.0)
         groups = list(_day_groups(ds_start, ds_end, MAX_DAYS_PER_TRANSACTION))
         for start, end in groups:
-            group = checked if len(groups) == 1 else {n: _rows_between(d, start, end) for n, d in checked.items()}
+            group = (
+                checked if len(groups) == 1 else {n: _rows_between(d, start, end) for n, d in checked.items()}
+            )
             self._replace_group(group, live, start, end)
         written = {name: data.num_rows for name, data in checked.items()}
         log.info(
@@ -499,7 +501,9 @@ class PostgresWarehouse(Warehouse):
         )  # fmt: skip
         return written
 
-    def _replace_group(self, tables: Mapping[str, pa.Table], live: Mapping[str, LiveTable], start: date, end: date) -> None:
+    def _replace_group(
+        self, tables: Mapping[str, pa.Table], live: Mapping[str, LiveTable], start: date, end: date
+    ) -> None:
         """One transaction: small tables DELETE + COPY, large ones new partitions built aside, then swapped."""
         con, clock = self._con, _Clock(self.last_load_timings)
         con.rollback()  # start from a clean transaction
@@ -530,7 +534,9 @@ class PostgresWarehouse(Warehouse):
             clock.lap("commit")
         except adbc_driver_manager.Error as exc:
             con.rollback()
-            raise self._fail(f"loading ehr.{current} for ds {start}..{end} failed, rolled back", exc) from None
+            raise self._fail(
+                f"loading ehr.{current} for ds {start}..{end} failed, rolled back", exc
+            ) from None
         except BaseException:
             con.rollback()
             raise
@@ -549,7 +555,9 @@ class PostgresWarehouse(Warehouse):
             cur.adbc_ingest(name, batches, mode="append", db_schema_name="ehr")
             return
         staging, cols = f"incoming_{name}", ", ".join(data.column_names)
-        cur.execute(f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {cols} FROM ehr.{name} WITH NO DATA")
+        cur.execute(
+            f"CREATE TEMP TABLE {staging} ON COMMIT DROP AS SELECT {cols} FROM ehr.{name} WITH NO DATA"
+        )
         cur.adbc_ingest(staging, data.to_reader(max_chunksize=COPY_BATCH_ROWS), mode="append", temporary=True)
         cur.execute(f"INSERT INTO ehr.{name} ({cols}) SELECT {cols} FROM {staging}")
         cur.execute(f"DROP TABLE {staging}")
@@ -567,7 +575,8 @@ class PostgresWarehouse(Warehouse):
             rows, old = by_day.get(day), current.get(day)
             if rows is None and old is None:
                 continue
-            swaps.append(_Swap(name, day, old, self._build_partition(cur, name, day, rows, indexes, clock) if rows else None))
+            new = self._build_partition(cur, name, day, rows, indexes, clock) if rows is not None else None
+            swaps.append(_Swap(name, day, old, new))
         return swaps
 
     def _build_partition(
@@ -582,7 +591,9 @@ class PostgresWarehouse(Warehouse):
             f"CREATE TABLE ehr.{staging} (LIKE ehr.{name} INCLUDING DEFAULTS, "
             f"CONSTRAINT ds_is_partition_day CHECK (ds IS NOT NULL AND ds = DATE '{day.isoformat()}'))"
         )
-        cur.adbc_ingest(staging, rows.to_reader(max_chunksize=COPY_BATCH_ROWS), mode="append", db_schema_name="ehr")
+        cur.adbc_ingest(
+            staging, rows.to_reader(max_chunksize=COPY_BATCH_ROWS), mode="append", db_schema_name="ehr"
+        )
         clock.lap("copy")
         renames = []
         for index in indexes:
@@ -650,7 +661,9 @@ class PostgresWarehouse(Warehouse):
             for t in sorted({s.table for s in swaps})
         )
         t0 = time.perf_counter()
-        cur.execute(_LOCK_WITH_RETRIES.format(locks=locks, timeout_ms=SWAP_LOCK_TIMEOUT_MS, attempts=SWAP_ATTEMPTS))
+        cur.execute(
+            _LOCK_WITH_RETRIES.format(locks=locks, timeout_ms=SWAP_LOCK_TIMEOUT_MS, attempts=SWAP_ATTEMPTS)
+        )
         waited = time.perf_counter() - t0
         if waited * 1000 > SWAP_LOCK_TIMEOUT_MS:
             log.warning("swapping day partitions of %s waited %.1f s for readers", sorted(replaced), waited)
@@ -762,7 +775,9 @@ def _ddl_fingerprint() -> str:
 # --- day partitions ------------------------------------------------------------------------------
 #: Phases of a load, timed into ``PostgresWarehouse.last_load_timings`` (seconds).
 LOAD_PHASES: tuple[str, ...] = ("lock_wait", "small_tables", "copy", "index", "swap", "commit")
-_PARTITIONED = re.compile(r"CREATE TABLE IF NOT EXISTS ehr\.(\w+)\s*\(.*?\)\s*PARTITION BY LIST \(ds\)", re.DOTALL)
+_PARTITIONED = re.compile(
+    r"CREATE TABLE IF NOT EXISTS ehr\.(\w+)\s*\(.*?\)\s*PARTITION BY LIST \(ds\)", re.DOTALL
+)
 _VIEW = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+ehr\.(\w+)", re.IGNORECASE)
 _INDEX_BODY = re.compile(r" ON (?:ONLY )?\S+ (USING .+)$")
 
@@ -839,7 +854,9 @@ def partitioned_ddl() -> dict[str, str]:
 
 
 def _view_names() -> list[str]:
-    return [name for path in sorted((SQL_DIR / "views").glob("*.sql")) for name in _VIEW.findall(path.read_text())]
+    return [
+        name for path in sorted((SQL_DIR / "views").glob("*.sql")) for name in _VIEW.findall(path.read_text())
+    ]
 
 
 def _grants(cur: Any, name: str) -> list[str]:
@@ -868,7 +885,9 @@ def _parent_indexes(cur: Any, table: str) -> list[_IndexDef]:
     for name, constraint, kind, indexdef in cur.fetchall():
         suffix = name.removeprefix(f"{table}_")
         if kind is not None and kind not in ("p", "u"):
-            raise WarehouseError(f"ehr.{table}: index {name} backs a constraint of kind {kind!r} the loader cannot rebuild")
+            raise WarehouseError(
+                f"ehr.{table}: index {name} backs a constraint of kind {kind!r} the loader cannot rebuild"
+            )
         body = _INDEX_BODY.search(indexdef)
         if kind is None and body is None:
             raise WarehouseError(f"ehr.{table}: cannot read the definition of index {name}")

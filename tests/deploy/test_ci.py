@@ -14,7 +14,9 @@ import pytest
 from pipeline.config import REPO_ROOT
 
 # any PostgreSQL test will do: its fixture is where the server is looked for
-PG_TEST = "tests/warehouse/test_postgres.py::test_postgres_ensure_schema_creates_every_table_and_is_rerunnable"
+PG_TEST = (
+    "tests/warehouse/test_postgres.py::test_postgres_ensure_schema_creates_every_table_and_is_rerunnable"
+)
 
 
 def _closed_port() -> int:
@@ -25,7 +27,9 @@ def _closed_port() -> int:
 
 def test_ci_run_requires_the_services() -> None:
     script = (REPO_ROOT / ".ci" / "run").read_text()
-    lines = [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert "export EHR_REQUIRE_SERVICES=1" in lines
     assert lines.index("export EHR_REQUIRE_SERVICES=1") < lines.index("make test")
     services = (REPO_ROOT / ".ci" / "services").read_text()
