@@ -111,9 +111,7 @@ def decode_utf8(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array 
     mask = pa.array(bad)
     fixed = pa.array([v.decode("utf-8", errors="replace") for v in values.filter(mask).to_pylist()], pa.string())
     good_text = pc.if_else(mask, pa.scalar(None, pa.binary()), values).cast(pa.string())
-    positions = np.flatnonzero(bad)
-    text = pc.replace_with_mask(good_text, mask, fixed) if len(positions) else good_text
-    return text, mask
+    return pc.replace_with_mask(good_text, mask, fixed), mask
 
 
 @dataclass
