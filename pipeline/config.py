@@ -108,12 +108,18 @@ class Settings(BaseSettings):
     on_batch_failure: Literal["fail", "warn"] = "fail"
     note_max_chars: int = Field(default=200_000, gt=0)
     phi_gate: bool = True
+    empty_day: Literal["warn", "fail"] = Field(
+        default="warn", description="a day with no rows in any table: warn (succeeds with zero rows) or fail"
+    )
 
     # NER and risk
     ner_enabled: bool = True
     risk_enabled: bool = True
     ner_max_length: int | None = Field(default=None, gt=16)
     ner_token_budget: int | None = Field(default=None, gt=0)
+    ner_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: fp32 on CPU, bf16/fp16 autocast on CUDA; bf16 on CPU is an opt-in speed-up"
+    )
     charlson_weights: Literal["charlson1987", "quan2011"] = "charlson1987"
     risk_band_medium: float = Field(default=0.10, ge=0, le=1)
     risk_band_high: float = Field(default=0.25, ge=0, le=1)

@@ -120,7 +120,8 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
 
     settings = settings or load_settings()
     with recorded(settings, run_id, ds, "extract") as rec:
-        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url)
+        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url,
+                             settings.source_schemas)
         result = extract_range(reader, ds, ds, day_shift=settings.source_day_shift)
         root = settings.lake_dir
         for name, table in result.tables.items():
@@ -149,6 +150,7 @@ def _validation_config(settings: Settings):
         on_batch_failure=settings.on_batch_failure,
         note_max_chars=settings.note_max_chars,
         phi_gate=settings.phi_gate,
+        empty_day=settings.empty_day,
     )
 
 
@@ -288,7 +290,7 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
         )
     with recorded(settings, run_id, ds, f"ner[part-{part}]", "note_entities") as rec:
         model = NerModel.load(model_dir, device=settings.device, max_length=settings.ner_max_length,
-                              token_budget=settings.ner_token_budget)
+                              token_budget=settings.ner_token_budget, precision=settings.ner_precision)
         annotator = AssertionAnnotator.create()
         ner_stats = NerStats()
         batches = list(
@@ -535,7 +537,8 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
     settings = settings or load_settings()
     run_id = run_id or new_run_id(start, "history")
     with recorded(settings, run_id, start, "ingest_history") as rec:
-        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url)
+        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url,
+                             settings.source_schemas)
         result = extract_range(reader, start, end, day_shift=settings.source_day_shift)
         rejects = result.rejects.set_column(
             result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
