@@ -66,6 +66,7 @@ def generate(
     days: Annotated[int, typer.Option(min=1)] = 3,
     history_days: Annotated[int, typer.Option(min=0, help="Days of history before --start.")] = 365,
     seed: Annotated[int, typer.Option()] = 7,
+    messy: Annotated[bool, typer.Option(help="Plant realistic defects (mangled timestamps, orphan and oversized rows).")] = False,
 ) -> None:
     """Generate a synthetic MIMIC-style dataset (deterministic per seed)."""
     from pipeline.synth import generate as run_generate
@@ -76,7 +77,8 @@ def generate(
         task = progress.add_task("generating patients", total=patients)
         summary = run_generate(
             out, layout=layout, patients=patients, start=date.fromisoformat(start), days=days,
-            history_days=history_days, seed=seed, progress=lambda done, total: progress.update(task, completed=done, total=total),
+            history_days=history_days, seed=seed, messy=messy,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     console.print(f"wrote {out}: {json.dumps(_summary_counts(summary))}")
 
