@@ -287,13 +287,22 @@ def eval_risk(
 
 # --- benchmarks --------------------------------------------------------------------------------------
 @bench_app.command("ner")
-def bench_ner(workdir: WorkdirOpt = None, notes: Annotated[int, typer.Option()] = 200,
-              out: Path = Path("BENCHMARKS.md")) -> None:
-    """Naive HF pipeline vs our transformer step vs our whole NER stage."""
+def bench_ner(
+    workdir: WorkdirOpt = None,
+    notes: Annotated[int, typer.Option(help="Notes to run (a), (b) and (c) on.")] = 200,
+    eval_notes: Annotated[int, typer.Option(help="Held-out notes for the F1 change of precision switches.")] = 150,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH).")] = None,
+    out: Path = Path("BENCHMARKS.md"),
+) -> None:
+    """Naive HF pipeline vs our transformer step vs our whole NER stage (+ CPU precision switches)."""
     from pipeline.nlp.bench import run_ner_benchmark
 
     settings = _settings(workdir)
-    console.print_json(json.dumps(run_ner_benchmark(settings.ner_model_dir, notes, out), default=str))
+    model_dir = model or settings.ner_model_dir
+    with console.status(f"benchmarking NER on {notes} notes"):
+        result = run_ner_benchmark(model_dir, notes, out, eval_notes=eval_notes)
+    console.print_json(json.dumps(result, default=str))
+    console.print(f"written to {out}")
 
 
 @bench_app.command("validate")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import random
+import re
 import resource
 import time
 from pathlib import Path
@@ -85,8 +86,40 @@ def _notes_batches(texts: list[str], batch_rows: int = 1000) -> list[pa.RecordBa
     return table.to_batches(max_chunksize=batch_rows)
 
 
-def _compare(naive_out, ours) -> dict[str, Any]:
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _difference_cause(text: str, span: tuple[int, int, str], other: set[tuple[int, int, str]],
+                      borders: list[int]) -> str:
+    """Why one side has an entity the other lacks, from the text and both outputs (not assumed).
+
+    - "sub-word fragment": the span starts or ends inside a word (the pipeline's "simple" aggregation groups
+      sub-tokens by their own tag, so one word can become several entities);
+    - "boundary": the other side has an overlapping entity of the same label with other boundaries;
+    - "label": the other side has an overlapping entity with another label;
+    - "window border": within 32 characters of a place where our windows meet;
+    - "missing": nothing overlapping on the other side.
+    """
+    start, end, label = span
+
+    def inside_word(i: int) -> bool:
+        return 0 < i < len(text) and bool(_WORD_CHAR.match(text[i - 1])) and bool(_WORD_CHAR.match(text[i]))
+
+    if inside_word(start) or inside_word(end):
+        return "sub-word fragment"
+    overlapping = [o for o in other if o[0] < end and o[1] > start]
+    if any(o[2] == label for o in overlapping):
+        return "boundary"
+    if overlapping:
+        return "label"
+    if any(abs(start - b) < 32 or abs(end - b) < 32 for b in borders):
+        return "window border"
+    return "missing"
+
+
+def _compare(texts: list[str], naive_out, ours, borders: list[list[int]]) -> dict[str, Any]:
     agree = only_naive = only_ours = 0
+    causes: dict[str, dict[str, int]] = {"naive only": {}, "ours only": {}}
     examples = []
     for i, (naive, found) in enumerate(zip(naive_out, ours, strict=True)):
         a = {(int(e["start"]), int(e["end"]), e["entity_group"]) for e in naive}
@@ -94,17 +127,62 @@ def _compare(naive_out, ours) -> dict[str, Any]:
         agree += len(a & b)
         only_naive += len(a - b)
         only_ours += len(b - a)
-        for s, e, label in sorted((a - b) | (b - a))[: max(0, 8 - len(examples))]:
-            side = "naive only" if (s, e, label) in a else "ours only"
-            examples.append({"note": i, "side": side, "span": [s, e], "label": label})
-    return {"agree": agree, "naive_only": only_naive, "ours_only": only_ours, "examples": examples}
+        for side, mine, theirs in (("naive only", a - b, b), ("ours only", b - a, a)):
+            for span in sorted(mine):
+                cause = _difference_cause(texts[i], span, theirs, borders[i])
+                causes[side][cause] = causes[side].get(cause, 0) + 1
+                if len(examples) < 8:
+                    examples.append({"note": i, "side": side, "span": list(span[:2]), "label": span[2],
+                                     "cause": cause})
+    return {"agree": agree, "naive_only": only_naive, "ours_only": only_ours, "causes": causes,
+            "examples": examples}
+
+
+def _window_borders(prepared) -> list[list[int]]:
+    """Char offsets where one of our windows ends and the next begins, per note."""
+    borders: list[list[int]] = [[] for _ in prepared.notes]
+    for w in range(len(prepared.window_note) - 1):
+        n = int(prepared.window_note[w])
+        if prepared.window_note[w + 1] == n:
+            token = int(prepared.window_own_end[w])
+            if token < len(prepared.notes[n]):
+                borders[n].append(int(prepared.notes[n].offsets[token, 0]))
+    return borders
+
+
+def _precision_switch(model_dir: Path, texts: list[str], chunks: list[list[str]], precision: str, bound: float,
+                      eval_notes: int, device: str) -> dict[str, Any]:
+    """Speed of (b) under a CPU precision switch, and its F1 change on the held-out split."""
+    from pipeline.nlp.train import evaluate_ner
+
+    model = NerModel.load(Path(model_dir), device=device, precision=precision)
+    model.predict(texts[:4])
+    started = time.perf_counter()
+    model_tokens = 0
+    for _found, stats in model.predict_chunks(chunks):
+        model_tokens += stats.model_tokens
+    seconds = time.perf_counter() - started
+    quality = evaluate_ner(model_dir, n_notes=eval_notes, device=device, precision=precision)
+    return {"precision": precision, "seconds": seconds, "model_tokens_per_s": model_tokens / seconds,
+            "share_of_fp32_bound": model_tokens / seconds / bound, "exact_f1": quality["exact_f1"],
+            "overlap_f1": quality["overlap_f1"]}
+
+
+def _native_bf16() -> bool:
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("BENCHMARKS.md"),
-                      device: str = "cpu", seed: int = 7) -> dict[str, Any]:
-    """Measure (a) naive HF pipeline, (b) our transformer step, (c) our whole stage; write BENCHMARKS.md."""
+                      device: str = "cpu", seed: int = 7, eval_notes: int = 150,
+                      switches: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Measure (a) naive HF pipeline, (b) our transformer step, (c) our whole stage; write BENCHMARKS.md.
+
+    `switches`: extra precisions for (b) (default: bf16 when the CPU multiplies bf16 natively), each with the
+    F1 change it costs on `eval_notes` held-out notes.
+    """
     texts = bench_notes(n_notes, seed)
-    model = NerModel.load(Path(model_dir), device=device)
+    model = NerModel.load(Path(model_dir), device=device, precision="fp32")
     annotator = AssertionAnnotator.create()
     results: dict[str, Any] = {"n_notes": n_notes, "chars": int(sum(map(len, texts))), "device": str(model.device),
                                "threads": torch.get_num_threads(), "max_length": model.max_length,
@@ -115,21 +193,20 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     model.predict(texts[:4])
     chunks = [texts[i : i + CHUNK_NOTES] for i in range(0, len(texts), CHUNK_NOTES)]
     started = time.perf_counter()
-    ours, windows_tokens, padded = [], 0, 0
+    ours, note_tokens, model_tokens, padded, windows = [], 0, 0, 0, 0
     for found, stats in model.predict_chunks(chunks):
         ours += found
-        windows_tokens += stats.tokens
+        note_tokens += stats.tokens
+        model_tokens += stats.model_tokens
         padded += stats.padded_tokens
+        windows += stats.windows
     b_seconds = time.perf_counter() - started
-    # Window lengths (with [CLS]/[SEP]) for the FLOP count.
-    prepared = model._prepare(texts)
+    prepared = model._prepare(texts)  # not timed: window lengths for the FLOP count, borders for the comparison
     lengths = np.concatenate([b.attention_mask.sum(axis=1) for b in prepared.batches])
-    model_tokens = int(lengths.sum())
-    note_tokens = prepared.stats.tokens
     results["b"] = {"seconds": b_seconds, "notes_per_s": n_notes / b_seconds, "tokens_per_s": note_tokens / b_seconds,
                     "model_tokens_per_s": model_tokens / b_seconds, "padding_share": 1 - model_tokens / padded}
     results["tokens"] = {"note_tokens": note_tokens, "model_tokens": model_tokens, "padded_tokens": padded,
-                         "windows": int(lengths.size)}
+                         "windows": windows}
 
     # (a) naive pipeline, one note at a time.
     naive = _naive_pipeline(model)
@@ -154,22 +231,46 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     results["compute"] = {"matmul_flops": flops, "flops_per_token": per_token, "bound_tokens_per_s": bound,
                           "b_share_of_bound": results["b"]["model_tokens_per_s"] / bound}
     results["ratios"] = {"b_over_a": a_seconds / b_seconds, "c_over_a": a_seconds / c_seconds}
-    results["agreement"] = _compare(naive_out, ours)
+    results["agreement"] = _compare(texts, naive_out, ours, _window_borders(prepared))
     results["peak_rss_mb"] = peak_rss_mb()
     results["rss_at_start_mb"] = rss_start
-    write_benchmarks_md(Path(out_md), results, model)
+
+    if switches is None:
+        switches = ("bf16",) if model.device.type == "cpu" and _native_bf16() else ()
+    if switches:
+        from pipeline.nlp.train import evaluate_ner
+
+        base = evaluate_ner(model_dir, n_notes=eval_notes, device=device, precision="fp32")
+        results["fp32_quality"] = {"exact_f1": base["exact_f1"], "overlap_f1": base["overlap_f1"],
+                                   "eval_notes": eval_notes}
+        results["switches"] = []
+        for precision in switches:
+            switch = _precision_switch(model_dir, texts, chunks, precision, bound, eval_notes, device)
+            switch["speedup_vs_b"] = b_seconds / switch["seconds"]
+            switch["overlap_f1_change"] = switch["overlap_f1"] - base["overlap_f1"]
+            switch["exact_f1_change"] = switch["exact_f1"] - base["exact_f1"]
+            results["switches"].append(switch)
+    write_benchmarks_md(Path(out_md), results, model, n_notes=n_notes)
     return results
 
 
-def write_benchmarks_md(path: Path, r: dict[str, Any], model: NerModel) -> None:
+def write_benchmarks_md(path: Path, r: dict[str, Any], model: NerModel, n_notes: int) -> None:
     a, b, c, comp, agr = r["a"], r["b"], r["c"], r["compute"], r["agreement"]
     total = agr["agree"] + agr["naive_only"]
+
+    def causes(side: str) -> str:
+        found = sorted(agr["causes"][side].items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{cause} {count}" for cause, count in found) or "none"
+
+    verdict_b = "meets" if comp["b_share_of_bound"] >= 0.75 else "does NOT meet"
+    verdict_c = "meets" if r["ratios"]["c_over_a"] >= 1.25 else "does NOT meet"
     section = f"""## NER
 
-Reproduce: `ehr-pipeline bench ner` (calls `pipeline.nlp.bench.run_ner_benchmark`). Measured {dt.date.today()} on
-{platform.machine()} with {r['threads']} torch threads, device {r['device']}, model {model.name} {model.version};
-{r['n_notes']} synthetic notes of 300–6,000 characters ({r['chars']:,} chars, {r['tokens']['note_tokens']:,} tokens,
-{r['tokens']['windows']:,} windows of ≤ {r['max_length']} tokens, stride {r['stride']}, token budget {r['token_budget']}).
+Reproduce: `ehr-pipeline bench ner --notes {n_notes}` (calls `pipeline.nlp.bench.run_ner_benchmark`). Measured
+{dt.date.today()} on {platform.machine()} with {r['threads']} torch threads, device {r['device']}, model
+{model.name} {model.version}; {r['n_notes']} synthetic notes of 300–6,000 characters ({r['chars']:,} chars,
+{r['tokens']['note_tokens']:,} tokens, {r['tokens']['windows']:,} windows of ≤ {r['max_length']} tokens, stride
+{r['stride']}, token budget {r['token_budget']}). All three runs in one process, fp32.
 
 | run | seconds | notes/s | tokens/s | vs (a) |
 | --- | ---: | ---: | ---: | ---: |
@@ -177,17 +278,35 @@ Reproduce: `ehr-pipeline bench ner` (calls `pipeline.nlp.bench.run_ner_benchmark
 | (b) our transformer step (windows, token-budget batches, prefetch) | {b['seconds']:.1f} | {b['notes_per_s']:.2f} | {b['tokens_per_s']:.0f} | {r['ratios']['b_over_a']:.2f}× |
 | (c) our whole stage (+ medspaCy ConText, sections, Arrow out) | {c['seconds']:.1f} | {c['notes_per_s']:.2f} | {c['tokens_per_s']:.0f} | {r['ratios']['c_over_a']:.2f}× |
 
-- Compute bound: torch fp32 matmul {comp['matmul_flops'] / 1e9:.1f} GFLOP/s; model {comp['flops_per_token']['total'] / 1e6:.1f} MFLOP
-  per token (2 × {comp['flops_per_token']['non_embedding_params'] / 1e6:.2f} M non-embedding params + attention at a
-  token-weighted window length of {comp['flops_per_token']['token_weighted_window_length']:.0f}) → {comp['bound_tokens_per_s']:.0f} tokens/s.
-  (b) runs {b['model_tokens_per_s']:.0f} model tokens/s (with [CLS]/[SEP] and window overlap) = **{100 * comp['b_share_of_bound']:.0f}%** of the bound;
-  padding is {100 * b['padding_share']:.1f}% of the batched tokens.
-- Agreement (a) vs (b): {agr['agree']} of {total} naive entities identical; {agr['naive_only']} only in (a), {agr['ours_only']} only in (b).
-  Causes: (b) widens entities to whole words and splits windows at sentences (the pipeline cuts windows by
-  token count and its "simple" aggregation can split a word's sub-tokens); window-border predictions come from
-  the window where the token is farthest from an edge in (b), from the pipeline's own overlap merge in (a).
+- Compute bound: torch fp32 matmul {comp['matmul_flops'] / 1e9:.1f} GFLOP/s (2048² square); model
+  {comp['flops_per_token']['total'] / 1e6:.1f} MFLOP per token (2 × {comp['flops_per_token']['non_embedding_params'] / 1e6:.2f} M
+  non-embedding params + attention at a token-weighted window length of
+  {comp['flops_per_token']['token_weighted_window_length']:.0f}) → {comp['bound_tokens_per_s']:.0f} tokens/s.
+  (b) runs {b['model_tokens_per_s']:.0f} model tokens/s (with [CLS]/[SEP] and window overlap) =
+  **{100 * comp['b_share_of_bound']:.0f}%** of the bound, which {verdict_b} the 75% target; padding is
+  {100 * b['padding_share']:.1f}% of the batched tokens.
+- (c) is {r['ratios']['c_over_a']:.2f}× (a), which {verdict_c} the 1.25× target.
+- Agreement (a) vs (b): {agr['agree']} of {total} naive entities identical; {agr['naive_only']} only in (a)
+  ({causes('naive only')}), {agr['ours_only']} only in (b) ({causes('ours only')}). Causes are classified from
+  the text and both outputs (`_difference_cause`): a sub-word fragment starts or ends inside a word (the
+  pipeline's "simple" aggregation groups sub-tokens by their own tag; (b) widens to whole words); boundary and
+  label differences overlap an entity of the other side; window-border ones lie within 32 characters of a place
+  where two of our windows meet.
 - Peak RSS of the benchmark process: {r['peak_rss_mb']:.0f} MB.
 """
+    if r.get("switches"):
+        q = r["fp32_quality"]
+        section += f"""
+Optional CPU precision switches for (b) (`EHR_NER_PRECISION`), with the F1 change each costs on
+{q['eval_notes']} held-out notes (`eval-ner` split; fp32: exact F1 {q['exact_f1']:.4f}, overlap F1 {q['overlap_f1']:.4f}):
+
+| (b) with | seconds | model tokens/s | share of the fp32 bound | speed-up vs fp32 (b) | exact F1 change | overlap F1 change |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+"""
+        for sw in r["switches"]:
+            section += (f"| {sw['precision']} autocast | {sw['seconds']:.1f} | {sw['model_tokens_per_s']:.0f} | "
+                        f"{100 * sw['share_of_fp32_bound']:.0f}% | {sw['speedup_vs_b']:.2f}× | "
+                        f"{sw['exact_f1_change']:+.4f} | {sw['overlap_f1_change']:+.4f} |\n")
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find("## NER")
     if start >= 0:

@@ -56,6 +56,7 @@ class ChunkStats:
     tokens: int = 0
     batches: int = 0
     padded_tokens: int = 0
+    model_tokens: int = 0  # real tokens fed to the model: with [CLS]/[SEP] and window overlap, without padding
 
 
 @dataclass
@@ -223,6 +224,7 @@ class NerModel:
             tokens=int(sum(len(n) for n in notes)),
             batches=len(batches),
             padded_tokens=int(sum(b.input_ids.size for b in batches)),
+            model_tokens=int(sum(b.tokens for b in batches)),
         )
         return _PreparedChunk(
             notes, window_note, window_start, _cat(own_starts), _cat(own_ends), batches, sentence_chars, stats

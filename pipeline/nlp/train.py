@@ -427,6 +427,7 @@ def evaluate_ner(
     seed: int = 14,
     notes: Sequence | None = None,
     device: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Entity (exact and overlap) and assertion metrics on held-out notes (NoteComposer split="test").
 
@@ -437,7 +438,7 @@ def evaluate_ner(
     from pipeline.nlp.ner import NerModel
 
     gold_notes = list(notes) if notes is not None else _composer_notes(n_notes, seed, "test")
-    model = NerModel.load(Path(model_dir), device=device)
+    model = NerModel.load(Path(model_dir), device=device, precision=precision)
     annotator = AssertionAnnotator.create()
     predictions = []
     started = time.perf_counter()

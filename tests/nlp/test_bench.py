@@ -1,0 +1,39 @@
+"""The NER benchmark: runs (a), (b), (c) and the precision switches on a tiny model and writes its section."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.nlp.bench import _difference_cause, bench_notes, run_ner_benchmark
+
+
+def test_bench_notes_lengths_and_determinism():
+    notes = bench_notes(12, seed=3)
+    assert notes == bench_notes(12, seed=3)
+    assert all(150 <= len(n) <= 6000 for n in notes)
+
+
+def test_bench_difference_causes_from_text():
+    text = "pt has hypertension and dm2 noted"
+    # "hyper" + "tension": a fragment that ends inside a word
+    assert _difference_cause(text, (7, 12, "PROBLEM"), set(), []) == "sub-word fragment"
+    assert _difference_cause(text, (7, 19, "PROBLEM"), {(7, 27, "PROBLEM")}, []) == "boundary"
+    assert _difference_cause(text, (7, 19, "PROBLEM"), {(7, 19, "TEST")}, []) == "label"
+    assert _difference_cause(text, (24, 27, "PROBLEM"), set(), [20]) == "window border"
+    assert _difference_cause(text, (24, 27, "PROBLEM"), set(), [200]) == "missing"
+
+
+@pytest.mark.slow
+def test_bench_writes_section_with_switches(tiny_model_dir, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## NER\nold numbers\n\n## Validation\nkept\n")
+    result = run_ner_benchmark(tiny_model_dir, n_notes=6, out_md=out, eval_notes=3, switches=("bf16",))
+    text = out.read_text()
+    assert "old numbers" not in text and "## Validation\nkept" in text
+    assert "(a) naive" in text and "(c) our whole stage" in text and "bf16 autocast" in text
+    assert result["b"]["seconds"] > 0 and result["compute"]["b_share_of_bound"] > 0
+    agreement = result["agreement"]
+    assert sum(agreement["causes"]["naive only"].values()) == agreement["naive_only"]
+    assert sum(agreement["causes"]["ours only"].values()) == agreement["ours_only"]
+    switch = result["switches"][0]
+    assert switch["precision"] == "bf16" and "overlap_f1_change" in switch
