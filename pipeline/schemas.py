@@ -84,9 +84,18 @@ def arrow_schema(name: str) -> pa.Schema:
     return contract(name).arrow_schema
 
 
-def conform(table: pa.Table, name: str) -> pa.Table:
-    """Select and cast ``table`` to the contract's columns and order; missing columns fail loudly."""
-    schema = arrow_schema(name)
+def raw_arrow_schema(name: str) -> pa.Schema:
+    """The contract's columns and types with every column nullable: the raw lake stage holds what the source
+    delivered, and a missing required value is validation's to quarantine (with a rule), not a write error."""
+    return pa.schema([f.with_nullable(True) for f in arrow_schema(name)])
+
+
+def conform(table: pa.Table, name: str, *, raw: bool = False) -> pa.Table:
+    """Select and cast ``table`` to the contract's columns and order; missing columns fail loudly.
+
+    ``raw``: keep every column nullable (see :func:`raw_arrow_schema`).
+    """
+    schema = raw_arrow_schema(name) if raw else arrow_schema(name)
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ValueError(f"table {name}: missing columns {missing}")

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from pipeline import lake
 from pipeline.config import Settings, load_settings
-from pipeline.schemas import INPUT_TABLES, arrow_schema
+from pipeline.schemas import INPUT_TABLES, arrow_schema, raw_arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,9 @@ def _known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admi
     with open_warehouse(settings.warehouse) as wh:
         known = wh.select_where_in("admissions", "hadm_id", referenced, cols)
         known_subjects = wh.select_where_in("patients", "subject_id", subjects, ["subject_id"]).column("subject_id")
-    known = pa.concat_tables([known, open_admissions.select(cols).cast(known.schema)])
+    # admissions still open in the source have no dischtime yet: the reference table allows nulls
+    schema = pa.schema([f.with_nullable(True) for f in known.schema])
+    known = pa.concat_tables([known.cast(schema), open_admissions.select(cols).cast(schema)])
     return known, pc.unique(known_subjects.combine_chunks()) if known_subjects.num_chunks else pa.array([], pa.int64())
 
 
@@ -185,7 +187,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
     settings = settings or load_settings()
     root = settings.lake_dir
     with recorded(settings, run_id, ds, "validate") as rec:
-        tables = {name: lake.read_partition(root, RAW, name, ds, arrow_schema(name)) for name in INPUT_TABLES}
+        tables = {name: lake.read_partition(root, RAW, name, ds, raw_arrow_schema(name)) for name in INPUT_TABLES}
         rejects = lake.read_partition(root, RAW, REJECTS, ds, arrow_schema("quarantine"))
         open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, ds)
         known, known_subjects = _known_context(settings, tables, open_adm)

@@ -373,7 +373,7 @@ def _finish(table: str, kept: _Kept, undatable_day: date | None) -> tuple[pa.Tab
     good = pc.invert(is_bad)
     rows = typed.table.filter(good).append_column("ds", days.filter(good))
     # the contract's types; a null in a required column is validation's to quarantine, not a crash here
-    rows = conform(rows, table)
+    rows = conform(rows, table, raw=True)
     return rows, _rejects(raw, table, is_bad, rule, detail, days)
 
 

@@ -34,7 +34,8 @@ def test_run_day_counts_match_between_duckdb_and_postgres_and_rerun_is_idempoten
     pg_url: str, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
-    generate(source, layout="mimic4", patients=60, start=DAY, days=1, history_days=HISTORY_DAYS, seed=5)
+    generate(source, layout="mimic4", patients=60, start=DAY, days=1, history_days=HISTORY_DAYS, seed=5,
+             messy=True)  # mangled, undatable and oversized rows must flow through both backends alike
     model = build_tiny_model(tmp_path / "ner")
     counts: dict[str, dict[tuple[str, date], int]] = {}
     with scratch_database("ehr_test_run_day") as url:
@@ -60,6 +61,7 @@ def test_run_day_counts_match_between_duckdb_and_postgres_and_rerun_is_idempoten
         assert {"patients", "admissions", "labs", "notes", "note_entities", "validation_results"} <= tables
         assert {ds for _, ds in pg} >= {DAY - timedelta(days=n) for n in range(HISTORY_DAYS + 1)}
         assert pg[("note_entities", DAY)] > 0 and pg[("labs", DAY)] > 0
+        assert sum(n for (table, _), n in pg.items() if table == "quarantine") > 0  # the planted defects
 
         # the same day again into PostgreSQL: replaced, not appended
         settings = load_settings(
