@@ -61,8 +61,8 @@ class Warehouse(ABC):
 
         One transaction per call (PostgreSQL commits a long range once per month of days; every day
         is still all-or-nothing). Returns rows written per table. Tables are checked against their
-        contract first (SchemaMismatchError, nothing written); PostgreSQL also refuses rows whose ds
-        is outside the range (``rows_outside_days``).
+        contract first (SchemaMismatchError, nothing written); Rows whose ds is outside the range
+        are refused (``rows_outside_days``).
         """
 
     @abstractmethod
@@ -107,6 +107,16 @@ class Warehouse(ABC):
         for row in rows:
             out.setdefault(row["table_name"], []).append(int(row["rows_out"] or 0))
         return out
+
+    @staticmethod
+    def refuse_rows_outside(tables: Mapping[str, pa.Table], ds_start: date, ds_end: date) -> None:
+        """Raise before anything is written when a table has rows outside the replaced days."""
+        for name, data in tables.items():
+            if outside := rows_outside_days(data, ds_start, ds_end):
+                raise WarehouseError(
+                    f"ehr.{name}: {outside} rows have a ds that is missing or outside {ds_start}..{ds_end}; "
+                    "nothing was written"
+                )
 
     def check_contract(self, table: str, data: pa.Table) -> pa.Table:
         """Cast ``data`` to the contract of ``table`` or raise SchemaMismatchError naming the difference."""

@@ -36,6 +36,7 @@ class DuckDBWarehouse(Warehouse):
     ) -> dict[str, int]:
         ds_end = ds_end or ds_start
         checked = {name: self.check_contract(name, data) for name, data in tables.items()}
+        self.refuse_rows_outside(checked, ds_start, ds_end)
         written: dict[str, int] = {}
         con = self._con
         con.execute("BEGIN TRANSACTION")

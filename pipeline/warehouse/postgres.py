@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import SQL_DIR
 from pipeline.schemas import arrow_schema, contract
-from pipeline.warehouse.base import SchemaMismatchError, Warehouse, WarehouseError, rows_outside_days
+from pipeline.warehouse.base import SchemaMismatchError, Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 
@@ -480,12 +480,7 @@ class PostgresWarehouse(Warehouse):
             raise WarehouseError(f"empty ds range {ds_start}..{ds_end}: the end is before the start")
         checked = {name: self.check_contract(name, data) for name, data in tables.items()}
         live = {name: self.check_live_table(name) for name in checked}
-        for name, data in checked.items():
-            if outside := rows_outside_days(data, ds_start, ds_end):
-                raise WarehouseError(
-                    f"ehr.{name}: {outside} rows have a ds that is missing or outside {ds_start}..{ds_end}; "
-                    "nothing was written"
-                )
+        self.refuse_rows_outside(checked, ds_start, ds_end)
         self.last_load_timings = dict.fromkeys(LOAD_PHASES, 0.0)
         groups = list(_day_groups(ds_start, ds_end, MAX_DAYS_PER_TRANSACTION))
         for start, end in groups:
@@ -544,9 +539,9 @@ class PostgresWarehouse(Warehouse):
     def _copy_into(self, cur: Any, name: str, live: LiveTable, data: pa.Table) -> None:
         """Append ``data`` to ``ehr.<name>`` with binary COPY.
 
-        ADBC's COPY names no columns: the Arrow columns must be the live columns in the live order
-        (otherwise values of equal types would land in the wrong column). A live table with extra
-        columns outside the contract is filled through a temporary table instead.
+        The Arrow columns are put in the live table's physical order (the ADBC driver in use names the
+        columns in its COPY, so this is belt and braces, tested with reordered live tables). A live table
+        with extra columns outside the contract is filled through a temporary table instead.
         """
         if not data.num_rows:
             return

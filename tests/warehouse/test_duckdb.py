@@ -54,6 +54,14 @@ def test_duckdb_replace_days_range(duck: DuckDBWarehouse) -> None:
     assert _count(duck, "labs", DAY1) == _count(duck, "labs", DAY2) == 0
 
 
+def test_duckdb_rows_outside_the_range_are_refused(duck: DuckDBWarehouse) -> None:
+    duck.replace_days({"notes": make_day("notes", DAY1)}, DAY1)
+    with pytest.raises(WarehouseError, match=r"ehr\.notes: 5 rows have a ds .* outside 2026-01-01\.\.2026-01-01"):
+        duck.replace_days({"notes": make_day("notes", DAY2)}, DAY1)
+    # nothing written, nothing deleted: the day keeps its rows
+    assert _count(duck, "notes", DAY1) == 5 and _count(duck, "notes", DAY2) == 0
+
+
 def test_duckdb_record_runs_upserts_on_ds_stage_table(duck: DuckDBWarehouse) -> None:
     duck.record_runs(make_runs(DAY1, status="failed", run_id="run-1"))
     duck.record_runs(make_runs(DAY1, status="success", run_id="run-2"))

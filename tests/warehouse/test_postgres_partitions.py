@@ -18,7 +18,7 @@ from pipeline.config import SQL_DIR
 from pipeline.warehouse.base import SchemaMismatchError, WarehouseError
 from pipeline.warehouse.postgres import PostgresWarehouse, partitioned_ddl
 
-from .conftest import DAY1, DAY2, make_day, scratch_database, sort_rows
+from .conftest import DAY1, DAY2, make_day, make_runs, scratch_database, sort_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -260,7 +260,7 @@ def test_postgres_partitions_default_partition_is_refused_with_a_clear_error(
 
 
 def test_postgres_partitions_live_column_order_and_extra_columns(pg_url: str) -> None:
-    """ADBC's COPY names no columns: rows must still land in the right columns whatever the live order."""
+    """Rows land in the right columns whatever the live table's physical column order (migrated tables)."""
     with scratch_database("ehr_test_layout") as url, PostgresWarehouse(url) as w:
         # a small table whose columns were reordered by a migration and that gained a nullable column
         w.execute_script(
@@ -281,6 +281,19 @@ def test_postgres_partitions_live_column_order_and_extra_columns(pg_url: str) ->
         )
         cols = ", ".join(notes.column_names)
         assert sort_rows(w.query(f"SELECT {cols} FROM ehr.notes")).to_pylist() == sort_rows(notes).to_pylist()
+        # pipeline_runs reordered too: run records land in their own columns
+        w.execute_script(
+            "ALTER TABLE ehr.pipeline_runs DROP COLUMN status CASCADE; ALTER TABLE ehr.pipeline_runs ADD COLUMN status text"
+        )
+        w._checked_tables.clear()
+        runs = make_runs(DAY1, run_id="reordered")
+        w.record_runs(runs)
+        cols = ", ".join(runs.column_names)
+        assert (
+            sort_rows(w.query(f"SELECT {cols} FROM ehr.pipeline_runs")).to_pylist()
+            == sort_rows(runs).to_pylist()
+        )
+        cols = ", ".join(notes.column_names)
         # a partitioned table cannot carry columns outside the contract: a new day partition must match it
         w.execute_script("ALTER TABLE ehr.notes ADD COLUMN reviewed_by text")
         w._checked_tables.clear()
