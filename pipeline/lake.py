@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -104,6 +104,14 @@ def write_parts(root: Path, stage: Stage, table_name: str, ds: date, part: int, 
     The first task to arrive creates the partition (marked ``_PARTWISE``); creating the link with
     ``os.symlink`` fails if another task got there first, so parallel tasks share one partition.
     """
+    return write_part_batches(root, stage, table_name, ds, part, table.to_batches(), table.schema)
+
+
+def write_part_batches(
+    root: Path, stage: Stage, table_name: str, ds: date, part: int, batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+) -> Path:
+    """Like :func:`write_parts`, streaming: each batch is written as it comes, so memory stays at one batch."""
     final_dir = partition_dir(root, stage, table_name, ds)
     if not os.path.lexists(final_dir):
         version = _new_version(final_dir)
@@ -115,7 +123,10 @@ def write_parts(root: Path, stage: Stage, table_name: str, ds: date, part: int, 
     final = final_dir / f"part-{part}.parquet"
     tmp = final_dir / f".tmp-part-{part}-{uuid.uuid4().hex}.parquet"
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in batches:
+                if batch.num_rows:
+                    writer.write_batch(batch)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -295,16 +295,16 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
                               token_budget=settings.ner_token_budget, precision=settings.ner_precision)
         annotator = AssertionAnnotator.create()
         ner_stats = NerStats()
-        batches = list(
-            annotate_partition(lake.iter_record_batches(parts[part], 256), model, annotator, run_id=run_id,
-                               stats=ner_stats)
-        )
+        schema = arrow_schema("note_entities")
+        # streamed: notes are read in record batches and entities written as each chunk is done, so memory
+        # stays at a couple of chunks whatever the partition's size
+        entities = annotate_partition(lake.iter_record_batches(parts[part], 256), model, annotator, run_id=run_id,
+                                      stats=ner_stats)
+        lake.write_part_batches(root, ENRICHED, "note_entities", ds, part,
+                                (batch.cast(schema) for batch in entities), schema)
         stats = ner_stats.as_dict()
-        table = pa.Table.from_batches(batches, schema=arrow_schema("note_entities")) if batches else arrow_schema(
-            "note_entities").empty_table()
-        lake.write_parts(root, ENRICHED, "note_entities", ds, part, table)
-        rec.add("note_entities", stats.get("notes_in"), table.num_rows, 0, stats)
-    return {"notes": stats.get("notes_in", 0), "entities": table.num_rows}
+        rec.add("note_entities", stats.get("notes_in"), stats["entities_out"], 0, stats)
+    return {"notes": stats.get("notes_in", 0), "entities": stats["entities_out"]}
 
 
 # --- risk ----------------------------------------------------------------------------------------

@@ -136,3 +136,19 @@ def test_lake_parts_written_by_mapped_tasks(tmp_path: Path) -> None:
     with pytest.raises(lake.PartitionNotFoundError):
         lake.read_partition(tmp_path, "enriched", "note_entities", DS)
     assert list((tmp_path / "enriched" / "note_entities" / lake.VERSIONS).iterdir()) == []
+
+
+def test_lake_write_part_batches_streams_and_is_atomic(tmp_path):
+    table = _table(25)
+    batches = table.to_batches(max_chunksize=7)
+    path = lake.write_part_batches(tmp_path, "enriched", "labs", DS, 0, iter(batches), table.schema)
+    assert pq.read_table(path).equals(table)
+
+    def failing():
+        yield batches[0]
+        raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError, match="killed midway"):
+        lake.write_part_batches(tmp_path, "enriched", "labs", DS, 1, failing(), table.schema)
+    folder = lake.partition_dir(tmp_path, "enriched", "labs", DS)
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".parquet") == ["part-0.parquet"]
