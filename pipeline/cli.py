@@ -305,6 +305,23 @@ def bench_ner(
     console.print(f"written to {out}")
 
 
+@bench_app.command("ner-memory")
+def bench_ner_memory(
+    workdir: WorkdirOpt = None,
+    notes: Annotated[int, typer.Option(help="Notes in the one partition the NER task processes.")] = 10_000,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH).")] = None,
+    out: Path = Path("BENCHMARKS.md"),
+) -> None:
+    """Peak RSS of the real NER task on one partition of --notes notes (the 3 GB bound)."""
+    from pipeline.memory_bench import run_ner_memory_benchmark
+
+    settings = _settings(workdir)
+    with console.status(f"NER task on a {notes:,}-note partition"):
+        result = run_ner_memory_benchmark(model or settings.ner_model_dir, notes, out)
+    console.print_json(json.dumps(result, default=str))
+    console.print(f"written to {out}")
+
+
 @bench_app.command("validate")
 def bench_validate(rows: Annotated[int, typer.Option()] = 1_000_000, out: Path = Path("BENCHMARKS.md")) -> None:
     """Validation of one million lab rows."""

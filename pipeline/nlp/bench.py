@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.benchmarks_md import replace_section
 from pipeline.nlp.assertion import AssertionAnnotator
 from pipeline.nlp.ner import NerModel
 from pipeline.nlp.stage import CHUNK_NOTES, NerStats, annotate_partition
@@ -307,11 +308,4 @@ Optional CPU precision switches for (b) (`EHR_NER_PRECISION`), with the F1 chang
             section += (f"| {sw['precision']} autocast | {sw['seconds']:.1f} | {sw['model_tokens_per_s']:.0f} | "
                         f"{100 * sw['share_of_fp32_bound']:.0f}% | {sw['speedup_vs_b']:.2f}× | "
                         f"{sw['exact_f1_change']:+.4f} | {sw['overlap_f1_change']:+.4f} |\n")
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("## NER")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, section)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.benchmarks_md import replace_section
 from pipeline.validate.config import ValidationConfig
 from pipeline.validate.engine import validate_batch
 
@@ -107,10 +107,4 @@ def _write_section(path: Path, result: dict[str, Any]) -> None:
         f"| {result['rows_quarantined']:,} | {result['expectations']} | {result['cpus']} | {result['python']} |",
         "",
     ])
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, section)

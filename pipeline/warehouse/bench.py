@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from datetime import date
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.benchmarks_md import replace_section
 from pipeline.schemas import arrow_schema
 from pipeline.warehouse.base import WarehouseError
 from pipeline.warehouse.postgres import (
@@ -309,11 +309,5 @@ same machine: {r["machine"]}; 1-minute load average {r["load_average"][0]} befor
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the section of ``path`` (up to the next ``## `` heading) or append it."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    """Replace this benchmark's section of ``path`` (or append it)."""
+    replace_section(path, section)
