@@ -34,29 +34,17 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import DAGS_DIR
+from tests.services import PG_SERVER_URL, pg_problem, skip_or_fail, with_database
 
 pytestmark = [pytest.mark.celery, pytest.mark.slow, pytest.mark.postgres]
 
-PG_SERVER = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-# Read at import: the autouse fixture of tests/conftest.py removes every EHR_* variable during tests.
-REQUIRE_SERVICES = os.environ.get("EHR_REQUIRE_SERVICES", "") == "1"
 DAY = date(2026, 1, 2)
 RUN_TIMEOUT_S = 600
 BIN = Path(sys.executable).parent
 # A schedule that never fires while the test runs (next 29 February after the start date), so the only
 # run is the one the test triggers.
 NEVER = "0 0 29 2 *"
-
-
-def _pg_problem() -> str | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(PG_SERVER, connect_timeout=3):
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL not reachable at {PG_SERVER.split('@')[-1]}: {str(exc).strip().splitlines()[0]}"
 
 
 def _redis_problem(port: int = REDIS_PORT) -> str | None:
@@ -68,12 +56,6 @@ def _redis_problem(port: int = REDIS_PORT) -> str | None:
     except OSError as exc:
         return f"Redis not reachable at {REDIS_HOST}:{port}: {exc}"
     return None
-
-
-def _skip_or_fail(reason: str) -> None:
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (EHR_REQUIRE_SERVICES=1: this service is required)", pytrace=False)
-    pytest.skip(reason)
 
 
 class Broker:
@@ -99,11 +81,11 @@ class Broker:
                 time.sleep(0.1)
             if problem:
                 self.stop()
-                _skip_or_fail(f"private redis-server did not start: {problem}")
+                skip_or_fail(f"private redis-server did not start: {problem}")
             self.url = f"redis://{REDIS_HOST}:{port}/0"
             return
         if problem := _redis_problem():
-            _skip_or_fail(problem)
+            skip_or_fail(problem)
         self.url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{self._claim_empty_db()}"
 
     def _claim_empty_db(self) -> int:
@@ -117,7 +99,7 @@ class Broker:
             if client.dbsize() == 0 and client.set("ehr_celery_test_claim", token, nx=True):
                 self.claim = (db, token)
                 return db
-        _skip_or_fail(f"no empty database on the shared Redis at {REDIS_HOST}:{REDIS_PORT}")
+        skip_or_fail(f"no empty database on the shared Redis at {REDIS_HOST}:{REDIS_PORT}")
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
@@ -142,14 +124,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _with_database(url: str, database: str) -> str:
-    return f"{url.rsplit('/', 1)[0]}/{database}"
-
-
 def _admin(sql: str) -> None:
     import psycopg
 
-    with psycopg.connect(PG_SERVER, autocommit=True) as con:
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as con:
         con.execute(sql)
 
 
@@ -212,12 +190,12 @@ class Deployment:
 
 @pytest.fixture
 def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
-    if problem := _pg_problem():
-        _skip_or_fail(problem)
+    if problem := pg_problem():
+        skip_or_fail(problem)
     if not (DAGS_DIR / "ehr_nightly.py").is_file() or not (BIN / "ehr-pipeline").exists():
-        _skip_or_fail("dags/ehr_nightly.py or the ehr-pipeline console script is not there yet")
+        skip_or_fail("dags/ehr_nightly.py or the ehr-pipeline console script is not there yet")
     if shutil.which("airflow", path=str(BIN)) is None:
-        _skip_or_fail("airflow is not installed in this environment")
+        skip_or_fail("airflow is not installed in this environment")
 
     pid = os.getpid()
     meta_db, wh_db = f"airflow_meta_{pid}", f"ehr_wh_{pid}"
@@ -229,7 +207,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
     except BaseException:
         broker.stop()
         raise
-    meta_url = _with_database(PG_SERVER, meta_db).replace("postgresql://", "postgresql+psycopg://", 1)
+    meta_url = with_database(PG_SERVER_URL, meta_db).replace("postgresql://", "postgresql+psycopg://", 1)
     port = _free_port()
     workdir = tmp_path / "ehr"
     env = {
@@ -260,7 +238,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
         "EHR_WORKDIR": str(workdir),
         "EHR_SOURCE_PATH": str(tmp_path / "source"),
         "EHR_SOURCE_LAYOUT": "mimic4",
-        "EHR_WAREHOUSE_URL": _with_database(PG_SERVER, wh_db),
+        "EHR_WAREHOUSE_URL": with_database(PG_SERVER_URL, wh_db),
         "EHR_NER_ENABLED": "false",
         "EHR_RISK_ENABLED": "false",
         "EHR_RETRIES": "0",
@@ -284,7 +262,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
         components.start("scheduler", "scheduler")
         components.start("dag-processor", "dag-processor")
         components.start("worker", "celery", "worker", "--queues", "default,gpu", "--concurrency", "2")
-        yield Deployment(env, components, _with_database(PG_SERVER, meta_db), env["EHR_WAREHOUSE_URL"])
+        yield Deployment(env, components, with_database(PG_SERVER_URL, meta_db), env["EHR_WAREHOUSE_URL"])
     finally:
         components.stop()
         for db in (meta_db, wh_db):

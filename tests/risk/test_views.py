@@ -96,23 +96,11 @@ def test_views_high_risk_excludes_in_hospital_deaths_duckdb(tmp_path: Path) -> N
 
 @pytest.fixture
 def pg_database_url() -> Iterator[str]:
-    """A database of this test's own on the local PostgreSQL server (skipped when none is reachable)."""
-    from tests.warehouse.conftest import PG_SERVER_URL, _server_reachable, _with_database
+    """A database of this test's own on the local PostgreSQL server (skipped locally when none is reachable)."""
+    from tests.services import scratch_database
 
-    problem = _server_reachable(PG_SERVER_URL)
-    if problem:
-        pytest.skip(f"PostgreSQL not reachable: {problem}")
-    import psycopg
-
-    database = f"ehr_risk_view_{os.getpid()}"
-    with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {database}")
-    try:
-        yield _with_database(PG_SERVER_URL, database)
-    finally:
-        with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    with scratch_database(f"ehr_risk_view_{os.getpid()}") as url:
+        yield url
 
 
 def test_views_high_risk_excludes_in_hospital_deaths_postgres(pg_database_url: str) -> None:

@@ -23,8 +23,9 @@ from pipeline.sources import SourceError, extract_range, open_source
 from pipeline.sources.base import ExtractResult
 from pipeline.sources.files import FolderReader
 from pipeline.sources.sql import SqlReader
+from tests.services import PG_SERVER_URL, require_pg_server
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN = PG_SERVER_URL
 
 # source file → (schema, table) as in the MIMIC-IV PostgreSQL build
 TABLES = {
@@ -156,10 +157,8 @@ def test_sql_bad_schemas_setting_is_named(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def pg_source(generated_source) -> Iterator[str]:
     psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+    require_pg_server()
+    admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
     name = f"ehr_source_test_{uuid.uuid4().hex[:10]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"

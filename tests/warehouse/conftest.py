@@ -8,7 +8,6 @@ when EHR_REQUIRE_SERVICES=1 (set by .ci/run): then they fail, so CI cannot pass 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -17,10 +16,14 @@ import pyarrow as pa
 import pytest
 
 from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, contract
+from tests.services import (  # noqa: F401  (re-exported for the warehouse tests)
+    PG_SERVER_URL,
+    require_pg_server,
+    scratch_database,
+    skip_or_fail,
+    with_database,
+)
 
-PG_SERVER_URL = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-# Read at import: the autouse fixture of tests/conftest.py removes every EHR_* variable during tests.
-REQUIRE_SERVICES = os.environ.get("EHR_REQUIRE_SERVICES", "") == "1"
 DAY1 = date(2026, 1, 1)
 DAY2 = date(2026, 1, 2)
 LOADED_TABLES: tuple[str, ...] = tuple(t for t in INPUT_TABLES + OUTPUT_TABLES if t != "pipeline_runs")
@@ -86,49 +89,6 @@ def sort_rows(table: pa.Table) -> pa.Table:
 
 
 # PostgreSQL ------------------------------------------------------------------------------------
-def _server_reachable(url: str) -> str | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(url, connect_timeout=3):
-            return None
-    except psycopg.Error as exc:
-        return str(exc).strip().splitlines()[0]
-
-
-def _with_database(url: str, database: str) -> str:
-    head, _, _ = url.rpartition("/")
-    return f"{head}/{database}"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip locally; fail when EHR_REQUIRE_SERVICES=1 (CI), so a missing service cannot pass as green."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{reason} (EHR_REQUIRE_SERVICES=1: this service is required)", pytrace=False)
-    pytest.skip(reason)
-
-
-def require_pg_server() -> None:
-    problem = _server_reachable(PG_SERVER_URL)
-    if problem:
-        skip_or_fail(f"PostgreSQL not reachable at {PG_SERVER_URL.split('@')[-1]}: {problem}")
-
-
-@contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A fresh, empty database ``name`` on the test server, dropped (with its connections) afterwards."""
-    import psycopg
-
-    with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield _with_database(PG_SERVER_URL, name)
-    finally:
-        with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of a fresh database for this test run; dropped (with its connections) at the end."""

@@ -1,0 +1,60 @@
+"""Test access to the local services (PostgreSQL, Redis): one place that finds them and decides what a missing
+one means. Locally a missing service skips its tests; with EHR_REQUIRE_SERVICES=1 (set by .ci/run) it fails
+them, so CI cannot go green without running them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+PG_SERVER_URL = os.environ.get("EHR_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Read at import: the autouse fixture of tests/conftest.py removes every EHR_* variable during tests.
+REQUIRE_SERVICES = os.environ.get("EHR_REQUIRE_SERVICES", "") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip locally; fail when EHR_REQUIRE_SERVICES=1 (CI), so a missing service cannot pass as green."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (EHR_REQUIRE_SERVICES=1: this service is required)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pg_problem(url: str = PG_SERVER_URL) -> str | None:
+    """Why the PostgreSQL server at ``url`` cannot be used, or None when it answers."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL not reachable at {url.split('@')[-1]}: {str(exc).strip().splitlines()[0]}"
+
+
+def require_pg_server() -> None:
+    if problem := pg_problem():
+        skip_or_fail(problem)
+
+
+def with_database(url: str, database: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{database}"
+
+
+@contextlib.contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A fresh, empty database ``name`` on the test server, dropped (with its connections) afterwards."""
+    import psycopg
+
+    require_pg_server()
+    with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield with_database(PG_SERVER_URL, name)
+    finally:
+        with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
