@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.nlp.assertion import FLAGS, AssertionAnnotator
 from pipeline.nlp.errors import E007
@@ -51,6 +52,7 @@ class NerStats:
     notes_empty: int = 0
     notes_null: int = 0
     notes_long: int = 0
+    notes_non_ascii: int = 0  # processed like any other; counted because real exports mangle encodings
     entities_out: int = 0
     windows: int = 0
     tokens: int = 0
@@ -73,7 +75,9 @@ def _chunks(batches: Iterable[pa.RecordBatch], stats: NerStats) -> Iterator[_Chu
         for column in REQUIRED_COLUMNS:
             if column not in batch.schema.names:
                 raise KeyError(E007.format(column=column))
-        texts = batch.column("text").to_pylist()
+        text_column = batch.column("text")
+        stats.notes_non_ascii += int(pc.sum(pc.invert(pc.string_is_ascii(text_column))).as_py() or 0)
+        texts = text_column.to_pylist()
         kept: list[str | None] = []
         for text in texts:
             stats.notes_in += 1

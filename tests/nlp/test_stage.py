@@ -46,6 +46,7 @@ def test_stage_bad_notes_are_counted_not_fatal(tiny_model, annotator):
     out = list(annotate_partition(iter(batches), tiny_model, annotator, run_id="r1", stats=stats))
     table = pa.Table.from_batches(out, schema=NOTE_ENTITIES_SCHEMA)
     assert stats.notes_in == 8 and stats.notes_null == 1 and stats.notes_empty == 4 and stats.notes_long == 1
+    assert stats.notes_non_ascii == 2  # the French note and the long one (its check mark)
     assert stats.entities_out == table.num_rows and stats.windows > 0 and stats.tokens > 100_000
     by_id = {f"n{i}": t for i, t in enumerate(texts)}
     for row in table.select(["note_id", "text", "start_char", "end_char"]).to_pylist():
