@@ -237,5 +237,23 @@ def test_e2e_mimic3_layout(tmp_path: Path) -> None:
     for table in ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes"):
         counts = _counts(db, table)
         assert all(counts.get(day, 0) > 0 for day in DAYS), (table, counts)
+    # against the source files: every admission discharged on a day, and its diagnoses, arrive that day
+    src = duckdb.connect()
+    folder = settings.source_dir
+    rows = src.execute(
+        f"SELECT CAST(a.DISCHTIME AS DATE), count(DISTINCT a.HADM_ID), count(d.ROW_ID) "
+        f"FROM read_csv('{folder}/ADMISSIONS.csv', all_varchar=true) a "
+        f"LEFT JOIN read_csv('{folder}/DIAGNOSES_ICD.csv', all_varchar=true) d ON d.HADM_ID = a.HADM_ID "
+        "GROUP BY 1"
+    ).fetchall()
+    source_counts = {day: (admissions, diagnoses) for day, admissions, diagnoses in rows}
     con = duckdb.connect(str(db), read_only=True)
+    for day in DAYS:
+        loaded = con.execute(
+            "SELECT (SELECT count(*) FROM ehr.admissions WHERE ds = ?) + (SELECT count(*) FROM ehr.quarantine "
+            "WHERE ds = ? AND source_table = 'admissions'), (SELECT count(*) FROM ehr.diagnoses WHERE ds = ?) + "
+            "(SELECT count(*) FROM ehr.quarantine WHERE ds = ? AND source_table = 'diagnoses')",
+            [day, day, day, day],
+        ).fetchone()
+        assert tuple(loaded) == source_counts[day], (day, loaded, source_counts[day])
     assert set(r[0] for r in con.execute("SELECT DISTINCT icd_version FROM ehr.diagnoses").fetchall()) == {9}
