@@ -49,6 +49,11 @@ def test_ehr_nightly_shape(dagbag) -> None:
     for task_id in ("ner", "risk"):
         assert dag.get_task(task_id).queue == "gpu"
         assert dag.get_task(task_id).pool == "gpu"
+    # one mapped task instance per lake part file (dynamic task mapping), the rest plain tasks
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    mapped = {t.task_id for t in dag.tasks if isinstance(t, MappedOperator)}
+    assert mapped == {"ner", "risk"}, mapped
     # mapped tasks tolerate an empty mapping (a day without notes still loads)
     assert dag.get_task("load").trigger_rule == "none_failed"
 
