@@ -100,6 +100,6 @@ DuckDB warehouse) in a child process.
 | ---: | ---: | ---: | ---: | ---: |
 | {r['notes']:,} | {r['entities']:,} | {r['seconds']:.0f} | **{r['peak_rss_mb']:,.0f} MB** | {r['limit_mb']:,} MB |
 
-Peak RSS is {verdict} the 3 GB bound (model, tokenizer, medspaCy and a couple of chunks of notes in flight).
+Peak RSS is {verdict} the 3 GB bound.
 """
     replace_section(path, section)
