@@ -35,5 +35,7 @@ def test_bench_writes_section_with_switches(tiny_model_dir, tmp_path):
     agreement = result["agreement"]
     assert sum(agreement["causes"]["naive only"].values()) == agreement["naive_only"]
     assert sum(agreement["causes"]["ours only"].values()) == agreement["ours_only"]
+    shares = result["forward_time_shares"]["shares"]
+    assert abs(sum(shares.values()) - 1) < 1e-6 and "GEMM" in shares and "Where a forward pass's time goes" in text
     switch = result["switches"][0]
     assert switch["precision"] == "bf16" and "overlap_f1_change" in switch
