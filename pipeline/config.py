@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     ner_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: fp32 on CPU, bf16/fp16 autocast on CUDA; bf16 on CPU is an opt-in speed-up"
     )
+    ner_fused_cpu: bool = Field(
+        default=True,
+        description="fp32 on CPU: run BERT-style models through fused oneDNN kernels (same logits, checked on load);"
+        " false runs the plain transformers forward",
+    )
     charlson_weights: Literal["charlson1987", "quan2011"] = "charlson1987"
     risk_band_medium: float = Field(default=0.10, ge=0, le=1)
     risk_band_high: float = Field(default=0.25, ge=0, le=1)

@@ -292,7 +292,8 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
         )
     with recorded(settings, run_id, ds, f"ner[part-{part}]", "note_entities") as rec:
         model = NerModel.load(model_dir, device=settings.device, max_length=settings.ner_max_length,
-                              token_budget=settings.ner_token_budget, precision=settings.ner_precision)
+                              token_budget=settings.ner_token_budget, precision=settings.ner_precision,
+                              fused_cpu=settings.ner_fused_cpu)
         annotator = AssertionAnnotator.create()
         ner_stats = NerStats()
         schema = arrow_schema("note_entities")

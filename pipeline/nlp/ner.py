@@ -21,6 +21,7 @@ import torch
 from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch, build_batch, plan_batches, prefetch
 from pipeline.nlp.errors import E001, E002
+from pipeline.nlp.fused import fuse_token_classifier
 from pipeline.nlp.labels import LabelScheme
 from pipeline.nlp.windows import NoteTokens, make_windows, sentence_starts
 
@@ -111,6 +112,7 @@ class NerModel:
         stride: int = DEFAULT_STRIDE,
         path: Path | None = None,
         precision: str = "auto",
+        fused_cpu: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -123,6 +125,8 @@ class NerModel:
         self.scheme = LabelScheme.from_id2label(model.config.id2label)
         self.oom = devices.OomGuard(token_budget)
         self.autocast_dtype = devices.autocast_dtype(device, precision)
+        # fp32 on CPU: the same logits from fused oneDNN kernels (None → the transformers forward)
+        self.fused = fuse_token_classifier(model, device, self.autocast_dtype) if fused_cpu else None
         self.cls_id = int(tokenizer.cls_token_id)
         self.sep_id = int(tokenizer.sep_token_id)
         self.pad_id = int(tokenizer.pad_token_id or 0)
@@ -140,6 +144,7 @@ class NerModel:
         token_budget: int | None = None,
         stride: int = DEFAULT_STRIDE,
         precision: str = "auto",
+        fused_cpu: bool = True,
     ) -> NerModel:
         """Load a local safetensors checkpoint (no hub, no remote code); name and version come from its card."""
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -168,10 +173,11 @@ class NerModel:
             version=version,
             device=torch_device,
             max_length=min([wanted, *limits]),
-            token_budget=token_budget or devices.default_token_budget(torch_device),
+            token_budget=token_budget or devices.default_token_budget(torch_device, _widest(model.config)),
             stride=stride,
             path=path,
             precision=precision,
+            fused_cpu=fused_cpu,
         )
 
     # -- tokenisation and windows (runs in the prefetch thread) ------------------------------------------------
@@ -235,7 +241,10 @@ class NerModel:
     def _forward(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
         input_ids, attention_mask = devices.to_device(batch, self.device)
         with torch.inference_mode(), devices.autocast(self.device, self.autocast_dtype):
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            if self.fused is not None:
+                logits = self.fused(input_ids, attention_mask)
+            else:
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
             probs, preds = logits.float().softmax(dim=-1).max(dim=-1)
         return preds.cpu().numpy(), probs.cpu().numpy()
 
@@ -295,6 +304,12 @@ class NerModel:
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _widest(config) -> int | None:
+    """The widest per-token activation of an encoder layer (its feed-forward width), when the config tells it."""
+    width = getattr(config, "intermediate_size", None) or getattr(config, "hidden_size", 0) * 4
+    return int(width) or None
 
 
 def _config_digest(path: Path) -> str:

@@ -30,6 +30,10 @@ def test_device_cuda_budget_and_precision(monkeypatch):
     assert devices.autocast_dtype(cuda) == torch.float16
     assert devices.autocast_dtype(torch.device("cpu")) is None
     assert devices.default_token_budget(torch.device("cpu")) == devices.CPU_TOKEN_BUDGET
+    cpu = torch.device("cpu")
+    assert devices.default_token_budget(cpu, 1536) == 1024  # MiniLM-L6: 1,024 tokens × 1,536 × 4 B = 6 MiB
+    assert devices.default_token_budget(cpu, 3072) == 512
+    assert devices.default_token_budget(cpu, 10**6) == devices.CPU_MIN_TOKEN_BUDGET
 
 
 def test_device_precision_switches():
@@ -112,6 +116,7 @@ def test_device_model_retries_after_oom(tiny_model, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tiny_model.model, "forward", flaky)
+    monkeypatch.setattr(tiny_model, "fused", None)  # out-of-memory is a CUDA path: the transformers forward runs
     texts = ["chest pain and fever. " * 3] * 6
     before = tiny_model.oom.splits
     out = tiny_model.predict(texts)
