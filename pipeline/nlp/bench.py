@@ -258,7 +258,8 @@ def _native_bf16() -> bool:
 
 def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("BENCHMARKS.md"),
                       device: str = "cpu", seed: int = 7, eval_notes: int = 150,
-                      switches: tuple[str, ...] | None = None, passes: int = 3) -> dict[str, Any]:
+                      switches: tuple[str, ...] | None = None, passes: int = 3,
+                      matmul_size: int = 2048) -> dict[str, Any]:
     """Measure (a) naive HF pipeline, (b) our transformer step, (c) our whole stage; write BENCHMARKS.md.
 
     (b) is the median of `passes` passes; where the fused CPU forward is on, (b) is also run once with the plain
@@ -276,7 +277,11 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     # (b) our transformer step alone (run first so (a)'s pipeline warm-up does not favour it).
     model.predict(texts[:4])
     chunks = [texts[i : i + CHUNK_NOTES] for i in range(0, len(texts), CHUNK_NOTES)]
+    # The bound's matmul rate is measured right before and right after (b), under the same machine conditions,
+    # and the faster of the two is kept (a stricter bound, never a kinder one).
+    rates_before = matmul_rates(matmul_size)
     timed = _time_step(model, chunks, passes)
+    rates_after = matmul_rates(matmul_size)
     ours, b_seconds = timed["found"], timed["seconds"]
     note_tokens, model_tokens, padded, windows = (timed[k] for k in ("note_tokens", "model_tokens", "padded_tokens",
                                                                       "windows"))
@@ -312,11 +317,11 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     results["c"] = {"seconds": c_seconds, "notes_per_s": n_notes / c_seconds, "tokens_per_s": note_tokens / c_seconds,
                     "entities": rows}
 
-    rates = matmul_rates()
+    rates = {name: max(rate, rates_after[name]) for name, rate in rates_before.items()}
     flops = max(rates.values())
     per_token = model_flops_per_token(model.model, lengths)
     bound = flops / per_token["total"]
-    results["compute"] = {"matmul_flops": flops, "matmul_rates": rates, "flops_per_token": per_token,
+    results["compute"] = {"matmul_flops": flops, "matmul_rates": rates, "matmul_size": matmul_size, "flops_per_token": per_token,
                           "bound_tokens_per_s": bound,
                           "b_share_of_bound": results["b"]["model_tokens_per_s"] / bound}
     if "b_plain" in results:
@@ -383,7 +388,7 @@ Reproduce: `ehr-pipeline bench ner --notes {n_notes}` (calls `pipeline.nlp.bench
 | (b) our transformer step (windows, token-budget batches, prefetch{", fused CPU forward" if b.get("fused") else ""}) | {b['seconds']:.1f} | {b['notes_per_s']:.2f} | {b['tokens_per_s']:.0f} | {r['ratios']['b_over_a']:.2f}× |
 | (c) our whole stage (+ medspaCy ConText, sections, Arrow out) | {c['seconds']:.1f} | {c['notes_per_s']:.2f} | {c['tokens_per_s']:.0f} | {r['ratios']['c_over_a']:.2f}× |
 
-- Compute bound: the machine's fastest fp32 matmul, {rates} on a 2048² square (best of 3), so
+- Compute bound: the machine's fastest fp32 matmul, {rates} on a {comp.get('matmul_size', 2048)}² square (best of 3, right before and after (b)), so
   {comp['matmul_flops'] / 1e9:.1f} GFLOP/s; model
   {comp['flops_per_token']['total'] / 1e6:.1f} MFLOP per token (2 × {comp['flops_per_token']['non_embedding_params'] / 1e6:.2f} M
   non-embedding params + attention at a token-weighted window length of

@@ -34,7 +34,8 @@ def test_bench_matmul_rate_is_the_fastest_library():
 def test_bench_writes_section_with_switches(tiny_model_dir, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## NER\nold numbers\n\n## Validation\nkept\n")
-    result = run_ner_benchmark(tiny_model_dir, n_notes=6, out_md=out, eval_notes=3, switches=("bf16",), passes=2)
+    result = run_ner_benchmark(tiny_model_dir, n_notes=6, out_md=out, eval_notes=3, switches=("bf16",), passes=2,
+                               matmul_size=256)
     text = out.read_text()
     assert "old numbers" not in text and "## Validation\nkept" in text
     assert "(a) naive" in text and "(c) our whole stage" in text and "bf16 autocast" in text
