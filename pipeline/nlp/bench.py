@@ -321,8 +321,8 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     flops = max(rates.values())
     per_token = model_flops_per_token(model.model, lengths)
     bound = flops / per_token["total"]
-    results["compute"] = {"matmul_flops": flops, "matmul_rates": rates, "matmul_size": matmul_size, "flops_per_token": per_token,
-                          "bound_tokens_per_s": bound,
+    results["compute"] = {"matmul_flops": flops, "matmul_rates": rates, "matmul_size": matmul_size,
+                          "flops_per_token": per_token, "bound_tokens_per_s": bound,
                           "b_share_of_bound": results["b"]["model_tokens_per_s"] / bound}
     if "b_plain" in results:
         results["b_plain"]["share_of_bound"] = results["b_plain"]["model_tokens_per_s"] / bound
