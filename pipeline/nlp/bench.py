@@ -233,16 +233,10 @@ def forward_time_shares(model: NerModel, batch_rows: int, width: int) -> dict[st
 
     ids = torch.full((batch_rows, width), model.cls_id, dtype=torch.long)
     mask = torch.ones_like(ids)
-
-    def forward() -> torch.Tensor:
-        if model.fused is not None:
-            return model.fused(ids, mask)
-        return model.model(input_ids=ids, attention_mask=mask).logits
-
     with torch.inference_mode():
-        forward()
+        model.logits(ids, mask)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            forward()
+            model.logits(ids, mask)
     totals: dict[str, float] = {}
     for event in prof.key_averages():
         group = _OP_GROUPS.get(event.key, "other")

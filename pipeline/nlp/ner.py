@@ -238,14 +238,16 @@ class NerModel:
 
     # -- model ----------------------------------------------------------------------------------------------------
 
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The model's logits for one batch: the fused CPU forward where it is on, else the transformers one."""
+        if self.fused is not None:
+            return self.fused(input_ids, attention_mask)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
     def _forward(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
         input_ids, attention_mask = devices.to_device(batch, self.device)
         with torch.inference_mode(), devices.autocast(self.device, self.autocast_dtype):
-            if self.fused is not None:
-                logits = self.fused(input_ids, attention_mask)
-            else:
-                logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-            probs, preds = logits.float().softmax(dim=-1).max(dim=-1)
+            probs, preds = self.logits(input_ids, attention_mask).float().softmax(dim=-1).max(dim=-1)
         return preds.cpu().numpy(), probs.cpu().numpy()
 
     def _run_chunk(self, chunk: _PreparedChunk) -> list[NoteEntities]:
