@@ -1,4 +1,5 @@
-"""Settings reach the stages: the task layer passes every relevant setting on, not only the defaults."""
+"""The history tasks (pipeline/tasks/history.py): the bulk load gets the source settings, and training on
+an empty warehouse says what to load first."""
 
 from __future__ import annotations
 
@@ -6,50 +7,46 @@ from datetime import date
 
 import pytest
 
-from pipeline import tasks
 from pipeline.config import load_settings
+from pipeline.tasks import history
+from pipeline.tasks.runs import PipelineError
+from tests.tasks.conftest import SQL_SOURCE, SourceOpened
 
 
-class _Stop(Exception):
-    pass
+def test_history_ingest_passes_the_source_settings_to_the_reader(sql_source):
+    settings, seen = sql_source
+    with pytest.raises(SourceOpened):
+        history.ingest_history(date(2026, 1, 1), date(2026, 1, 2), settings=settings)
+    assert seen == SQL_SOURCE
 
 
-def test_tasks_settings_source_schemas_reach_the_reader(monkeypatch, tmp_path):
-    seen = {}
-
-    def fake_open_source(layout, path=None, url=None, schemas=None):
-        seen.update(layout=layout, url=url, schemas=schemas)
-        raise _Stop
-
-    monkeypatch.setattr("pipeline.sources.open_source", fake_open_source)
-    settings = load_settings(workdir=tmp_path, source_layout="sql", source_url="sqlite:///x.db",
-                             source_schemas="mimiciv_hosp,notes=mimiciv_note")
-    with pytest.raises(_Stop):
-        tasks.extract(date(2026, 1, 1), run_id="t", settings=settings)
-    assert seen == {"layout": "sql", "url": "sqlite:///x.db", "schemas": "mimiciv_hosp,notes=mimiciv_note"}
-    seen.clear()
-    with pytest.raises(_Stop):
-        tasks.ingest_history(date(2026, 1, 1), date(2026, 1, 2), settings=settings)
-    assert seen["schemas"] == "mimiciv_hosp,notes=mimiciv_note"
+@pytest.mark.parametrize("task", [history.train_risk_model, history.evaluate_risk_model])
+def test_history_risk_model_on_an_empty_warehouse_says_to_load_history(tmp_path, task):
+    settings = load_settings(workdir=tmp_path)
+    with pytest.raises(PipelineError, match=r"no admissions: load history first \(ehr-pipeline backfill --bulk\)"):
+        task(settings, tmp_path / "model")
+    assert not (tmp_path / "model").exists()
 
 
-def test_tasks_settings_validation_config_from_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("EHR_EMPTY_DAY", "fail")
-    monkeypatch.setenv("EHR_PHI_GATE", "false")
-    config = tasks._validation_config(load_settings(workdir=tmp_path))
-    assert config.empty_day == "fail" and config.phi_gate is False
-    monkeypatch.setenv("EHR_EMPTY_DAY", "maybe")
-    from pipeline.config import ConfigError
+def test_history_tables_follow_the_contract_whatever_the_live_column_order(tmp_path):
+    """A warehouse whose tables were migrated (a column moved to the end, a nullable column added) still
+    gives the trainer its tables in the contract's layout."""
+    from pipeline.schemas import arrow_schema
+    from pipeline.warehouse import open_warehouse
+    from tests.warehouse.conftest import DAY1, LOADED_TABLES, make_day, sort_rows
 
-    with pytest.raises(ConfigError, match="EHR_EMPTY_DAY"):
-        load_settings(workdir=tmp_path)
-
-
-def test_tasks_settings_ner_precision(monkeypatch, tmp_path):
-    monkeypatch.setenv("EHR_NER_PRECISION", "bf16")
-    assert load_settings(workdir=tmp_path).ner_precision == "bf16"
-    monkeypatch.setenv("EHR_NER_PRECISION", "int4")
-    from pipeline.config import ConfigError
-
-    with pytest.raises(ConfigError, match="EHR_NER_PRECISION"):
-        load_settings(workdir=tmp_path)
+    settings = load_settings(workdir=tmp_path)
+    with open_warehouse(settings.warehouse) as wh:
+        wh.replace_days({t: make_day(t, DAY1) for t in LOADED_TABLES}, DAY1)
+        for table, column in (("admissions", "insurance"), ("patients", "gender"), ("labs", "valuenum")):
+            kind = {"valuenum": "DOUBLE"}.get(column, "VARCHAR")
+            wh.execute_script(f"ALTER TABLE ehr.{table} RENAME COLUMN {column} TO {column}_old; "
+                              f"ALTER TABLE ehr.{table} ADD COLUMN {column} {kind}; "
+                              f"UPDATE ehr.{table} SET {column} = {column}_old; "
+                              f"ALTER TABLE ehr.{table} DROP COLUMN {column}_old; "
+                              f"ALTER TABLE ehr.{table} ADD COLUMN reviewed_by VARCHAR")
+    tables = history._history_tables(settings)
+    for name in ("admissions", "patients", "labs", "diagnoses", "prescriptions", "note_entities"):
+        assert tables[name].schema.equals(arrow_schema(name)), name
+        loaded = make_day(name, DAY1).cast(arrow_schema(name))
+        assert sort_rows(tables[name]).to_pylist() == sort_rows(loaded).to_pylist(), name
