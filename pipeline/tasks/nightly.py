@@ -68,6 +68,7 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
 
 # --- validate ------------------------------------------------------------------------------------
 def validation_config(settings: Settings):
+    """The validation stage's thresholds and switches, from the settings (used by history too)."""
     from pipeline.validate import ValidationConfig
 
     return ValidationConfig(
@@ -253,7 +254,7 @@ def map_part(stage: PartStage, ds: date, part: int, *, run_id: str, settings: Se
 
 
 def _skipped(stage: PartStage, ds: date, part: int) -> dict[str, int]:
-    log.warning(f"{stage.model} disabled ({stage.switch}=false)", extra={"ds": str(ds), "part": part})
+    log.warning("%s disabled (%s=false)", stage.model, stage.switch, extra={"ds": str(ds), "part": part})
     return dict.fromkeys(stage.counts, 0)
 
 
