@@ -12,7 +12,7 @@ Takes one day (`ds`) of de-identified MIMIC-style records through the pipeline:
 
 NER and risk tasks go to the queue and pool named by `EHR_GPU_QUEUE` / `EHR_GPU_POOL` (default `gpu`).
 Backfills: `airflow backfill create --dag-id ehr_nightly --from-date … --to-date …` or `ehr-pipeline backfill`.
-The logic lives in `pipeline.tasks`; this file only wires it. Heavy imports happen inside the tasks.
+The logic lives in `pipeline.tasks.nightly`; this file only wires it. Heavy imports happen inside the tasks.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def _run_id() -> str:
 @contextmanager
 def _bad_data_fails_without_retry() -> Iterator[None]:
     """Bad data stays bad on retry: fail the task at once (and page someone) instead of backing off."""
-    from pipeline import tasks  # inside, like the task bodies: nothing heavy at parse time
+    # imported inside, like the task bodies: nothing of pipeline.tasks loads at parse time
+    from pipeline.tasks.runs import DataQualityError
 
     try:
         yield
-    except tasks.DataQualityError as exc:
+    except DataQualityError as exc:
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException(str(exc)) from exc
@@ -68,17 +69,17 @@ def _bad_data_fails_without_retry() -> Iterator[None]:
 def ehr_nightly() -> None:
     @task
     def extract() -> dict[str, int]:
-        from pipeline import tasks
+        from pipeline.tasks import nightly
 
-        return tasks.extract(_ds(), run_id=_run_id())
+        return nightly.extract(_ds(), run_id=_run_id())
 
     @task
     def validate() -> dict[str, list[int]]:
-        from pipeline import tasks
+        from pipeline.tasks import nightly
 
         with _bad_data_fails_without_retry():
-            parts = tasks.validate(_ds(), run_id=_run_id())
-        tasks.clear_enriched(_ds())
+            parts = nightly.validate(_ds(), run_id=_run_id())
+        nightly.clear_enriched(_ds())
         return parts
 
     @task
@@ -91,28 +92,28 @@ def ehr_nightly() -> None:
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def ner(part: int) -> dict[str, int]:
-        from pipeline import tasks
+        from pipeline.tasks import nightly
 
-        return tasks.ner(_ds(), part, run_id=_run_id())
+        return nightly.ner(_ds(), part, run_id=_run_id())
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool, trigger_rule="none_failed")
     def risk(part: int) -> dict[str, int]:
-        from pipeline import tasks
+        from pipeline.tasks import nightly
 
-        return tasks.risk(_ds(), part, run_id=_run_id())
+        return nightly.risk(_ds(), part, run_id=_run_id())
 
     @task(trigger_rule="none_failed")
     def load() -> dict[str, int]:
-        from pipeline import tasks
+        from pipeline.tasks import nightly
 
-        return tasks.load(_ds(), run_id=_run_id())
+        return nightly.load(_ds(), run_id=_run_id())
 
     @task
     def report() -> dict:
-        from pipeline import tasks
+        from pipeline.tasks import nightly
 
         with _bad_data_fails_without_retry():
-            return tasks.report(_ds(), run_id=_run_id())
+            return nightly.report(_ds(), run_id=_run_id())
 
     extracted = extract()
     parts = validate()

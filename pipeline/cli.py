@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,15 +17,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.config import DAGS_DIR, ConfigError, Settings, load_settings
+from pipeline import airflow_local
+from pipeline.airflow_local import DEMO_START
+from pipeline.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; results go to BENCHMARKS.md.")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=False)
 err = Console(stderr=True)
-
-DEMO_START = date(2026, 1, 1)
 
 WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="Working directory (default .ehr or EHR_WORKDIR).")]
 
@@ -49,6 +49,27 @@ def _setup_logging() -> None:
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+@contextmanager
+def _progress_if_any(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback whose bar appears on its first call: nothing is shown when no work is done."""
+    progress: Progress | None = None
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal progress, bar
+        if progress is None:
+            progress = _progress()
+            progress.start()
+            bar = progress.add_task(description, total=total)
+        progress.update(bar, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if progress is not None:
+            progress.stop()
 
 
 @app.callback()
@@ -103,12 +124,12 @@ def run(
     skip_risk: Annotated[bool, typer.Option(help="Skip the risk stage.")] = False,
 ) -> None:
     """Run every stage for one day, outside the scheduler (same functions as the DAG)."""
-    from pipeline import tasks
+    from pipeline.tasks import nightly
 
     settings = _settings(workdir)
     day = _parse_day(ds, "--ds")
     with console.status(f"{day}: starting") as status:
-        summary = tasks.run_day(day, settings=settings, ner_enabled=not skip_ner, risk_enabled=not skip_risk,
+        summary = nightly.run_day(day, settings=settings, ner_enabled=not skip_ner, risk_enabled=not skip_risk,
                                 on_step=lambda name: status.update(f"{day}: {name}"))
     _print_day(summary)
 
@@ -121,7 +142,7 @@ def backfill(
     bulk: Annotated[bool, typer.Option(help="Load the range as one batch without NER and risk (history seeding).")] = False,
 ) -> None:
     """Run a range of days, one after another (or as one bulk batch with --bulk)."""
-    from pipeline import tasks
+    from pipeline.tasks import history, nightly
 
     settings = _settings(workdir)
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
@@ -129,14 +150,14 @@ def backfill(
         raise typer.BadParameter("--end is before --start", param_hint="--end")
     if bulk:
         with console.status(f"loading {first}..{last} as one batch"):
-            written = tasks.ingest_history(first, last, settings=settings)
+            written = history.ingest_history(first, last, settings=settings)
         console.print(written)
         return
-    all_days = tasks.days(first, last)
+    all_days = nightly.days(first, last)
     with _progress() as progress:
         bar = progress.add_task("days", total=len(all_days))
         for day in all_days:
-            tasks.run_day(day, settings=settings, on_step=lambda name, d=day: progress.update(bar, description=f"{d} {name}"))
+            nightly.run_day(day, settings=settings, on_step=lambda name, d=day: progress.update(bar, description=f"{d} {name}"))
             progress.advance(bar)
 
 
@@ -248,11 +269,11 @@ def eval_ner(
 @app.command("train-risk")
 def train_risk(workdir: WorkdirOpt = None, out: Annotated[Path | None, typer.Option()] = None) -> None:
     """Train the calibrated readmission / mortality model on the warehouse history."""
-    from pipeline.tasks import train_risk_model as train_from_warehouse
+    from pipeline.tasks import history
 
     settings = _settings(workdir)
     with console.status("training the risk model"):
-        metrics = train_from_warehouse(settings, out or settings.risk_model_dir)
+        metrics = history.train_risk_model(settings, out or settings.risk_model_dir)
     console.print_json(json.dumps(metrics, default=str))
 
 
@@ -263,10 +284,10 @@ def eval_risk(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """AUROC, AUPRC, Brier and calibration curves for each target, beside LACE alone."""
-    from pipeline.tasks import evaluate_risk_model as evaluate_from_warehouse
+    from pipeline.tasks import history
 
     settings = _settings(workdir)
-    result = evaluate_from_warehouse(settings, model or settings.risk_model_dir)
+    result = history.evaluate_risk_model(settings, model or settings.risk_model_dir)
     if as_json:
         print(json.dumps(result, default=str))
         return
@@ -341,79 +362,6 @@ def bench_load(url: Annotated[str | None, typer.Option(help="PostgreSQL URL (def
 
 
 # --- demo ---------------------------------------------------------------------------------------
-def airflow_env(settings: Settings) -> dict[str, str]:
-    """Environment for the Airflow CLI: SQLite metadata under <workdir>/airflow, our dags folder."""
-    home = settings.airflow_home
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "EHR_WORKDIR": str(settings.workdir_abs),
-            "EHR_SOURCE_PATH": str(settings.source_dir),
-            "EHR_SOURCE_LAYOUT": settings.source_layout,
-            "EHR_WAREHOUSE_URL": settings.warehouse,
-            "EHR_NER_MODEL_PATH": str(settings.ner_model_dir),
-            "EHR_RISK_MODEL_PATH": str(settings.risk_model_dir),
-            "PYTHONWARNINGS": "ignore",
-        }
-    )
-    return env
-
-
-def _airflow(env: dict[str, str], *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).with_name("airflow")
-    cmd = [str(exe) if exe.exists() else "airflow", *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
-        raise RuntimeError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
-    return proc
-
-
-def prepare_airflow(settings: Settings) -> dict[str, str]:
-    env = airflow_env(settings)
-    if not (settings.airflow_home / "airflow.db").exists():
-        _airflow(env, "db", "migrate")
-    _airflow(env, "pools", "set", settings.gpu_pool, str(settings.gpu_pool_slots), "NER and risk tasks")
-    return env
-
-
-def run_dag_day(env: dict[str, str], day: date) -> None:
-    """Run the real ``ehr_nightly`` DAG for one day with ``airflow dags test`` (SQLite metadata)."""
-    proc = _airflow(env, "dags", "test", "ehr_nightly", day.isoformat(), check=False)
-    if proc.returncode != 0 or "state=failed" in proc.stdout + proc.stderr:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
-        raise RuntimeError(f"ehr_nightly failed for {day}:\n{tail}")
-
-
-def _generated_marker(settings: Settings) -> Path:
-    return settings.source_dir / "_generated.json"
-
-
-def ensure_source(settings: Settings, *, patients: int, days: int, history_days: int, seed: int, layout: str) -> bool:
-    """Generate the demo dataset unless the same one is already there; True when generated now."""
-    from pipeline.synth import generate as run_generate
-
-    wanted = {"patients": patients, "days": days, "history_days": history_days, "seed": seed, "layout": layout,
-              "start": DEMO_START.isoformat()}
-    marker = _generated_marker(settings)
-    if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        return False
-    with _progress() as progress:
-        bar = progress.add_task("generating synthetic MIMIC data", total=patients)
-        run_generate(settings.source_dir, layout=layout, patients=patients, start=DEMO_START, days=days,
-                     history_days=history_days, seed=seed,
-                     progress=lambda done, total: progress.update(bar, completed=done, total=total))
-    marker.write_text(json.dumps(wanted))
-    return True
-
-
 @app.command()
 def demo(
     workdir: WorkdirOpt = None,
@@ -426,7 +374,7 @@ def demo(
     skip_models: Annotated[bool, typer.Option(help="Do not train models; run without NER and risk.")] = False,
 ) -> None:
     """Generate data, bootstrap models if absent, run the real Airflow DAG for N days, print the warehouse."""
-    from pipeline import tasks
+    from pipeline.tasks import history
 
     # only an explicit --layout overrides the environment and pipeline.yaml
     overrides: dict[str, Any] = {"source_layout": layout} if layout is not None else {}
@@ -437,13 +385,15 @@ def demo(
         raise typer.Exit(2)
     layout = settings.source_layout
     t0 = time.perf_counter()
-    generated = ensure_source(settings, patients=patients, days=days, history_days=history_days, seed=seed, layout=layout)
+    with _progress_if_any("generating synthetic MIMIC data") as progress:
+        generated = airflow_local.ensure_source(settings, patients=patients, days=days, history_days=history_days,
+                                                seed=seed, layout=layout, progress=progress)
     console.print(f"source: {settings.source_dir} ({'generated' if generated else 'reused'})")
 
     first_day = DEMO_START
     history_start, history_end = first_day - timedelta(days=history_days), first_day - timedelta(days=1)
     with console.status(f"loading history {history_start}..{history_end} into the warehouse"):
-        tasks.ingest_history(history_start, history_end, settings=settings)
+        history.ingest_history(history_start, history_end, settings=settings)
     console.print(f"history loaded: {history_start}..{history_end}")
 
     if not skip_models:
@@ -458,7 +408,7 @@ def demo(
         else:
             console.print(f"risk model: reusing {settings.risk_model_dir}")
 
-    env = prepare_airflow(settings)
+    env = airflow_local.prepare_airflow(settings)
     if skip_models:
         env["EHR_NER_ENABLED"] = env["EHR_RISK_ENABLED"] = "false"
     demo_days = [first_day + timedelta(days=i) for i in range(days)]
@@ -466,7 +416,7 @@ def demo(
         bar = progress.add_task("ehr_nightly (airflow dags test)", total=len(demo_days))
         for day in demo_days:
             progress.update(bar, description=f"ehr_nightly {day}")
-            run_dag_day(env, day)
+            airflow_local.run_dag_day(env, day)
             progress.advance(bar)
     console.print(_counts_table(settings, demo_days[0], demo_days[-1]))
     docs_index = settings.data_docs_dir / "index.html"

@@ -28,11 +28,11 @@ LIMIT_MB = 3 * 1024
 _CHILD = """
 import json, resource, sys, time
 from datetime import date
-from pipeline import tasks
 from pipeline.config import load_settings
+from pipeline.tasks import nightly
 
 started = time.perf_counter()
-result = tasks.ner(date.fromisoformat(sys.argv[1]), 0, run_id="bench-memory", settings=load_settings())
+result = nightly.ner(date.fromisoformat(sys.argv[1]), 0, run_id="bench-memory", settings=load_settings())
 result["seconds"] = time.perf_counter() - started
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(result))
@@ -62,15 +62,16 @@ def notes_partition(n_notes: int, seed: int = 7) -> pa.Table:
 
 def run_ner_memory_benchmark(model_dir: Path, n_notes: int = 10_000, out_md: Path = Path("BENCHMARKS.md"),
                              timeout_s: int = 6 * 3600) -> dict[str, Any]:
-    from pipeline import lake, tasks
+    from pipeline import lake
     from pipeline.config import load_settings
+    from pipeline.tasks import nightly
 
     with tempfile.TemporaryDirectory(prefix="ehr-bench-memory-") as scratch:
         settings = load_settings(workdir=Path(scratch), ner_model_path=Path(model_dir).resolve())
         notes = notes_partition(n_notes)
         chars = int(sum(len(t) for t in notes.column("text").to_pylist()))
         # one part holding every note: the size the memory bound is stated for
-        lake.write_partition(settings.lake_dir, tasks.VALIDATED, "notes", DAY, notes, part_rows=n_notes + 1)
+        lake.write_partition(settings.lake_dir, nightly.VALIDATED, "notes", DAY, notes, part_rows=n_notes + 1)
         del notes
         env = dict(os.environ, EHR_WORKDIR=scratch, EHR_NER_MODEL_PATH=str(settings.ner_model_dir),
                    EHR_CONFIG=str(Path(scratch) / "none.yaml"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import cli
+from pipeline import airflow_local, cli
 
 
 class _Stop(Exception):
@@ -23,7 +23,7 @@ def chosen(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         seen["settings_layout"] = settings.source_layout
         raise _Stop
 
-    monkeypatch.setattr(cli, "ensure_source", fake_ensure_source)
+    monkeypatch.setattr(airflow_local, "ensure_source", fake_ensure_source)
     return seen
 
 

@@ -88,3 +88,11 @@ def test_config_source_schemas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EHR_SOURCE_SCHEMAS", "charts=icu")
     with pytest.raises(ConfigError, match="EHR_SOURCE_SCHEMAS"):
         load_settings()
+
+
+def test_config_ner_precision(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EHR_NER_PRECISION", "bf16")
+    assert load_settings(workdir=tmp_path).ner_precision == "bf16"
+    monkeypatch.setenv("EHR_NER_PRECISION", "int4")
+    with pytest.raises(ConfigError, match="EHR_NER_PRECISION"):
+        load_settings(workdir=tmp_path)

@@ -75,7 +75,12 @@ def test_schedule_and_queue_come_from_config(monkeypatch: pytest.MonkeyPatch, tm
 
 def test_dag_file_is_thin() -> None:
     """No heavy imports at module level: torch, transformers, medspacy and the stages load inside tasks."""
-    source = (DAGS_DIR / "ehr_nightly.py").read_text()
-    header = source.split("@dag(")[0]
+    import ast
+
+    tree = ast.parse((DAGS_DIR / "ehr_nightly.py").read_text())
+    # module level only: the task bodies (and the helper they share) import pipeline.tasks when they run
+    imported = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+    imported += [f"{node.module}.{alias.name}" for node in tree.body if isinstance(node, ast.ImportFrom)
+                 for alias in node.names]  # "from pipeline import tasks" imports pipeline.tasks
     for heavy in ("torch", "transformers", "medspacy", "great_expectations", "pipeline.tasks", "duckdb"):
-        assert f"import {heavy}" not in header and f"from {heavy}" not in header
+        assert not [name for name in imported if name == heavy or name.startswith(f"{heavy}.")], heavy

@@ -15,7 +15,7 @@ from pipeline.config import REPO_ROOT
 
 # any PostgreSQL test will do: its fixture is where the server is looked for
 PG_TEST = (
-    "tests/warehouse/test_postgres.py::test_postgres_ensure_schema_creates_every_table_and_is_rerunnable"
+    "tests/warehouse/postgres/test_warehouse.py::test_postgres_ensure_schema_creates_every_table_and_is_rerunnable"
 )
 
 

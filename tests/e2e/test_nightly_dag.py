@@ -17,11 +17,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline import tasks
-from pipeline.cli import DEMO_START, prepare_airflow, run_dag_day
+from pipeline.airflow_local import DEMO_START, prepare_airflow, run_dag_day
 from pipeline.config import load_settings
 from pipeline.schemas import INPUT_TABLES
 from pipeline.synth import generate
+from pipeline.tasks import history
 from pipeline.validate.config import DEFAULT_SUITES_DIR
 from pipeline.validate.suites import load_suite
 from tests.nlp.conftest import build_tiny_model
@@ -99,8 +99,8 @@ def mimic4_run(tmp_path_factory: pytest.TempPathFactory):
     generate(settings.source_dir, layout="mimic4", patients=400, start=DEMO_START, days=len(DAYS),
              history_days=HISTORY_DAYS, seed=11)
     planted = _plant_bad_rows(settings.source_dir)
-    tasks.ingest_history(DEMO_START - timedelta(days=HISTORY_DAYS), DEMO_START - timedelta(days=1), settings=settings)
-    tasks.train_risk_model(settings, settings.risk_model_dir)
+    history.ingest_history(DEMO_START - timedelta(days=HISTORY_DAYS), DEMO_START - timedelta(days=1), settings=settings)
+    history.train_risk_model(settings, settings.risk_model_dir)
     build_tiny_model(settings.ner_model_dir)
     env = prepare_airflow(settings)
     # lower bands than the default so a small cohort has high-risk admissions for the view check

@@ -12,8 +12,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import tasks
 from pipeline.config import load_settings
+from pipeline.tasks import nightly
 from tests.sources.conftest import ADMISSIONS, DISCHARGE, FILES, LABS, write_folder
 
 D2 = date(2026, 1, 2)
@@ -43,7 +43,7 @@ def test_planted_bad_rows_are_quarantined_under_named_rules(tmp_path: Path, capl
     settings = load_settings(workdir=tmp_path / "w", source_path=_planted_folder(tmp_path / "src"),
                              ner_enabled=False, risk_enabled=False)
     caplog.set_level(logging.DEBUG)
-    tasks.run_day(D2, settings=settings, ner_enabled=False, risk_enabled=False)
+    nightly.run_day(D2, settings=settings, ner_enabled=False, risk_enabled=False)
     con = duckdb.connect(str(tmp_path / "w" / "warehouse.duckdb"), read_only=True)
     quarantined = set(con.execute("SELECT source_table, record_key, rule FROM ehr.quarantine WHERE ds = ?", [D2]).fetchall())
     assert quarantined == {

@@ -11,10 +11,7 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
-from pipeline.risk.model import RiskModel
-from pipeline.risk.train import train_risk_model
 from pipeline.schemas import conform
 
 START = datetime(2020, 1, 1)
@@ -232,18 +229,6 @@ def _rows_table(adm: dict, hadm_parts: list, columns: dict) -> pa.Table:
         data[name] = np.concatenate(parts)
     data["ds"] = pa.array(np.zeros(len(hadm), "int32")).cast(pa.date32())
     return pa.table(data)
-
-
-@pytest.fixture(scope="session")
-def history() -> dict:
-    return make_history()
-
-
-@pytest.fixture(scope="session")
-def trained(history: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, RiskModel, object]:
-    out_dir = tmp_path_factory.mktemp("risk_model")
-    metrics = train_risk_model(**history, out_dir=out_dir)
-    return metrics, RiskModel.load(out_dir, "cpu"), out_dir
 
 
 def at(day: float, hour: float = 0.0) -> datetime:

@@ -10,21 +10,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import cli, tasks
+from pipeline import airflow_local, cli
 from pipeline.config import load_settings
 from pipeline.risk.model import RiskModel
+from pipeline.tasks import history
 
 
 @pytest.fixture
 def demo_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """`demo` with everything but the model bootstrap decision replaced by recorders."""
     calls: list[str] = []
-    monkeypatch.setattr(cli, "ensure_source", lambda *a, **k: False)
-    monkeypatch.setattr(tasks, "ingest_history", lambda *a, **k: {})
+    monkeypatch.setattr(airflow_local, "ensure_source", lambda *a, **k: False)
+    monkeypatch.setattr(history, "ingest_history", lambda *a, **k: {})
     monkeypatch.setattr(cli, "train_ner", lambda **k: calls.append("train_ner"))
     monkeypatch.setattr(cli, "train_risk", lambda **k: calls.append("train_risk"))
-    monkeypatch.setattr(cli, "prepare_airflow", lambda settings: {})
-    monkeypatch.setattr(cli, "run_dag_day", lambda env, day: calls.append(f"dag {day}"))
+    monkeypatch.setattr(airflow_local, "prepare_airflow", lambda settings: {})
+    monkeypatch.setattr(airflow_local, "run_dag_day", lambda env, day: calls.append(f"dag {day}"))
     monkeypatch.setattr(cli, "_counts_table", lambda *a, **k: "")
     return calls
 
@@ -77,7 +78,7 @@ def test_cli_eval_risk_prints_the_interval_against_lace(
             "method": "paired bootstrap, stratified by outcome",
         },
     }
-    monkeypatch.setattr(tasks, "evaluate_risk_model", lambda settings, model_dir: result)
+    monkeypatch.setattr(history, "evaluate_risk_model", lambda settings, model_dir: result)
     table = CliRunner().invoke(cli.app, ["eval-risk", "--workdir", str(tmp_path)])
     assert table.exit_code == 0, table.output
     assert "model - LACE: +0.110 (95% CI +0.040 to +0.180" in table.output

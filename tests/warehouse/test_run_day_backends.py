@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tasks
 from pipeline.config import load_settings
 from pipeline.synth import generate
+from pipeline.tasks import history, nightly
 from pipeline.warehouse.base import Warehouse, open_warehouse
 from tests.nlp.conftest import build_tiny_model
 
@@ -46,10 +46,10 @@ def test_run_day_counts_match_between_duckdb_and_postgres_and_rerun_is_idempoten
             settings = load_settings(
                 workdir=tmp_path / name, source_path=source, warehouse_url=warehouse_url, ner_model_path=model
             )
-            tasks.ingest_history(
+            history.ingest_history(
                 DAY - timedelta(days=HISTORY_DAYS), DAY - timedelta(days=1), settings=settings
             )
-            summary = tasks.run_day(DAY, settings=settings, risk_enabled=False)
+            summary = nightly.run_day(DAY, settings=settings, risk_enabled=False)
             assert summary["warehouse_rows"]["admissions"] > 0
             with open_warehouse(warehouse_url) as warehouse:
                 counts[name] = _counts(warehouse)
@@ -67,7 +67,7 @@ def test_run_day_counts_match_between_duckdb_and_postgres_and_rerun_is_idempoten
         settings = load_settings(
             workdir=tmp_path / "postgres", source_path=source, warehouse_url=url, ner_model_path=model
         )
-        tasks.run_day(DAY, settings=settings, risk_enabled=False)
+        nightly.run_day(DAY, settings=settings, risk_enabled=False)
         with open_warehouse(url) as warehouse:
             assert _counts(warehouse) == pg
             partitions = (

@@ -1,83 +1,20 @@
-"""PostgresWarehouse against a real server (a database of its own per test run, see conftest.py)."""
+"""PostgresWarehouse (pipeline/warehouse/postgres/warehouse.py) against a real server (a database of its own per
+test run, see tests/warehouse/conftest.py): the schema, replacing days in one transaction, runs and reads."""
 
 from __future__ import annotations
-
-import logging
-import socket
-import traceback
-from datetime import date
 
 import pyarrow as pa
 import pytest
 
-from pipeline.warehouse.base import SchemaMismatchError, WarehouseError, open_warehouse
-from pipeline.warehouse.postgres import PostgresWarehouse, libpq_uri, redact, translate_placeholders
+from pipeline.warehouse.base import SchemaMismatchError, WarehouseError
+from pipeline.warehouse.postgres import PostgresWarehouse
+from tests.warehouse.conftest import DAY1, DAY2, make_day, make_runs, sort_rows
 
-from .conftest import DAY1, DAY2, make_day, make_runs, sort_rows
+from .conftest import count_rows, day_rows
 
 pytestmark = pytest.mark.postgres
 
 
-def _count(warehouse: PostgresWarehouse, table: str, ds: date) -> int:
-    return warehouse.query(f"SELECT count(*) AS n FROM ehr.{table} WHERE ds = ?", [ds]).column("n")[0].as_py()
-
-
-def _day(warehouse: PostgresWarehouse, table: str, ds: date) -> pa.Table:
-    return sort_rows(warehouse.query(f"SELECT * FROM ehr.{table} WHERE ds = ?", [ds]))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# pure helpers (no server) -------------------------------------------------------------------
-def test_postgres_translate_placeholders_skips_literals_comments_and_dollar_quotes() -> None:
-    sql = "SELECT '?', \"a?\", $$?$$, $t$?$t$ /* ? */ FROM t WHERE a = ? AND b IN (?, ?) -- ?"
-    assert translate_placeholders(sql) == (
-        "SELECT '?', \"a?\", $$?$$, $t$?$t$ /* ? */ FROM t WHERE a = $1 AND b IN ($2, $3) -- ?"
-    )
-    assert translate_placeholders("SELECT 'it''s ?' WHERE x = ?") == "SELECT 'it''s ?' WHERE x = $1"
-
-
-def test_postgres_libpq_uri_drops_driver_and_airflow_extras() -> None:
-    uri = libpq_uri("postgresql+psycopg://u:p@h:5433/db?__extra__=%7B%7D&sslmode=disable")
-    assert uri.startswith("postgresql://u:p@h:5433/db?")
-    assert "sslmode=disable" in uri and "connect_timeout=" in uri and "__extra__" not in uri
-
-
-def test_postgres_redact_removes_password_url_credentials_and_failing_rows() -> None:
-    message = "boom at postgresql://me:hunter2@db/x\nDETAIL:  Failing row contains (1, secret note text)."
-    cleaned = redact(message, ["hunter2"])
-    assert "hunter2" not in cleaned and "secret note text" not in cleaned
-
-
-# connecting ---------------------------------------------------------------------------------
-def test_postgres_unreachable_server_names_host_port_database_not_password(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    port = _free_port()
-    url = f"postgresql://ehr:pw-Unreachable-42@127.0.0.1:{port}/ehr_wh"
-    caplog.set_level(logging.DEBUG)
-    with pytest.raises(WarehouseError) as info:
-        open_warehouse(url)
-    message = str(info.value)
-    assert "127.0.0.1" in message and str(port) in message and "ehr_wh" in message
-    rendered = "".join(traceback.format_exception(info.value)) + caplog.text
-    assert "pw-Unreachable-42" not in rendered and url not in rendered
-
-
-def test_postgres_unknown_role_message_has_no_password(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    # A role the real server does not know; a real wrong password is refused by the fake server of
-    # test_postgres_connect.py (this server trusts loopback and accepts any password).
-    url = pg_url.replace("postgresql://postgres@", "postgresql://no_such_role_ehr:pw-Wrong-Secret-7@")
-    caplog.set_level(logging.DEBUG)
-    with pytest.raises(WarehouseError) as info:
-        PostgresWarehouse(url)
-    rendered = "".join(traceback.format_exception(info.value)) + caplog.text
-    assert "no_such_role_ehr" in str(info.value)
-    assert "pw-Wrong-Secret-7" not in rendered
 
 
 def test_postgres_ensure_schema_creates_every_table_and_is_rerunnable(pg_url: str) -> None:
@@ -103,8 +40,8 @@ def test_postgres_replace_days_is_idempotent_and_keeps_other_days(pg_warehouse: 
     written = w.replace_days({"admissions": second, "notes": make_day("notes", DAY1, version=2)}, DAY1)
     assert written == {"admissions": 5, "notes": 5}
     w.replace_days({"admissions": second, "notes": make_day("notes", DAY1, version=2)}, DAY1)
-    assert _count(w, "admissions", DAY1) == 5 and _count(w, "admissions", DAY2) == 5
-    assert _day(w, "admissions", DAY1).to_pylist() == sort_rows(second).to_pylist()
+    assert count_rows(w, "admissions", DAY1) == 5 and count_rows(w, "admissions", DAY2) == 5
+    assert day_rows(w, "admissions", DAY1).to_pylist() == sort_rows(second).to_pylist()
 
 
 def test_postgres_replace_days_range_and_empty_day(pg_warehouse: PostgresWarehouse) -> None:
@@ -112,20 +49,20 @@ def test_postgres_replace_days_range_and_empty_day(pg_warehouse: PostgresWarehou
     for ds in (DAY1, DAY2):
         w.replace_days({"labs": make_day("labs", ds)}, ds)
     assert w.replace_days({"labs": make_day("labs", DAY1, rows=0)}, DAY1, DAY2) == {"labs": 0}
-    assert _count(w, "labs", DAY1) == 0 and _count(w, "labs", DAY2) == 0
+    assert count_rows(w, "labs", DAY1) == 0 and count_rows(w, "labs", DAY2) == 0
 
 
 def test_postgres_replace_days_rolls_back_when_a_later_table_fails(pg_warehouse: PostgresWarehouse) -> None:
     w = pg_warehouse
     w.replace_days({"patients": make_day("patients", DAY1), "admissions": make_day("admissions", DAY1)}, DAY1)
-    before = _day(w, "patients", DAY1)
+    before = day_rows(w, "patients", DAY1)
     duplicate_keys = pa.concat_tables([make_day("admissions", DAY1, version=2)] * 2)
     with pytest.raises(WarehouseError, match=r"ehr\.admissions.*rolled back"):
         w.replace_days(
             {"patients": make_day("patients", DAY1, version=2), "admissions": duplicate_keys}, DAY1
         )
-    assert _day(w, "patients", DAY1).equals(before)
-    assert _count(w, "admissions", DAY1) == 5
+    assert day_rows(w, "patients", DAY1).equals(before)
+    assert count_rows(w, "admissions", DAY1) == 5
     # the connection is usable after the failure
     assert w.replace_days({"patients": make_day("patients", DAY1, version=3)}, DAY1) == {"patients": 5}
 
@@ -169,12 +106,12 @@ def test_postgres_interrupted_load_is_invisible_and_rolled_back(
 ) -> None:
     w = pg_warehouse
     w.replace_days({"patients": make_day("patients", DAY1), "diagnoses": make_day("diagnoses", DAY1)}, DAY1)
-    before = _day(w, "patients", DAY1)
+    before = day_rows(w, "patients", DAY1)
     seen_mid_load: list[pa.Table] = []
 
     def reader_mid_load() -> None:
         with PostgresWarehouse(pg_url) as reader:
-            seen_mid_load.append(_day(reader, "patients", DAY1))
+            seen_mid_load.append(day_rows(reader, "patients", DAY1))
 
     w._con = _InterruptingConnection(w._con, "diagnoses", reader_mid_load)  # type: ignore[assignment]
     new_day = {
@@ -185,34 +122,8 @@ def test_postgres_interrupted_load_is_invisible_and_rolled_back(
         w.replace_days(new_day, DAY1)
     w._con = w._con._con  # type: ignore[attr-defined]
     assert seen_mid_load[0].equals(before), "a reader saw a half-loaded day"
-    assert _day(w, "patients", DAY1).equals(before)
-    assert _count(w, "diagnoses", DAY1) == 5
-
-
-def test_postgres_schema_mismatch_names_table_and_column_and_writes_nothing(pg_url: str) -> None:
-    with PostgresWarehouse(pg_url) as w:
-        w.replace_days({"notes": make_day("notes", DAY1)}, DAY1)
-        w.execute_script("ALTER TABLE ehr.notes DROP COLUMN note_type")
-    try:
-        with PostgresWarehouse(pg_url) as w:
-            with pytest.raises(SchemaMismatchError, match=r"ehr\.notes.*'note_type'"):
-                w.replace_days({"notes": make_day("notes", DAY1, version=2)}, DAY1)
-            assert _count(w, "notes", DAY1) == 5
-            assert (
-                w.query("SELECT note_seq FROM ehr.notes WHERE ds = ? ORDER BY note_id", [DAY1])
-                .column(0)
-                .to_pylist()
-                == make_day("notes", DAY1).column("note_seq").to_pylist()
-            )
-            # a wrong type is refused the same way
-            w.execute_script("ALTER TABLE ehr.notes ADD COLUMN note_type integer")
-            w._checked_tables.clear()
-            with pytest.raises(SchemaMismatchError, match=r"ehr\.notes.*'note_type' is integer"):
-                w.replace_days({"notes": make_day("notes", DAY1, version=2)}, DAY1)
-    finally:
-        with PostgresWarehouse(pg_url) as w:
-            w.execute_script("ALTER TABLE ehr.notes DROP COLUMN IF EXISTS note_type")
-            w.execute_script("ALTER TABLE ehr.notes ADD COLUMN note_type text")
+    assert day_rows(w, "patients", DAY1).equals(before)
+    assert count_rows(w, "diagnoses", DAY1) == 5
 
 
 def test_postgres_contract_mismatch_in_data_is_refused(pg_warehouse: PostgresWarehouse) -> None:

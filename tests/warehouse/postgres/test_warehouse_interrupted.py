@@ -20,8 +20,7 @@ import pytest
 from pipeline.config import REPO_ROOT
 from pipeline.warehouse.bench import synthetic_note_entities
 from pipeline.warehouse.postgres import PostgresWarehouse
-
-from .conftest import make_day, sort_rows
+from tests.warehouse.conftest import make_day, sort_rows
 
 pytestmark = pytest.mark.postgres
 
@@ -36,7 +35,8 @@ from datetime import date
 import adbc_driver_manager.dbapi as dbapi
 import pyarrow as pa
 
-import pipeline.warehouse.postgres as pg
+import pipeline.warehouse.postgres.partitions as partitions
+from pipeline.warehouse.postgres import PostgresWarehouse
 from pipeline.warehouse.bench import synthetic_note_entities
 from tests.warehouse.conftest import make_day
 
@@ -54,10 +54,10 @@ def slow_ingest(self, table_name, data, *args, **kwargs):
 
 
 dbapi.Cursor.adbc_ingest = slow_ingest
-pg.COPY_BATCH_ROWS = 5_000
+partitions.COPY_BATCH_ROWS = 5_000  # the module whose COPY reads it
 tables = {"admissions": make_day("admissions", day, rows=50, version=2),
           "note_entities": synthetic_note_entities(100_000, ds=day, seed=2)}
-with pg.PostgresWarehouse(url) as warehouse:
+with PostgresWarehouse(url) as warehouse:
     print("loading", flush=True)
     warehouse.replace_days(tables, day)
 print("finished", flush=True)

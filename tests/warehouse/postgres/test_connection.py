@@ -1,4 +1,5 @@
-"""Connecting to the PostgreSQL warehouse: wrong password, unreachable server, no secret in any message.
+"""Connecting to the PostgreSQL warehouse (pipeline/warehouse/postgres/connection.py): wrong password,
+unreachable server, no secret in any message; the URL handed to libpq and the placeholders.
 
 The test server trusts loopback (any password is accepted), so a wrong password is played by a tiny
 fake PostgreSQL server on a loopback port: it answers the startup message with
@@ -21,7 +22,8 @@ from urllib.parse import quote
 import pytest
 
 from pipeline.warehouse.base import WarehouseError, open_warehouse
-from pipeline.warehouse.postgres import ConnectionTarget, PostgresWarehouse, redact
+from pipeline.warehouse.postgres import PostgresWarehouse
+from pipeline.warehouse.postgres.connection import ConnectionTarget, libpq_uri, redact, translate_placeholders
 
 PASSWORD = "Wr0ng:p@ss/w%rd-91"  # needs percent-encoding in a URL: both spellings must stay hidden
 SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
@@ -149,9 +151,9 @@ def test_postgres_connect_failure_fails_the_task_with_a_clear_error_and_airflow_
     password; it is an ordinary exception, so Airflow retries the task (retries come from EHR_RETRIES)."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from pipeline import tasks
     from pipeline.config import load_settings
     from pipeline.synth import generate
+    from pipeline.tasks import nightly
 
     day = date(2026, 1, 1)
     generate(tmp_path / "source", layout="mimic4", patients=5, start=day, days=1, history_days=0, seed=3)
@@ -162,7 +164,7 @@ def test_postgres_connect_failure_fails_the_task_with_a_clear_error_and_airflow_
             workdir=tmp_path / "work", source_path=tmp_path / "source", warehouse_url=url
         )
         with pytest.raises(WarehouseError) as info:
-            tasks.extract(day, run_id="connect-test", settings=settings)
+            nightly.extract(day, run_id="connect-test", settings=settings)
     message = str(info.value)
     assert "127.0.0.1" in message and "'ehr_wh'" in message, message
     if failure == "wrong password":
@@ -208,3 +210,51 @@ def test_postgres_connect_unsupported_url_shows_only_the_scheme() -> None:
     with pytest.raises(WarehouseError) as info:
         open_warehouse(f"mysql://ehr:{PASSWORD}@db/ehr")
     assert PASSWORD not in str(info.value) and "mysql" in str(info.value)
+
+
+# pure helpers (no server) -------------------------------------------------------------------
+def test_postgres_translate_placeholders_skips_literals_comments_and_dollar_quotes() -> None:
+    sql = "SELECT '?', \"a?\", $$?$$, $t$?$t$ /* ? */ FROM t WHERE a = ? AND b IN (?, ?) -- ?"
+    assert translate_placeholders(sql) == (
+        "SELECT '?', \"a?\", $$?$$, $t$?$t$ /* ? */ FROM t WHERE a = $1 AND b IN ($2, $3) -- ?"
+    )
+    assert translate_placeholders("SELECT 'it''s ?' WHERE x = ?") == "SELECT 'it''s ?' WHERE x = $1"
+
+
+def test_postgres_libpq_uri_drops_driver_and_airflow_extras() -> None:
+    uri = libpq_uri("postgresql+psycopg://u:p@h:5433/db?__extra__=%7B%7D&sslmode=disable")
+    assert uri.startswith("postgresql://u:p@h:5433/db?")
+    assert "sslmode=disable" in uri and "connect_timeout=" in uri and "__extra__" not in uri
+
+
+def test_postgres_redact_removes_password_url_credentials_and_failing_rows() -> None:
+    message = "boom at postgresql://me:hunter2@db/x\nDETAIL:  Failing row contains (1, secret note text)."
+    cleaned = redact(message, ["hunter2"])
+    assert "hunter2" not in cleaned and "secret note text" not in cleaned
+
+
+# the real server ----------------------------------------------------------------------------
+def test_postgres_unreachable_server_names_host_port_database_not_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = _free_port()
+    url = f"postgresql://ehr:pw-Unreachable-42@127.0.0.1:{port}/ehr_wh"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(WarehouseError) as info:
+        open_warehouse(url)
+    message = str(info.value)
+    assert "127.0.0.1" in message and str(port) in message and "ehr_wh" in message
+    rendered = "".join(traceback.format_exception(info.value)) + caplog.text
+    assert "pw-Unreachable-42" not in rendered and url not in rendered
+
+
+def test_postgres_unknown_role_message_has_no_password(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # A role the real server does not know; a real wrong password is refused by the fake server
+    # above (this server trusts loopback and accepts any password).
+    url = pg_url.replace("postgresql://postgres@", "postgresql://no_such_role_ehr:pw-Wrong-Secret-7@")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(WarehouseError) as info:
+        PostgresWarehouse(url)
+    rendered = "".join(traceback.format_exception(info.value)) + caplog.text
+    assert "no_such_role_ehr" in str(info.value)
+    assert "pw-Wrong-Secret-7" not in rendered

@@ -1,29 +1,34 @@
-"""Task functions: each reads the lake (and the warehouse when it needs history), calls a stage, writes the
-lake or the warehouse, and records its run in ``ehr.pipeline_runs``.
+"""The nightly tasks, one function per DAG task: extract, validate, ner, risk, load, report.
 
-The Airflow DAG and the CLI call exactly these functions. Every function is idempotent for its ``ds``:
-a rerun replaces that day's lake partitions and warehouse rows.
+Each reads the lake (and the warehouse when it needs history), calls a stage, writes the lake or the
+warehouse, and records its run in ``ehr.pipeline_runs`` (:mod:`pipeline.tasks.runs`). The Airflow DAG
+and the CLI call exactly these functions. Every function is idempotent for its ``ds``: a rerun replaces
+that day's lake partitions and warehouse rows.
+
+``ner`` and ``risk`` are mapped over the day's validated parts; :func:`map_part` does what they share.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline import lake
 from pipeline.config import Settings, load_settings
 from pipeline.schemas import INPUT_TABLES, arrow_schema, raw_arrow_schema
+from pipeline.tasks.runs import DataQualityError, PipelineError, RunRecorder, new_run_id, recorded
+
+if TYPE_CHECKING:
+    from pipeline.sources import ExtractResult
 
 log = logging.getLogger(__name__)
 
@@ -31,105 +36,28 @@ RAW, VALIDATED, ENRICHED = "raw", "validated", "enriched"
 REJECTS, OPEN_ADMISSIONS, QUARANTINE, RESULTS = "_rejects", "_open_admissions", "_quarantine", "_results"
 
 
-class PipelineError(RuntimeError):
-    """A stage cannot go on; the message says which stage, which table and what to do."""
-
-
-class DataQualityError(PipelineError):
-    """The day's data failed a batch check or rows do not add up: retrying cannot help, people must look.
-
-    The DAG turns it into a non-retryable task failure; the CLI reports it like any other error.
-    """
-
-
-def new_run_id(ds: date, prefix: str = "cli") -> str:
-    return f"{prefix}__{ds.isoformat()}__{uuid.uuid4().hex[:8]}"
-
-
-def _utcnow() -> datetime:
-    return datetime.now().replace(microsecond=0)
-
-
-# --- run records ---------------------------------------------------------------------------------
-@dataclass
-class RunRecorder:
-    """Collects pipeline_runs rows for one stage and writes them (also when the stage fails)."""
-
-    settings: Settings
-    run_id: str
-    ds: date
-    stage: str
-    started_at: datetime = field(default_factory=_utcnow)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, table_name: str, rows_in: int | None, rows_out: int | None, rows_quarantined: int | None = 0,
-            detail: Mapping[str, Any] | None = None, ds: date | None = None, status: str = "success") -> None:
-        self.rows.append(
-            {
-                "run_id": self.run_id,
-                "ds": ds or self.ds,
-                "stage": self.stage,
-                "table_name": table_name,
-                "status": status,
-                "started_at": self.started_at,
-                "finished_at": _utcnow(),
-                "rows_in": rows_in,
-                "rows_out": rows_out,
-                "rows_quarantined": rows_quarantined,
-                "detail": json.dumps(dict(detail), default=str) if detail else None,
-            }
-        )
-
-    def write(self) -> None:
-        if not self.rows:
-            return
-        from pipeline.warehouse import open_warehouse
-
-        with open_warehouse(self.settings.warehouse) as wh:
-            wh.record_runs(pa.Table.from_pylist(self.rows, schema=arrow_schema("pipeline_runs")))
-
-
-@contextmanager
-def recorded(settings: Settings, run_id: str, ds: date, stage: str, table_name: str = "all") -> Iterator[RunRecorder]:
-    """Record the stage's rows on success; on failure record one ``failed`` row with the error, then re-raise.
-
-    A stage that raises :class:`DataQualityError` after adding its own ``failed`` rows (per table, with
-    counts) keeps them. Either way the rows replace every earlier row of this stage and ds.
-    """
-    rec = RunRecorder(settings, run_id, ds, stage)
-    start = time.perf_counter()
-    try:
-        yield rec
-    except Exception as exc:
-        if not (isinstance(exc, DataQualityError) and rec.rows and all(r["status"] == "failed" for r in rec.rows)):
-            rec.rows = []
-            rec.add(table_name, None, None, None, {"error": f"{type(exc).__name__}: {exc}"[:2000]}, status="failed")
-        try:
-            rec.write()
-        except Exception:
-            log.exception("could not record the failed run", extra={"stage": stage, "ds": str(ds)})
-        raise
-    rec.write()
-    log.info("stage done", extra={"stage": stage, "ds": str(ds), "seconds": round(time.perf_counter() - start, 2)})
-
-
 # --- extract -------------------------------------------------------------------------------------
-def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str, int]:
-    """Source → ``lake/raw/<table>/ds=<ds>`` (plus set-aside rows and the admissions open on ds)."""
+def read_source(settings: Settings, start: date, end: date, run_id: str) -> ExtractResult:
+    """The source's rows of ``start..end``, its set-aside rows stamped with ``run_id``."""
     from pipeline.sources import extract_range, open_source
 
+    reader = open_source(settings.source_layout, settings.source_dir, settings.source_url, settings.source_schemas)
+    result = extract_range(reader, start, end, day_shift=settings.source_day_shift)
+    result.rejects = result.rejects.set_column(
+        result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
+    )
+    return result
+
+
+def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str, int]:
+    """Source → ``lake/raw/<table>/ds=<ds>`` (plus set-aside rows and the admissions open on ds)."""
     settings = settings or load_settings()
     with recorded(settings, run_id, ds, "extract") as rec:
-        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url,
-                             settings.source_schemas)
-        result = extract_range(reader, ds, ds, day_shift=settings.source_day_shift)
+        result = read_source(settings, ds, ds, run_id)
         root = settings.lake_dir
         for name, table in result.tables.items():
             lake.write_partition(root, RAW, name, ds, table, part_rows=settings.part_rows)
-        rejects = result.rejects.set_column(
-            result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
-        )
-        lake.write_partition(root, RAW, REJECTS, ds, rejects, part_rows=1_000_000, bucket_key="")
+        lake.write_partition(root, RAW, REJECTS, ds, result.rejects, part_rows=1_000_000, bucket_key="")
         lake.write_partition(root, RAW, OPEN_ADMISSIONS, ds, result.open_admissions, part_rows=1_000_000, bucket_key="")
         counts = result.counts()
         for name, c in counts.items():
@@ -139,7 +67,8 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
 
 
 # --- validate ------------------------------------------------------------------------------------
-def _validation_config(settings: Settings):
+def validation_config(settings: Settings):
+    """The validation stage's thresholds and switches, from the settings (used by history too)."""
     from pipeline.validate import ValidationConfig
 
     return ValidationConfig(
@@ -154,7 +83,7 @@ def _validation_config(settings: Settings):
     )
 
 
-def _known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table) -> tuple[pa.Table, pa.Array]:
+def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table) -> tuple[pa.Table, pa.Array]:
     """Admissions and subjects known outside this batch: in the warehouse, or open in the source."""
     from pipeline.warehouse import open_warehouse
 
@@ -190,7 +119,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
         tables = {name: lake.read_partition(root, RAW, name, ds, raw_arrow_schema(name)) for name in INPUT_TABLES}
         rejects = lake.read_partition(root, RAW, REJECTS, ds, arrow_schema("quarantine"))
         open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, ds)
-        known, known_subjects = _known_context(settings, tables, open_adm)
+        known, known_subjects = known_context(settings, tables, open_adm)
         with open_warehouse(settings.warehouse) as wh:
             trailing = wh.trailing_volumes(ds)
         try:
@@ -202,7 +131,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
                 known_admissions=known,
                 known_subject_ids=known_subjects,
                 trailing_volumes=trailing,
-                config=_validation_config(settings),
+                config=validation_config(settings),
                 data_docs_dir=settings.data_docs_dir,
                 gx_results_dir=settings.workdir_abs / "gx" / "validations",
             )
@@ -215,7 +144,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
             ) from exc
         except ConservationError as exc:
             raise DataQualityError(f"validate ds={ds}: {exc}") from exc
-        _check_conservation(tables, rejects, outcome)
+        check_conservation(tables, rejects, outcome)
         for name in INPUT_TABLES:
             lake.write_partition(root, VALIDATED, name, ds, outcome.passed[name], part_rows=settings.part_rows)
         lake.write_partition(root, VALIDATED, QUARANTINE, ds, outcome.quarantine, part_rows=1_000_000, bucket_key="")
@@ -258,7 +187,7 @@ def _failure_table(failure: Any) -> str | None:
     return getattr(failure, "table", None)
 
 
-def _check_conservation(tables: Mapping[str, pa.Table], rejects: pa.Table, outcome: Any) -> None:
+def check_conservation(tables: Mapping[str, pa.Table], rejects: pa.Table, outcome: Any) -> None:
     """Rows extracted = rows passed + rows quarantined, per table (checked here too, not only in the stage)."""
     q_tables = outcome.quarantine.column("source_table")
     problems = []
@@ -272,43 +201,99 @@ def _check_conservation(tables: Mapping[str, pa.Table], rejects: pa.Table, outco
         raise DataQualityError("validate: rows lost in validation: " + "; ".join(problems))
 
 
-# --- NER -----------------------------------------------------------------------------------------
+# --- ner and risk: one stage mapped over the day's validated parts --------------------------------
+@dataclass(frozen=True)
+class PartStage:
+    """A stage the DAG maps over the day's parts of one validated table, writing one enriched part each."""
+
+    name: str  # "ner": its runs are recorded as stage "ner[part-<n>]"
+    reads: str  # the validated table mapped over
+    writes: str  # the enriched table, one part file per part read
+    counts: tuple[str, str]  # the keys of the returned counts: rows read, rows written
+    model: str  # what errors call the model
+    model_ready: Callable[[Path], bool]  # is the model folder usable
+    model_fix: str  # how to get a model, for the error
+    switch: str  # the setting that turns the stage off
+
+
+@dataclass(frozen=True)
+class PartOutput:
+    """What a stage makes of one part: the enriched rows (a table, or record batches streamed as they are
+    made) and, asked once they are written, the rows read and the run record's detail."""
+
+    rows: pa.Table | Iterable[pa.RecordBatch]
+    summary: Callable[[], tuple[int, Mapping[str, Any]]]
+
+
+def map_part(stage: PartStage, ds: date, part: int, *, run_id: str, settings: Settings, model_dir: Path,
+             transform: Callable[[Path], PartOutput]) -> dict[str, int]:
+    """Run ``transform`` on validated part ``part`` of ``stage.reads`` and write enriched part ``part``.
+
+    Checked before any work: the part exists (else the day was validated with fewer parts: rerun validate)
+    and the model is there. The run is recorded (also when it fails); rows are written to the contract of
+    ``stage.writes``, atomically per part file, and counted from the file written.
+    """
+    root = settings.lake_dir
+    parts = lake.list_parts(root, VALIDATED, stage.reads, ds)
+    if not 0 <= part < len(parts):
+        raise PipelineError(
+            f"{stage.name}: no {stage.reads} part {part} for {ds} (have {len(parts)}); rerun validate first"
+        )
+    if not stage.model_ready(model_dir):
+        raise PipelineError(f"{stage.name}: no {stage.model} model at {model_dir}; {stage.model_fix}")
+    with recorded(settings, run_id, ds, f"{stage.name}[part-{part}]", stage.writes) as rec:
+        output = transform(parts[part])
+        schema = arrow_schema(stage.writes)
+        rows = output.rows.to_batches() if isinstance(output.rows, pa.Table) else output.rows
+        batches = (batch.select(schema.names).cast(schema) for batch in rows)
+        written = lake.write_part_batches(root, ENRICHED, stage.writes, ds, part, batches, schema)
+        rows_out = pq.read_metadata(written).num_rows
+        rows_in, detail = output.summary()
+        rec.add(stage.writes, rows_in, rows_out, 0, detail)
+    return dict(zip(stage.counts, (rows_in, rows_out), strict=True))
+
+
+def _skipped(stage: PartStage, ds: date, part: int) -> dict[str, int]:
+    log.warning("%s disabled (%s=false)", stage.model, stage.switch, extra={"ds": str(ds), "part": part})
+    return dict.fromkeys(stage.counts, 0)
+
+
+NER = PartStage(
+    name="ner", reads="notes", writes="note_entities", counts=("notes", "entities"), model="NER",
+    model_ready=lambda model_dir: (model_dir / "config.json").is_file(),
+    model_fix="run `ehr-pipeline train-ner` or set EHR_NER_MODEL_PATH", switch="EHR_NER_ENABLED",
+)
+RISK = PartStage(
+    name="risk", reads="admissions", writes="admission_risk", counts=("admissions", "scored"), model="risk",
+    model_ready=Path.is_dir, model_fix="run `ehr-pipeline train-risk` or set EHR_RISK_MODEL_PATH",
+    switch="EHR_RISK_ENABLED",
+)
+
+
 def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -> dict[str, int]:
     """One validated notes part → ``lake/enriched/note_entities/ds=<ds>/part-<part>.parquet``."""
     from pipeline.nlp import AssertionAnnotator, NerModel, NerStats, annotate_partition
 
     settings = settings or load_settings()
     if not settings.ner_enabled:
-        log.warning("NER disabled (EHR_NER_ENABLED=false)", extra={"ds": str(ds), "part": part})
-        return {"notes": 0, "entities": 0}
-    root = settings.lake_dir
-    parts = lake.list_parts(root, VALIDATED, "notes", ds)
-    if part >= len(parts):
-        raise PipelineError(f"ner: no notes part {part} for {ds} (have {len(parts)}); rerun validate first")
-    model_dir = settings.ner_model_dir
-    if not (model_dir / "config.json").is_file():
-        raise PipelineError(
-            f"ner: no NER model at {model_dir}; run `ehr-pipeline train-ner` or set EHR_NER_MODEL_PATH"
-        )
-    with recorded(settings, run_id, ds, f"ner[part-{part}]", "note_entities") as rec:
-        model = NerModel.load(model_dir, device=settings.device, max_length=settings.ner_max_length,
+        return _skipped(NER, ds, part)
+
+    def annotate(notes: Path) -> PartOutput:
+        model = NerModel.load(settings.ner_model_dir, device=settings.device, max_length=settings.ner_max_length,
                               token_budget=settings.ner_token_budget, precision=settings.ner_precision,
                               fused_cpu=settings.ner_fused_cpu)
         annotator = AssertionAnnotator.create()
-        ner_stats = NerStats()
-        schema = arrow_schema("note_entities")
+        stats = NerStats()
         # streamed: notes are read in record batches and entities written as each chunk is done, so memory
         # stays at a couple of chunks whatever the partition's size
-        entities = annotate_partition(lake.iter_record_batches(parts[part], 256), model, annotator, run_id=run_id,
-                                      stats=ner_stats)
-        lake.write_part_batches(root, ENRICHED, "note_entities", ds, part,
-                                (batch.cast(schema) for batch in entities), schema)
-        stats = ner_stats.as_dict()
-        rec.add("note_entities", stats.get("notes_in"), stats["entities_out"], 0, stats)
-    return {"notes": stats.get("notes_in", 0), "entities": stats["entities_out"]}
+        entities = annotate_partition(lake.iter_record_batches(notes, 256), model, annotator, run_id=run_id,
+                                      stats=stats)
+        return PartOutput(entities, lambda: (stats.notes_in, stats.as_dict()))
+
+    return map_part(NER, ds, part, run_id=run_id, settings=settings, model_dir=settings.ner_model_dir,
+                    transform=annotate)
 
 
-# --- risk ----------------------------------------------------------------------------------------
 def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str, pa.Table]:
     """Everything known at discharge for ``admissions``: today's validated rows plus warehouse history."""
     from pipeline.warehouse import open_warehouse
@@ -356,37 +341,28 @@ def risk(ds: date, part: int, *, run_id: str, settings: Settings | None = None) 
 
     settings = settings or load_settings()
     if not settings.risk_enabled:
-        log.warning("risk disabled (EHR_RISK_ENABLED=false)", extra={"ds": str(ds), "part": part})
-        return {"admissions": 0, "scored": 0}
+        return _skipped(RISK, ds, part)
     try:  # checked before any work: equal or zero thresholds would leave a band empty
         thresholds = band_thresholds(settings.risk_band_medium, settings.risk_band_high)
     except RiskError as exc:
         raise PipelineError(f"risk: {exc}") from None
-    root = settings.lake_dir
-    parts = lake.list_parts(root, VALIDATED, "admissions", ds)
-    if part >= len(parts):
-        raise PipelineError(f"risk: no admissions part {part} for {ds} (have {len(parts)}); rerun validate first")
-    model_dir = settings.risk_model_dir
-    if not model_dir.is_dir():
-        raise PipelineError(f"risk: no risk model at {model_dir}; run `ehr-pipeline train-risk` or set EHR_RISK_MODEL_PATH")
-    with recorded(settings, run_id, ds, f"risk[part-{part}]", "admission_risk") as rec:
-        import pyarrow.parquet as pq
 
-        admissions = pq.read_table(parts[part], schema=arrow_schema("admissions"))
-        model = RiskModel.load(model_dir, device=settings.device)
-        inputs = _risk_inputs(settings, ds, admissions)
+    def score(part_path: Path) -> PartOutput:
+        admissions = pq.read_table(part_path, schema=arrow_schema("admissions"))
+        model = RiskModel.load(settings.risk_model_dir, device=settings.device)
         stats: dict[str, int] = {}
         scored = score_admissions(
-            **inputs,
+            **_risk_inputs(settings, ds, admissions),
             model=model,
             thresholds=thresholds,
             run_id=run_id,
             charlson_weights=settings.charlson_weights,
             stats=stats,
         )
-        lake.write_parts(root, ENRICHED, "admission_risk", ds, part, scored)
-        rec.add("admission_risk", admissions.num_rows, scored.num_rows, 0, stats)
-    return {"admissions": admissions.num_rows, "scored": scored.num_rows}
+        return PartOutput(scored, lambda: (admissions.num_rows, stats))
+
+    return map_part(RISK, ds, part, run_id=run_id, settings=settings, model_dir=settings.risk_model_dir,
+                    transform=score)
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -527,95 +503,6 @@ def clear_enriched(ds: date, *, settings: Settings | None = None) -> None:
     _clear_enriched(settings or load_settings(), ds)
 
 
-def ingest_history(start: date, end: date, *, run_id: str | None = None, settings: Settings | None = None) -> dict[str, int]:
-    """Bulk-load a range of days (extract → validate → warehouse) as one batch, without NER or risk.
-
-    Used to seed the warehouse with history before the nightly runs (and for risk-model training).
-    Validation runs once over the whole range; volume checks are skipped (no per-day baseline).
-    """
-    from pipeline.sources import extract_range, open_source
-    from pipeline.validate import validate_batch
-    from pipeline.warehouse import open_warehouse
-
-    settings = settings or load_settings()
-    run_id = run_id or new_run_id(start, "history")
-    with recorded(settings, run_id, start, "ingest_history") as rec:
-        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url,
-                             settings.source_schemas)
-        result = extract_range(reader, start, end, day_shift=settings.source_day_shift)
-        rejects = result.rejects.set_column(
-            result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
-        )
-        known, known_subjects = _known_context(settings, result.tables, result.open_admissions)
-        outcome = validate_batch(
-            result.tables, ds=end, run_id=run_id, pre_quarantine=rejects, known_admissions=known,
-            known_subject_ids=known_subjects, trailing_volumes={}, config=_validation_config(settings),
-            data_docs_dir=None, ds_range_start=start,
-        )
-        _check_conservation(result.tables, rejects, outcome)
-        tables = dict(outcome.passed)
-        tables["quarantine"] = outcome.quarantine
-        with open_warehouse(settings.warehouse) as wh:
-            written = wh.replace_days(tables, start, end)
-        for name, c in outcome.counts.items():
-            rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"],
-                    {"range": f"{start.isoformat()}..{end.isoformat()}"})
-    return written
-
-
 def days(start: date, end: date) -> list[date]:
+    """``start..end``, both included: the days a backfill runs."""
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
-def workdir_paths(settings: Settings) -> dict[str, Path]:
-    return {
-        "workdir": settings.workdir_abs,
-        "source": settings.source_dir,
-        "lake": settings.lake_dir,
-        "warehouse": Path(settings.warehouse.removeprefix("duckdb:///")) if settings.warehouse.startswith("duckdb") else Path(),
-        "data_docs": settings.data_docs_dir,
-        "models": settings.models_dir,
-    }
-
-
-# --- risk model training / evaluation on the warehouse history ------------------------------------
-def _history_tables(settings: Settings) -> dict[str, pa.Table]:
-    """The whole warehouse history as the risk trainer wants it (patients: one row per subject)."""
-    from pipeline.warehouse import open_warehouse
-
-    out: dict[str, pa.Table] = {}
-    with open_warehouse(settings.warehouse) as wh:
-        for name in ("admissions", "diagnoses", "labs", "prescriptions", "note_entities"):
-            out[name] = wh.query(f"SELECT * FROM ehr.{name}").cast(arrow_schema(name))
-        # patients are loaded once per day they appear on; keep the latest row of each
-        out["patients"] = wh.query(
-            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY subject_id ORDER BY ds DESC) AS rn "
-            "FROM ehr.patients) p WHERE rn = 1"
-        ).drop_columns(["rn"]).cast(arrow_schema("patients"))
-        # the admissions whose notes NER processed: notes of days with a successful NER run (history
-        # bulk-loaded without NER has none, so its NER features are missing, not zero)
-        out["ner_hadm_ids"] = wh.query(
-            "SELECT DISTINCT hadm_id FROM ehr.notes WHERE hadm_id IS NOT NULL AND ds IN "
-            "(SELECT DISTINCT ds FROM ehr.pipeline_runs WHERE stage LIKE 'ner[%' AND status = 'success')"
-        ).column("hadm_id")
-    if out["note_entities"].num_rows == 0:
-        out["note_entities"] = None  # type: ignore[assignment]
-    if out["admissions"].num_rows == 0:
-        raise PipelineError("the warehouse holds no admissions: load history first (ehr-pipeline backfill --bulk)")
-    return out
-
-
-def train_risk_model(settings: Settings, out_dir: Path) -> dict[str, Any]:
-    """``ehr-pipeline train-risk``: time-split training on the warehouse history, saved to ``out_dir``."""
-    from pipeline.risk import train_risk_model as train
-
-    tables = _history_tables(settings)
-    return train(**tables, out_dir=out_dir, charlson_weights=settings.charlson_weights)
-
-
-def evaluate_risk_model(settings: Settings, model_dir: Path) -> dict[str, Any]:
-    """``ehr-pipeline eval-risk``: the model and LACE alone on the held-out later period."""
-    from pipeline.risk import evaluate
-
-    tables = _history_tables(settings)
-    return evaluate(**tables, model=model_dir, out_dir=settings.reports_dir / "risk_eval", device=settings.device)
