@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from pipeline import lake
 from pipeline.config import Settings, load_settings
-from pipeline.schemas import INPUT_TABLES, arrow_schema, raw_arrow_schema
+from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
 
 log = logging.getLogger(__name__)
 

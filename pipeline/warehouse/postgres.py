@@ -3,7 +3,7 @@
 Bulk loads go through ADBC (``adbc_driver_postgresql``), which streams Arrow record batches with
 binary ``COPY``: no per-row Python, no pandas. A day is replaced inside ONE transaction:
 
-* the large tables (those the DDL declares ``PARTITION BY LIST (ds)``: labs, notes, note_entities)
+* the large tables (those whose contract declares ``partition_by: ds``: labs, notes, note_entities)
   have one partition per day. The new day is copied into a fresh table on the side (invisible to
   other sessions until commit), its primary key and indexes are built in one pass each (far cheaper
   than maintaining three B-trees row by row), and at the end the old partition is detached and
@@ -41,23 +41,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import SQL_DIR
-from pipeline.schemas import arrow_schema, contract
+from pipeline.contracts import arrow_schema, contract
 from pipeline.warehouse.base import SchemaMismatchError, Warehouse, WarehouseError
+from pipeline.warehouse.ddl import SQL_TYPES, create_table_sql, partitioned_tables, schema_scripts
 
 log = logging.getLogger(__name__)
 
 #: PostgreSQL type (as ``format_type`` prints it) that binary COPY needs for each contract type.
-PG_TYPES: dict[str, str] = {
-    "int64": "bigint",
-    "int32": "integer",
-    "float64": "double precision",
-    "string": "text",
-    "bool": "boolean",
-    "date": "date",
-    "timestamp": "timestamp without time zone",
-}
-
-RUN_KEY: tuple[str, ...] = ("ds", "stage", "table_name")
+PG_TYPES = SQL_TYPES["postgres"]
 
 # Serialises concurrent ensure_schema() calls (mapped tasks opening the warehouse at once).
 _SCHEMA_LOCK_KEY = 0x45_48_52_5F_44_44_4C  # "EHR_DDL"
@@ -250,8 +241,8 @@ class PostgresWarehouse(Warehouse):
         """Create or update the schema; skipped when the DDL it last applied is unchanged.
 
         Re-running ``CREATE INDEX IF NOT EXISTS`` takes a SHARE lock on each table, which would make
-        every task that merely opens the warehouse wait for a running load; the hash of the DDL files,
-        kept as the comment of schema ``ehr``, lets them skip it. An advisory lock serialises the
+        every task that merely opens the warehouse wait for a running load; the hash of the DDL it runs
+        (``pipeline.warehouse.ddl.schema_scripts``), kept as the comment of schema ``ehr``, lets them skip it. An advisory lock serialises the
         first creation when several tasks start at once. Tables an older version created
         unpartitioned are migrated first (``migrate_to_partitioned``).
         """
@@ -274,7 +265,7 @@ class PostgresWarehouse(Warehouse):
 
         Warehouses created before the tables were partitioned hold plain tables; ``CREATE TABLE IF NOT
         EXISTS`` would silently keep them. In ONE transaction, for each such table: rename it, create
-        the partitioned table from its DDL file with one partition per day present, copy the rows,
+        the partitioned table from its contract's DDL with one partition per day present, copy the rows,
         carry its grants over; the analyst views are recreated on the new tables (keeping their
         grants) and the old tables dropped. Returns rows moved per table. Called by ensure_schema
         under the schema lock; on a large warehouse run ``ehr-pipeline init-warehouse`` once, in a
@@ -341,7 +332,7 @@ class PostgresWarehouse(Warehouse):
         if set(old_columns) != set(new_columns):
             raise SchemaMismatchError(
                 f"ehr.{table}: cannot migrate to day partitions, its columns differ from "
-                f"sql/postgres (only in the old table: {sorted(set(old_columns) - set(new_columns))}, "
+                f"its contract (only in the old table: {sorted(set(old_columns) - set(new_columns))}, "
                 f"only in the new: {sorted(set(new_columns) - set(old_columns))}); nothing was changed"
             )
         cur.execute(f"SELECT DISTINCT ds FROM ehr.{old} ORDER BY ds")
@@ -452,7 +443,7 @@ class PostgresWarehouse(Warehouse):
             if (strategy, key_count, key) != ("l", 1, "ds"):
                 raise SchemaMismatchError(
                     f"ehr.{table}: partitioned other than by LIST (ds); the loader replaces one partition "
-                    "per day and cannot load it (recreate it from sql/postgres)"
+                    "per day and cannot load it (recreate it from its contract, schemas/tables/)"
                 )
             if extra:
                 raise SchemaMismatchError(
@@ -677,10 +668,11 @@ class PostgresWarehouse(Warehouse):
                     cur.execute(f"ALTER INDEX ehr.{built} RENAME TO {wanted}")
 
     def record_runs(self, runs: pa.Table) -> None:
-        runs = _keep_last_per_key(self.check_contract("pipeline_runs", runs), RUN_KEY)
+        run_key = contract("pipeline_runs").warehouse.postgres.primary_key  # the upsert's conflict target
+        runs = _keep_last_per_key(self.check_contract("pipeline_runs", runs), run_key)
         self.check_live_table("pipeline_runs")
         cols = ", ".join(runs.column_names)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in runs.column_names if c not in RUN_KEY)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in runs.column_names if c not in run_key)
         con = self._con
         con.rollback()
         try:
@@ -697,7 +689,7 @@ class PostgresWarehouse(Warehouse):
                 )
                 cur.execute(
                     f"INSERT INTO ehr.pipeline_runs ({cols}) SELECT {cols} FROM incoming_runs "
-                    f"ON CONFLICT ({', '.join(RUN_KEY)}) DO UPDATE SET {updates}"
+                    f"ON CONFLICT ({', '.join(run_key)}) DO UPDATE SET {updates}"
                 )
             con.commit()
         except adbc_driver_manager.Error as exc:
@@ -760,19 +752,15 @@ def _keep_last_per_key(runs: pa.Table, key: Sequence[str]) -> pa.Table:
 
 def _ddl_fingerprint() -> str:
     digest = hashlib.sha256()
-    for folder in ("postgres", "views"):
-        for path in sorted((SQL_DIR / folder).glob("*.sql")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+    for script in schema_scripts("postgres"):
+        digest.update(script.encode())
+        digest.update(b"\0")
     return "ehr-ddl-sha256:" + digest.hexdigest()
 
 
 # --- day partitions ------------------------------------------------------------------------------
 #: Phases of a load, timed into ``PostgresWarehouse.last_load_timings`` (seconds).
 LOAD_PHASES: tuple[str, ...] = ("lock_wait", "small_tables", "copy", "index", "swap", "commit")
-_PARTITIONED = re.compile(
-    r"CREATE TABLE IF NOT EXISTS ehr\.(\w+)\s*\(.*?\)\s*PARTITION BY LIST \(ds\)", re.DOTALL
-)
 _VIEW = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+ehr\.(\w+)", re.IGNORECASE)
 _INDEX_BODY = re.compile(r" ON (?:ONLY )?\S+ (USING .+)$")
 
@@ -839,13 +827,8 @@ def _identifier(name: str) -> str:
 
 
 def partitioned_ddl() -> dict[str, str]:
-    """Tables that sql/postgres/ partitions by ds, with the DDL file text creating each."""
-    found = {}
-    for path in sorted((SQL_DIR / "postgres").glob("*.sql")):
-        text = path.read_text(encoding="utf-8")
-        for name in _PARTITIONED.findall(text):
-            found[name] = text
-    return found
+    """Tables whose contract partitions them by ds in PostgreSQL, with the DDL creating each."""
+    return {name: create_table_sql(name, "postgres") for name in partitioned_tables("postgres")}
 
 
 def _view_names() -> list[str]:

@@ -20,7 +20,7 @@ import pytest
 from pipeline import tasks
 from pipeline.cli import DEMO_START, prepare_airflow, run_dag_day
 from pipeline.config import load_settings
-from pipeline.schemas import INPUT_TABLES
+from pipeline.contracts import INPUT_TABLES
 from pipeline.synth import generate
 from pipeline.validate.config import DEFAULT_SUITES_DIR
 from pipeline.validate.suites import load_suite

@@ -78,7 +78,7 @@ def test_stage_task_streams_a_part_into_the_lake(tiny_model_dir, tmp_path):
 
     from pipeline import lake, tasks
     from pipeline.config import load_settings
-    from pipeline.schemas import arrow_schema
+    from pipeline.contracts import arrow_schema
 
     day = dt.date(2150, 1, 1)
     settings = load_settings(workdir=tmp_path, ner_model_path=tiny_model_dir)

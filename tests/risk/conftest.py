@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.contracts import conform
 from pipeline.risk.model import RiskModel
 from pipeline.risk.train import train_risk_model
-from pipeline.schemas import conform
 
 START = datetime(2020, 1, 1)
 EPOCH = np.datetime64("1970-01-01T00:00:00", "s")

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import lake, tasks
 from pipeline.config import load_settings
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from tests.sources.conftest import ADMISSIONS, FILES, write_folder
 
 D2 = date(2026, 1, 2)

@@ -15,7 +15,7 @@ import pytest
 import pipeline.validate
 from pipeline import lake, tasks
 from pipeline.config import DAGS_DIR, load_settings
-from pipeline.schemas import INPUT_TABLES, arrow_schema
+from pipeline.contracts import INPUT_TABLES, arrow_schema
 from pipeline.warehouse import open_warehouse
 from tests.sources.conftest import DISCHARGE, FILES, write_folder
 

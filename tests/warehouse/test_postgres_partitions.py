@@ -1,6 +1,6 @@
 """Day partitions of the large PostgreSQL tables: built aside, swapped in, never half visible.
 
-labs, notes and note_entities are LIST-partitioned by ds (sql/postgres/); replace_days builds a new
+labs, notes and note_entities are LIST-partitioned by ds (their contracts' warehouse.postgres block); replace_days builds a new
 partition per day in its transaction and swaps it for the old one (see pipeline/warehouse/postgres.py).
 """
 
@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 
 import pipeline.warehouse.postgres as pg_module
-from pipeline.config import SQL_DIR
 from pipeline.warehouse.base import SchemaMismatchError, WarehouseError
+from pipeline.warehouse.ddl import WAREHOUSE_TABLES, schema_scripts
 from pipeline.warehouse.postgres import PostgresWarehouse, partitioned_ddl
 
 from .conftest import DAY1, DAY2, make_day, make_runs, scratch_database, sort_rows
@@ -41,8 +41,8 @@ def _stray_tables(w: PostgresWarehouse) -> list[str]:
         w.query(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'ehr' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-            "AND c.relname NOT IN ('patients', 'admissions', 'diagnoses', 'labs', 'prescriptions', 'notes', "
-            "'note_entities', 'admission_risk', 'quarantine', 'validation_results', 'pipeline_runs')"
+            "AND NOT c.relname = ANY(?)",
+            [list(WAREHOUSE_TABLES)],
         )
         .column(0)
         .to_pylist()
@@ -307,16 +307,8 @@ def test_postgres_partitions_live_column_order_and_extra_columns(pg_url: str) ->
 
 def _old_layout_ddl() -> str:
     """The warehouse as the previous version created it: the same tables, none partitioned, and the views."""
-    parts = []
-    for path in sorted((SQL_DIR / "postgres").glob("*.sql")):
-        text = (
-            path.read_text(encoding="utf-8")
-            .replace(" PARTITION BY LIST (ds)", "")
-            .replace(' COLLATE "C"', "")
-        )
-        parts.append(text)
-    parts += [path.read_text(encoding="utf-8") for path in sorted((SQL_DIR / "views").glob("*.sql"))]
-    return "\n".join(parts)
+    ddl = "\n".join(schema_scripts("postgres"))
+    return ddl.replace(" PARTITION BY LIST (ds)", "").replace(' COLLATE "C"', "")
 
 
 def test_postgres_partitions_migrate_an_unpartitioned_table_with_its_rows_and_grants(pg_url: str) -> None:
