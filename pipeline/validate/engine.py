@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.contracts import (
+    INPUT_TABLES,
     TABLES_DIR,
     TIMESTAMP_TYPE,
     ContractError,
@@ -33,8 +34,9 @@ from pipeline.validate.suites import load_suite
 
 log = logging.getLogger(__name__)
 
-# Parents before dependents: a quarantined patient or admission must be known before its children run.
-TABLE_ORDER = ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")
+# Parents before dependents (the contracts list the input tables parents first): a quarantined patient or
+# admission must be known before its children run.
+TABLE_ORDER = INPUT_TABLES
 
 QUARANTINE_SCHEMA = arrow_schema("quarantine")
 RESULTS_SCHEMA = arrow_schema("validation_results")
