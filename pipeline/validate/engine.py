@@ -15,15 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import contracts
 from pipeline.contracts import (
     INPUT_TABLES,
     TABLES_DIR,
     TIMESTAMP_TYPE,
-    ContractError,
     TableContract,
     arrow_schema,
     check_batch,
-    contract,
     redact_free_text,
 )
 from pipeline.validate.config import ValidationConfig
@@ -200,10 +199,9 @@ def validate_batch(
 
 
 def _contract(name: str) -> TableContract:
-    try:
-        return contract(name)
-    except ContractError:
-        raise ValueError(Messages.E202_UNKNOWN_TABLE.format(table=name, tables_dir=TABLES_DIR)) from None
+    if name not in contracts.all_contracts():  # (a malformed contract file raises ContractError here)
+        raise ValueError(Messages.E202_UNKNOWN_TABLE.format(table=name, tables_dir=TABLES_DIR))
+    return contracts.contract(name)
 
 
 def _validate_table(
