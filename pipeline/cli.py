@@ -163,7 +163,7 @@ def backfill(
 
 # --- warehouse ---------------------------------------------------------------------------------------
 def _counts_table(settings: Settings, first: date | None = None, last: date | None = None) -> Table:
-    from pipeline.schemas import INPUT_TABLES
+    from pipeline.contracts import INPUT_TABLES
     from pipeline.warehouse import open_warehouse
 
     shown = (*INPUT_TABLES, "note_entities", "admission_risk", "quarantine", "validation_results", "pipeline_runs")

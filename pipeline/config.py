@@ -217,7 +217,7 @@ def parse_source_schemas(text: str | None) -> tuple[list[str], dict[str, str]]:
     >>> parse_source_schemas("mimiciv_hosp, notes=mimiciv_note")
     (['mimiciv_hosp'], {'notes': 'mimiciv_note'})
     """
-    from pipeline.schemas import INPUT_TABLES  # pipeline.schemas imports this module
+    from pipeline.contracts import INPUT_TABLES  # pipeline.contracts imports this module
 
     search: list[str] = []
     per_table: dict[str, str] = {}

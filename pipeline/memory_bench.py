@@ -41,8 +41,8 @@ print(json.dumps(result))
 
 def notes_partition(n_notes: int, seed: int = 7) -> pa.Table:
     """``n_notes`` benchmark notes (300–6,000 chars) as a validated notes table."""
+    from pipeline.contracts import arrow_schema
     from pipeline.nlp.bench import bench_notes
-    from pipeline.schemas import arrow_schema
 
     texts = bench_notes(n_notes, seed)
     schema = arrow_schema("notes")

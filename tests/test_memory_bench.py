@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.benchmarks_md import replace_section
+from pipeline.contracts import arrow_schema
 from pipeline.memory_bench import notes_partition, run_ner_memory_benchmark
-from pipeline.schemas import arrow_schema
 from tests.nlp.conftest import build_tiny_model
 
 

@@ -11,30 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.contracts import arrow_schema
 from pipeline.nlp.assertion import FLAGS, AssertionAnnotator
 from pipeline.nlp.errors import E007
 from pipeline.nlp.ner import NerModel
 
 log = logging.getLogger(__name__)
 
-NOTE_ENTITIES_SCHEMA = pa.schema(
-    [
-        pa.field("note_id", pa.string(), nullable=False),
-        pa.field("subject_id", pa.int64(), nullable=False),
-        pa.field("hadm_id", pa.int64(), nullable=True),
-        pa.field("ds", pa.date32(), nullable=False),
-        pa.field("label", pa.string(), nullable=False),
-        pa.field("text", pa.string(), nullable=False),
-        pa.field("start_char", pa.int32(), nullable=False),
-        pa.field("end_char", pa.int32(), nullable=False),
-        pa.field("section", pa.string(), nullable=True),
-        pa.field("score", pa.float64(), nullable=True),
-        *[pa.field(flag, pa.bool_(), nullable=False) for flag in FLAGS],
-        pa.field("model_name", pa.string(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("run_id", pa.string(), nullable=False),
-    ]
-)
+NOTE_ENTITIES_SCHEMA = arrow_schema("note_entities")
 REQUIRED_COLUMNS = ("note_id", "subject_id", "hadm_id", "text", "ds")
 # Notes longer than this are counted as long (still processed in full).
 LONG_NOTE_CHARS = 100_000
@@ -163,20 +147,21 @@ def _entities_batch(chunk: _Chunk, entities, model: NerModel, annotator: Asserti
     take = pa.array(rows, type=pa.int64())
     n = len(rows)
     flag_matrix = np.concatenate(flags) if flags else np.zeros((0, len(FLAGS)), dtype=bool)
-    columns = [
-        chunk.note_id.take(take).cast(pa.string()),
-        chunk.subject_id.take(take).cast(pa.int64()),
-        chunk.hadm_id.take(take).cast(pa.int64()),
-        chunk.ds.take(take).cast(pa.date32()),
-        pa.array(labels, type=pa.string()),
-        pa.array(texts, type=pa.string()),
-        pa.array(np.concatenate(starts) if starts else [], type=pa.int32()),
-        pa.array(np.concatenate(ends) if ends else [], type=pa.int32()),
-        pa.array(sections, type=pa.string()),
-        pa.array(np.concatenate(scores) if scores else [], type=pa.float64()),
-        *[pa.array(flag_matrix[:, k], type=pa.bool_()) for k in range(len(FLAGS))],
-        pa.array([model.name] * n, type=pa.string()),
-        pa.array([model.version] * n, type=pa.string()),
-        pa.array([run_id] * n, type=pa.string()),
-    ]
-    return pa.RecordBatch.from_arrays(columns, schema=NOTE_ENTITIES_SCHEMA)
+    columns = {
+        "note_id": chunk.note_id.take(take),
+        "subject_id": chunk.subject_id.take(take),
+        "hadm_id": chunk.hadm_id.take(take),
+        "ds": chunk.ds.take(take),
+        "label": pa.array(labels, type=pa.string()),
+        "text": pa.array(texts, type=pa.string()),
+        "start_char": pa.array(np.concatenate(starts) if starts else [], type=pa.int32()),
+        "end_char": pa.array(np.concatenate(ends) if ends else [], type=pa.int32()),
+        "section": pa.array(sections, type=pa.string()),
+        "score": pa.array(np.concatenate(scores) if scores else [], type=pa.float64()),
+        **{flag: pa.array(flag_matrix[:, k], type=pa.bool_()) for k, flag in enumerate(FLAGS)},
+        "model_name": pa.array([model.name] * n, type=pa.string()),
+        "model_version": pa.array([model.version] * n, type=pa.string()),
+        "run_id": pa.array([run_id] * n, type=pa.string()),
+    }
+    # in the contract's column order, cast to its types (e.g. a large_string note_id)
+    return pa.RecordBatch.from_pydict(columns, schema=NOTE_ENTITIES_SCHEMA)

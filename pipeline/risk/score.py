@@ -14,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.contracts import arrow_schema
 from pipeline.risk._arrow import ints
 from pipeline.risk.errors import R008, R013, RiskError
 from pipeline.risk.features import build_features
 from pipeline.risk.indices import LACE_CHARLSON_WEIGHTS, charlson, elixhauser, icd_code_counts, lace
 from pipeline.risk.labels import died_in_hospital
 from pipeline.risk.model import RiskModel
-from pipeline.schemas import arrow_schema
 
 # Lower bound of each band on readmit_30d_prob (a band holds probabilities from its bound to the next).
 DEFAULT_THRESHOLDS: dict[str, float] = {"low": 0.0, "medium": 0.10, "high": 0.25}

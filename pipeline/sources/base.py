@@ -37,14 +37,14 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schemas import INPUT_TABLES, arrow_schema, conform, contract, redact_free_text
+from pipeline.contracts import INPUT_TABLES, TIMESTAMP_TYPE, arrow_schema, conform, contract, redact_free_text
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,8 @@ def _parse(column: pa.ChunkedArray | pa.Array, type_name: str) -> tuple[pa.Array
         values = pc.if_else(ok, text, pa.scalar(None, pa.string())).cast(pa.float64())
     elif type_name == "timestamp":
         ok = pc.fill_null(pc.match_substring_regex(text, _TIMESTAMP_RE), False)
-        values = pc.strptime(pc.if_else(ok, text, pa.scalar(None, pa.string())), TIMESTAMP_FORMAT, "s",
-                             error_is_null=True)
+        values = pc.strptime(pc.if_else(ok, text, pa.scalar(None, pa.string())), TIMESTAMP_FORMAT,
+                             TIMESTAMP_TYPE.unit, error_is_null=True)
         ok = pc.and_(ok, pc.is_valid(values))
     elif type_name == "date":
         ok = pc.fill_null(pc.match_substring_regex(text, _DATE_RE), False)
@@ -526,7 +526,7 @@ def _open_admissions(adm: _Admissions, ds_end: date, day_shift: int) -> pa.Table
     Identity and admission time must be readable; other problems of the row (which will set it aside on
     its discharge day) do not make the stay any less open until then.
     """
-    end_of_range = pa.scalar(np.datetime64(ds_end + timedelta(days=1 + day_shift), "s"), pa.timestamp("s"))
+    end_of_range = pa.scalar(datetime.combine(ds_end + timedelta(days=1 + day_shift), time.min), TIMESTAMP_TYPE)
     keys = adm.keys
     admitted = pc.fill_null(pc.less(keys.column("admittime"), end_of_range), False)
     later = pc.fill_null(pc.greater(adm.day, pa.scalar(ds_end, pa.date32())), True)

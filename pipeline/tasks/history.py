@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Settings, load_settings
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.tasks.nightly import check_conservation, known_context, read_source, validation_config
 from pipeline.tasks.runs import PipelineError, new_run_id, recorded
 

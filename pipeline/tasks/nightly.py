@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline import lake
 from pipeline.config import Settings, load_settings
-from pipeline.schemas import INPUT_TABLES, arrow_schema, raw_arrow_schema
+from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
 from pipeline.tasks.runs import DataQualityError, PipelineError, RunRecorder, new_run_id, recorded
 
 if TYPE_CHECKING:

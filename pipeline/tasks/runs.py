@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Settings
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SUITES_DIR = REPO_ROOT / "schemas" / "expectations"
-DEFAULT_CONTRACTS_DIR = REPO_ROOT / "schemas" / "tables"
 
 
 class ValidationConfig(BaseModel):
@@ -37,4 +36,3 @@ class ValidationConfig(BaseModel):
     death_after_discharge_hours: float = Field(24.0, ge=0.0)
     phi_gate: bool = True
     suites_dir: Path = DEFAULT_SUITES_DIR
-    contracts_dir: Path = DEFAULT_CONTRACTS_DIR

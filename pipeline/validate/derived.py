@@ -28,10 +28,9 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.contracts import TIMESTAMP_TYPE
 from pipeline.validate.config import ValidationConfig
 from pipeline.validate.phi import load_phi_scanner
-
-TS = pa.timestamp("us")
 
 
 @dataclass
@@ -59,8 +58,9 @@ class DerivationContext:
 Builder = Callable[[pa.Table, DerivationContext], pa.Array]
 
 
-def _as_us(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return pc.cast(column, TS)
+def _timestamps(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """``column`` in the contracts' timestamp type (arithmetic needs both sides in one unit)."""
+    return pc.cast(column, TIMESTAMP_TYPE)
 
 
 def _status(values: pa.ChunkedArray, ordered: list[tuple[str, pa.Array]], null_label: str | None) -> pa.Array:
@@ -99,19 +99,19 @@ def admission_ref(table: pa.Table, ctx: DerivationContext) -> pa.Array:
 
 
 def los_hours(table: pa.Table, ctx: DerivationContext) -> pa.Array:
-    stay = pc.subtract(_as_us(table["dischtime"]), _as_us(table["admittime"]))
+    stay = pc.subtract(_timestamps(table["dischtime"]), _timestamps(table["admittime"]))
     return pc.divide(pc.cast(pc.cast(stay, pa.duration("us")), pa.int64()).cast(pa.float64()), 3_600_000_000.0)
 
 
 def death_limit(table: pa.Table, ctx: DerivationContext) -> pa.Array:
     tolerance = pa.scalar(timedelta(hours=ctx.config.death_after_discharge_hours), pa.duration("us"))
-    return pc.add(_as_us(table["dischtime"]), tolerance)
+    return pc.add(_timestamps(table["dischtime"]), tolerance)
 
 
 def _admission_time(table: pa.Table, ctx: DerivationContext, column: str) -> pa.Array:
     lookup = ctx.references.admission_times
     positions = pc.index_in(table["hadm_id"], value_set=lookup["hadm_id"])
-    return pc.take(_as_us(lookup[column]), positions)
+    return pc.take(_timestamps(lookup[column]), positions)
 
 
 def window_start(table: pa.Table, ctx: DerivationContext) -> pa.Array:

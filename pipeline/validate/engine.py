@@ -15,9 +15,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schemas import redact_free_text
+from pipeline import contracts
+from pipeline.contracts import (
+    INPUT_TABLES,
+    TABLES_DIR,
+    TIMESTAMP_TYPE,
+    TableContract,
+    arrow_schema,
+    check_batch,
+    redact_free_text,
+)
 from pipeline.validate.config import ValidationConfig
-from pipeline.validate.contracts import TableContract, conform, contract_for
 from pipeline.validate.derived import DerivationContext, References, add_derived
 from pipeline.validate.errors import BatchFailure, BatchValidationError, ConservationError, Messages
 from pipeline.validate.gx_runner import ExpectationOutcome, GxRunner
@@ -25,27 +33,12 @@ from pipeline.validate.suites import load_suite
 
 log = logging.getLogger(__name__)
 
-# Parents before dependents: a quarantined patient or admission must be known before its children run.
-TABLE_ORDER = ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")
+# Parents before dependents (the contracts list the input tables parents first): a quarantined patient or
+# admission must be known before its children run.
+TABLE_ORDER = INPUT_TABLES
 
-QUARANTINE_SCHEMA = pa.schema([
-    pa.field("ds", pa.date32(), nullable=False),
-    pa.field("source_table", pa.string(), nullable=False),
-    pa.field("record_key", pa.string()),
-    pa.field("rule", pa.string(), nullable=False),
-    pa.field("detail", pa.string()),
-    pa.field("payload", pa.string(), nullable=False),
-    pa.field("run_id", pa.string(), nullable=False),
-])
-RESULTS_SCHEMA = pa.schema([
-    pa.field("ds", pa.date32(), nullable=False),
-    pa.field("table_name", pa.string(), nullable=False),
-    pa.field("expectation", pa.string(), nullable=False),
-    pa.field("success", pa.bool_(), nullable=False),
-    pa.field("unexpected_count", pa.int64()),
-    pa.field("unexpected_percent", pa.float64()),
-    pa.field("run_id", pa.string(), nullable=False),
-])
+QUARANTINE_SCHEMA = arrow_schema("quarantine")
+RESULTS_SCHEMA = arrow_schema("validation_results")
 
 SCHEMA_MISMATCH_RULE = "schema_mismatch"
 # validation_results names of the checks this module computes itself (GX does not run them): the prefix keeps
@@ -121,7 +114,7 @@ def validate_batch(
     ``<data_docs_dir>/../gx/validations``) so Data Docs accumulate across days.
     """
     for name in tables:
-        contract_for(config.contracts_dir, name)  # unknown table names fail loudly
+        _contract(name)  # unknown table names fail loudly
     pre = _normalise_pre_quarantine(pre_quarantine, ds, run_id)
     pre_by_table = {
         name: pre.filter(pc.equal(pre["source_table"], name)) for name in set(pre["source_table"].to_pylist())
@@ -148,7 +141,7 @@ def validate_batch(
     runner = GxRunner(run_id, data_docs_dir, ds=ds, results_dir=gx_results_dir)
     try:
         for name in present:
-            contract = contract_for(config.contracts_dir, name)
+            contract = _contract(name)
             table = tables.get(name)
             if table is None:
                 table = contract.empty()
@@ -205,6 +198,12 @@ def validate_batch(
     return outcome
 
 
+def _contract(name: str) -> TableContract:
+    if name not in contracts.all_contracts():  # (a malformed contract file raises ContractError here)
+        raise ValueError(Messages.E202_UNKNOWN_TABLE.format(table=name, tables_dir=TABLES_DIR))
+    return contracts.contract(name)
+
+
 def _validate_table(
     name: str,
     table: pa.Table,
@@ -217,7 +216,7 @@ def _validate_table(
 ) -> tuple[pa.Table, pa.Table]:
     ds = context.ds
     config = context.config
-    check = conform(table, contract)
+    check = check_batch(table, name)
     total = len(contract.columns)
     results.add(ds, name, f"{COLUMNS_PRESENT}(contract)", not check.missing, run_id,
                 len(check.missing), 100.0 * len(check.missing) / total)
@@ -354,7 +353,7 @@ def _json_value(value: Any) -> Any:
 def _payloads(rows: pa.Table) -> list[str]:
     """Quarantined rows as JSON (timestamps ISO); only the set-aside rows are serialised.
 
-    Callers pass rows through :func:`pipeline.schemas.redact_free_text` first: note text never goes in.
+    Callers pass rows through :func:`pipeline.contracts.redact_free_text` first: note text never goes in.
     """
     return [
         json.dumps({k: _json_value(v) for k, v in row.items()}, ensure_ascii=False, allow_nan=False, default=str)
@@ -389,8 +388,8 @@ def _ids(values: pa.Array | pa.ChunkedArray | None) -> pa.Array:
 
 
 def _known_admissions(known: pa.Table | None) -> pa.Table:
-    schema = pa.schema([("hadm_id", pa.int64()), ("subject_id", pa.int64()),
-                        ("admittime", pa.timestamp("us")), ("dischtime", pa.timestamp("us"))])
+    schema = arrow_schema("admissions")
+    schema = pa.schema([schema.field(c).with_nullable(True) for c in ("hadm_id", "subject_id", "admittime", "dischtime")])
     if known is None:
         return schema.empty_table()
     return pa.table({f.name: (pc.cast(known[f.name], f.type) if f.name in known.column_names
@@ -403,8 +402,8 @@ def _admission_times(batch: pa.Table | None, known: pa.Table) -> pa.Table:
     if batch is not None and batch.num_rows:
         parts.append(pa.table({
             "hadm_id": pc.cast(batch["hadm_id"], pa.int64()),
-            "admittime": pc.cast(batch["admittime"], pa.timestamp("us")),
-            "dischtime": pc.cast(batch["dischtime"], pa.timestamp("us")),
+            "admittime": pc.cast(batch["admittime"], TIMESTAMP_TYPE),
+            "dischtime": pc.cast(batch["dischtime"], TIMESTAMP_TYPE),
         }))
     parts.append(known.select(["hadm_id", "admittime", "dischtime"]))
     return pa.concat_tables(parts)

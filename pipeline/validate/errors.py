@@ -47,7 +47,7 @@ class Messages:
         "{rows_quarantined}. This is a bug in pipeline.validate; do not load this ds."
     )
     E202_UNKNOWN_TABLE = (
-        "E202 table={table} has no contract in {contracts_dir}; pass only canonical input tables."
+        "E202 table={table} has no contract in {tables_dir}; pass only canonical input tables."
     )
     E203_BAD_SUITE = "E203 suite {path}: {problem}. Each expectation needs meta.rule and meta.level row|batch."
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import SQL_DIR
-from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, arrow_schema
+from pipeline.contracts import INPUT_TABLES, OUTPUT_TABLES, arrow_schema
+from pipeline.warehouse.ddl import schema_scripts
 
 KNOWN_TABLES: frozenset[str] = frozenset(INPUT_TABLES + OUTPUT_TABLES)
 
@@ -46,11 +46,10 @@ class Warehouse(ABC):
         """Run DDL statements (no result)."""
 
     def ensure_schema(self) -> None:
-        """Create schema ``ehr``, its tables (sql/<dialect>/) and the analyst views (sql/views/)."""
-        for path in sorted((SQL_DIR / self.dialect).glob("*.sql")):
-            self.execute_script(path.read_text(encoding="utf-8"))
-        for path in sorted((SQL_DIR / "views").glob("*.sql")):
-            self.execute_script(path.read_text(encoding="utf-8"))
+        """Create schema ``ehr`` (sql/<dialect>/), its tables (from the contracts) and the analyst views
+        (sql/views/); see :func:`pipeline.warehouse.ddl.schema_scripts`."""
+        for script in schema_scripts(self.dialect):
+            self.execute_script(script)
 
     # writing -------------------------------------------------------------------------------
     @abstractmethod

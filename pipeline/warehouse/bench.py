@@ -3,7 +3,7 @@
     ehr-pipeline bench load [--url postgresql://...] [--rows 1000000]
 
 Both load the same synthetic ``note_entities`` day into ``ehr.note_entities`` (the partitioned table
-of sql/postgres, with its primary key and index) of a scratch database created next to the one in
+its contract declares, with its primary key and index) of a scratch database created next to the one in
 ``url`` and dropped afterwards. to_sql inserts through the parent into an empty partition of the day
 (created before its clock starts: to_sql cannot create partitions), in calls of 100,000 rows; once it
 has used its time budget it stops and its time is extrapolated linearly to the full row count (the
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.benchmarks_md import replace_section
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.warehouse.base import WarehouseError
 from pipeline.warehouse.postgres import (
     COPY_BATCH_ROWS,

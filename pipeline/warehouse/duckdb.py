@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.warehouse.base import Warehouse, WarehouseError
 
 

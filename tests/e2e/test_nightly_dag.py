@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.airflow_local import DEMO_START, prepare_airflow, run_dag_day
 from pipeline.config import load_settings
-from pipeline.schemas import INPUT_TABLES
+from pipeline.contracts import INPUT_TABLES
 from pipeline.synth import generate
 from pipeline.tasks import history
 from pipeline.validate.config import DEFAULT_SUITES_DIR

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from pipeline.schemas import conform
+from pipeline.contracts import conform
 
 START = datetime(2020, 1, 1)
 EPOCH = np.datetime64("1970-01-01T00:00:00", "s")

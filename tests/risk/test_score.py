@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pipeline.contracts import arrow_schema
 from pipeline.risk.errors import MissingFeatureError, RiskError
 from pipeline.risk.features import build_features
 from pipeline.risk.labels import died_in_hospital
 from pipeline.risk.score import band_thresholds, risk_bands, score_admissions
-from pipeline.schemas import arrow_schema
 
 
 def partition(history: dict, n: int = 200) -> dict:

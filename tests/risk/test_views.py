@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.warehouse import open_warehouse
 
 DS = date(2026, 1, 2)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.schemas import INPUT_TABLES
+from pipeline.contracts import INPUT_TABLES
 from pipeline.sources import extract_range, open_source, read_all
 from pipeline.sources.base import ExtractResult, _parse, _record_keys
 from pipeline.synth import generate

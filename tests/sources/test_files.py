@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.schemas import INPUT_TABLES, contract
+from pipeline.contracts import INPUT_TABLES, contract
 from pipeline.sources import SourceError, extract_range, open_source
 from pipeline.sources import files as files_module
 from pipeline.sources.files import FolderReader

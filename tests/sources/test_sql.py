@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.schemas import INPUT_TABLES, contract
+from pipeline.contracts import INPUT_TABLES, contract
 from pipeline.sources import SourceError, extract_range, open_source
 from pipeline.sources.base import ExtractResult
 from pipeline.sources.files import FolderReader

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import Settings, load_settings
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from tests.nlp.conftest import tiny_model_dir  # noqa: F401
 
 

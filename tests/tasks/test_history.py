@@ -31,7 +31,7 @@ def test_history_risk_model_on_an_empty_warehouse_says_to_load_history(tmp_path,
 def test_history_tables_follow_the_contract_whatever_the_live_column_order(tmp_path):
     """A warehouse whose tables were migrated (a column moved to the end, a nullable column added) still
     gives the trainer its tables in the contract's layout."""
-    from pipeline.schemas import arrow_schema
+    from pipeline.contracts import arrow_schema
     from pipeline.warehouse import open_warehouse
     from tests.warehouse.conftest import DAY1, LOADED_TABLES, make_day, sort_rows
 

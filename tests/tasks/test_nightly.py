@@ -17,7 +17,7 @@ import pytest
 import pipeline.validate
 from pipeline import lake
 from pipeline.config import DAGS_DIR, load_settings
-from pipeline.schemas import INPUT_TABLES, arrow_schema
+from pipeline.contracts import INPUT_TABLES, arrow_schema
 from pipeline.tasks import nightly
 from pipeline.tasks.runs import DataQualityError, PipelineError
 from pipeline.warehouse import open_warehouse

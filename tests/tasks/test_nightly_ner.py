@@ -8,7 +8,7 @@ import duckdb
 
 from pipeline import lake
 from pipeline.config import load_settings
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.tasks import nightly
 from tests.tasks.conftest import make_notes
 

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import lake
 from pipeline.config import load_settings
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.tasks import nightly
 from pipeline.tasks.runs import PipelineError, new_run_id
 from tests.sources.conftest import ADMISSIONS, FILES, write_folder

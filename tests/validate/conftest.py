@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from pipeline.contracts import INPUT_TABLES, arrow_schema
 from pipeline.validate import ValidationConfig, validate_batch
-from pipeline.validate.contracts import load_contracts
 
 DS = date(2150, 3, 14)
 RUN_ID = "run-test"
-CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
-INPUT_TABLES = ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")
 ADMIT = datetime(2150, 3, 10, 8, 0)
 DISCH = datetime(2150, 3, 14, 12, 0)
 CLEAN_NOTE = (
@@ -26,7 +23,7 @@ CLEAN_NOTE = (
 
 
 def schema(table: str) -> pa.Schema:
-    return load_contracts(CONTRACTS_DIR)[table].schema
+    return arrow_schema(table)
 
 
 def make_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -108,9 +105,8 @@ def to_tables(rows: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]:
 
 def known_admissions(rows: list[dict[str, Any]] | None = None) -> pa.Table:
     rows = rows or []
-    return pa.Table.from_pylist(rows, schema=pa.schema([
-        ("hadm_id", pa.int64()), ("subject_id", pa.int64()),
-        ("admittime", pa.timestamp("us")), ("dischtime", pa.timestamp("us"))]))
+    columns = ("hadm_id", "subject_id", "admittime", "dischtime")
+    return pa.Table.from_pylist(rows, schema=pa.schema([schema("admissions").field(c) for c in columns]))
 
 
 def run(rows: dict[str, list[dict[str, Any]]] | None = None, *, tables: dict[str, pa.Table] | None = None,

@@ -153,3 +153,23 @@ def test_batch_one_empty_table_is_not_an_empty_day(clean_rows):
     with pytest.raises(BatchValidationError, match=r"E104 table=labs .* 0 rows passed") as error:
         run(clean_rows, config=FAIL, trailing_volumes={"labs": [40, 50, 60]})
     assert error.value.outcome.warnings == []
+
+
+def test_batch_unknown_table_fails_naming_the_contracts_folder(clean_rows):
+    tables = to_tables(clean_rows)
+    tables["admission"] = tables.pop("admissions")
+    with pytest.raises(ValueError, match=r"E202 table=admission has no contract in .*schemas/tables"):
+        run(tables=tables)
+
+
+def test_batch_second_timestamps_pass_as_contract_microseconds(clean_rows):
+    """A lake written before timestamps were microseconds holds seconds: same values, not a wrong type."""
+    tables = to_tables(clean_rows)
+    admissions = tables["admissions"]
+    tables["admissions"] = admissions.cast(pa.schema(
+        [f.with_type(pa.timestamp("s")) if pa.types.is_timestamp(f.type) else f for f in admissions.schema]))
+    outcome = run(tables=tables, config=FAIL)
+    passed = outcome.passed["admissions"]
+    assert passed.schema.field("dischtime").type == pa.timestamp("us")
+    assert passed.column("dischtime").to_pylist() == admissions.column("dischtime").to_pylist()
+    assert outcome.counts["admissions"]["rows_quarantined"] == 0

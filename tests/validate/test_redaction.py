@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.schemas import free_text_columns, redact_free_text
+from pipeline.contracts import free_text_columns, redact_free_text
 from pipeline.sources import extract_range, open_source
 from tests.sources.conftest import DISCHARGE, FILES, write_folder
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from pipeline.schemas import INPUT_TABLES, OUTPUT_TABLES, contract
+from pipeline.contracts import INPUT_TABLES, OUTPUT_TABLES, contract
 from tests.services import (  # noqa: F401  (re-exported for the warehouse tests)
     PG_SERVER_URL,
     require_pg_server,

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import SQL_DIR
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 from pipeline.warehouse.base import Warehouse, open_warehouse
 
 from .conftest import DAY1, DAY2, LOADED_TABLES, make_day, make_runs, sort_rows

@@ -133,7 +133,7 @@ def test_duckdb_select_where_in(duck: DuckDBWarehouse) -> None:
         "notes", "note_id", notes.column("note_id").slice(0, 4), ["note_id", "charttime"]
     )
     assert sorted(got.column("note_id").to_pylist()) == sorted(notes.column("note_id").to_pylist()[:4])
-    assert got.schema.field("charttime").type == pa.timestamp("s")
+    assert got.schema == pa.schema([notes.schema.field("note_id"), notes.schema.field("charttime")])
 
 
 def test_duckdb_reopen_keeps_data(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from datetime import date, datetime
 import pyarrow as pa
 import pytest
 
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema
 
 DAY, OTHER_DAY = date(2026, 1, 2), date(2026, 1, 3)
 

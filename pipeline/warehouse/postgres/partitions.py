@@ -1,7 +1,7 @@
 """Replacing days: binary COPY, and the day partitions of the large tables built aside and swapped in.
 
-The large tables (those the DDL declares ``PARTITION BY LIST (ds)``: labs, notes, note_entities) have one
-partition per day. A load copies the new day into a fresh table on the side (invisible to other
+The large tables (those whose contract declares ``partition_by: ds``: labs, notes, note_entities) have
+one partition per day. A load copies the new day into a fresh table on the side (invisible to other
 sessions until commit), builds its primary key and indexes in one pass each (far cheaper than
 maintaining three B-trees row by row), and at the end detaches and drops the old partition and attaches
 the new one in its place: a catalog swap of milliseconds. A CHECK constraint on ds lets ATTACH skip its

@@ -15,27 +15,22 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import SQL_DIR
-from pipeline.schemas import contract
+from pipeline.contracts import contract
 from pipeline.warehouse.base import SchemaMismatchError
+from pipeline.warehouse.ddl import (
+    SQL_TYPES,
+    create_table_sql,
+    partitioned_tables,
+    schema_scripts,
+    view_scripts,
+)
 from pipeline.warehouse.postgres.partitions import partition_name
 
 #: PostgreSQL type (as ``format_type`` prints it) that binary COPY needs for each contract type.
-PG_TYPES: dict[str, str] = {
-    "int64": "bigint",
-    "int32": "integer",
-    "float64": "double precision",
-    "string": "text",
-    "bool": "boolean",
-    "date": "date",
-    "timestamp": "timestamp without time zone",
-}
+PG_TYPES = SQL_TYPES["postgres"]
 
 # Serialises concurrent ensure_schema() calls (mapped tasks opening the warehouse at once).
 SCHEMA_LOCK_KEY = 0x45_48_52_5F_44_44_4C  # "EHR_DDL"
-_PARTITIONED = re.compile(
-    r"CREATE TABLE IF NOT EXISTS ehr\.(\w+)\s*\(.*?\)\s*PARTITION BY LIST \(ds\)", re.DOTALL
-)
 _VIEW = re.compile(r"CREATE\s+OR\s+REPLACE\s+VIEW\s+ehr\.(\w+)", re.IGNORECASE)
 
 
@@ -47,34 +42,24 @@ class LiveTable:
     partitioned: bool
 
 
-# --- the DDL -------------------------------------------------------------------------------------
-def table_ddl() -> dict[str, str]:
-    """The DDL of the warehouse tables, by file name, in the order it is applied (sql/postgres/*.sql)."""
-    return {path.name: path.read_text(encoding="utf-8") for path in sorted((SQL_DIR / "postgres").glob("*.sql"))}
-
-
-def view_ddl() -> dict[str, str]:
-    """The analyst views, by file name, in the order they are created (sql/views/*.sql)."""
-    return {path.name: path.read_text(encoding="utf-8") for path in sorted((SQL_DIR / "views").glob("*.sql"))}
-
-
+# --- the DDL (generated from the contracts by pipeline.warehouse.ddl) ----------------------------
 def ddl_fingerprint() -> str:
-    """A hash of the tables' and views' DDL: ensure_schema skips the DDL when the schema carries it."""
+    """A hash of everything ensure_schema runs (``ddl.schema_scripts("postgres")``): the schema, the tables
+    generated from their contracts, the views. ensure_schema skips the DDL when the schema carries it."""
     digest = hashlib.sha256()
-    for ddl in (table_ddl(), view_ddl()):
-        for name, text in ddl.items():
-            digest.update(name.encode())
-            digest.update(text.encode())
+    for script in schema_scripts("postgres"):
+        digest.update(script.encode())
+        digest.update(b"\0")
     return "ehr-ddl-sha256:" + digest.hexdigest()
 
 
 def partitioned_ddl() -> dict[str, str]:
-    """Tables that sql/postgres/ partitions by ds, with the DDL file text creating each."""
-    return {name: text for text in table_ddl().values() for name in _PARTITIONED.findall(text)}
+    """Tables whose contract partitions them by ds in PostgreSQL, with the DDL creating each."""
+    return {name: create_table_sql(name, "postgres") for name in partitioned_tables("postgres")}
 
 
 def _view_names() -> list[str]:
-    return [name for text in view_ddl().values() for name in _VIEW.findall(text)]
+    return [name for text in view_scripts().values() for name in _VIEW.findall(text)]
 
 
 # --- the catalog ---------------------------------------------------------------------------------
@@ -166,7 +151,7 @@ def live_table(cur: Any, table: str) -> LiveTable:
         if (strategy, key_count, key) != ("l", 1, "ds"):
             raise SchemaMismatchError(
                 f"ehr.{table}: partitioned other than by LIST (ds); the loader replaces one partition "
-                "per day and cannot load it (recreate it from sql/postgres)"
+                "per day and cannot load it (recreate it from its contract, schemas/tables/)"
             )
         if extra:
             raise SchemaMismatchError(
@@ -188,7 +173,7 @@ def migrate_tables(cur: Any, legacy: list[str], ddl: dict[str, str]) -> dict[str
     if views:
         cur.execute("DROP VIEW " + ", ".join(f"ehr.{v}" for v in views))
     moved = {table: _migrate_table(cur, table, ddl[table]) for table in legacy}
-    for text in view_ddl().values() if views else ():
+    for text in view_scripts().values() if views else ():
         cur.executescript(text)
     for view, grants in view_grants.items():
         for grant in grants:
@@ -222,7 +207,7 @@ def _migrate_table(cur: Any, table: str, ddl: str) -> int:
     if set(old_columns) != set(new_columns):
         raise SchemaMismatchError(
             f"ehr.{table}: cannot migrate to day partitions, its columns differ from "
-            f"sql/postgres (only in the old table: {sorted(set(old_columns) - set(new_columns))}, "
+            f"its contract (only in the old table: {sorted(set(old_columns) - set(new_columns))}, "
             f"only in the new: {sorted(set(new_columns) - set(old_columns))}); nothing was changed"
         )
     cur.execute(f"SELECT DISTINCT ds FROM ehr.{old} ORDER BY ds")

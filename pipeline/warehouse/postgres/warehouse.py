@@ -24,7 +24,7 @@ import adbc_driver_postgresql.dbapi as adbc_pg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schemas import arrow_schema
+from pipeline.contracts import arrow_schema, contract
 from pipeline.warehouse.base import SchemaMismatchError, Warehouse, WarehouseError
 from pipeline.warehouse.postgres.connection import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -54,8 +54,6 @@ from pipeline.warehouse.postgres.schema import (
 )
 
 log = logging.getLogger(__name__)
-
-RUN_KEY: tuple[str, ...] = ("ds", "stage", "table_name")
 
 # First key of the two-key advisory lock a load holds per table (second key: hashtext of the name).
 _LOAD_LOCK_CLASS = 0x45_48_52  # "EHR"
@@ -114,8 +112,8 @@ class PostgresWarehouse(Warehouse):
         """Create or update the schema; skipped when the DDL it last applied is unchanged.
 
         Re-running ``CREATE INDEX IF NOT EXISTS`` takes a SHARE lock on each table, which would make
-        every task that merely opens the warehouse wait for a running load; the hash of the DDL files,
-        kept as the comment of schema ``ehr``, lets them skip it. An advisory lock serialises the
+        every task that merely opens the warehouse wait for a running load; the hash of the DDL it runs
+        (``pipeline.warehouse.ddl.schema_scripts``), kept as the comment of schema ``ehr``, lets them skip it. An advisory lock serialises the
         first creation when several tasks start at once. Tables an older version created
         unpartitioned are migrated first (``migrate_to_partitioned``).
         """
@@ -138,7 +136,7 @@ class PostgresWarehouse(Warehouse):
 
         Warehouses created before the tables were partitioned hold plain tables; ``CREATE TABLE IF NOT
         EXISTS`` would silently keep them. In ONE transaction, for each such table: rename it, create
-        the partitioned table from its DDL file with one partition per day present, copy the rows,
+        the partitioned table from its contract's DDL with one partition per day present, copy the rows,
         carry its grants over; the analyst views are recreated on the new tables (keeping their
         grants) and the old tables dropped. Returns rows moved per table. Called by ensure_schema
         under the schema lock; on a large warehouse run ``ehr-pipeline init-warehouse`` once, in a
@@ -270,10 +268,11 @@ class PostgresWarehouse(Warehouse):
             raise
 
     def record_runs(self, runs: pa.Table) -> None:
-        runs = _keep_last_per_key(self.check_contract("pipeline_runs", runs), RUN_KEY)
+        run_key = contract("pipeline_runs").warehouse.postgres.primary_key  # the upsert's conflict target
+        runs = _keep_last_per_key(self.check_contract("pipeline_runs", runs), run_key)
         self.check_live_table("pipeline_runs")
         cols = ", ".join(runs.column_names)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in runs.column_names if c not in RUN_KEY)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in runs.column_names if c not in run_key)
         con = self._con
         con.rollback()
         try:
@@ -290,7 +289,7 @@ class PostgresWarehouse(Warehouse):
                 )
                 cur.execute(
                     f"INSERT INTO ehr.pipeline_runs ({cols}) SELECT {cols} FROM incoming_runs "
-                    f"ON CONFLICT ({', '.join(RUN_KEY)}) DO UPDATE SET {updates}"
+                    f"ON CONFLICT ({', '.join(run_key)}) DO UPDATE SET {updates}"
                 )
             con.commit()
         except adbc_driver_manager.Error as exc:

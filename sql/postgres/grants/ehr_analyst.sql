@@ -3,7 +3,7 @@
 -- (GRANT ehr_analyst TO alice). Members may read every table and view of schema ehr, including
 -- ones created later by the role that runs this script (the pipeline's owner role), and write nothing.
 -- Applied by `ehr-pipeline grant-analyst` (pipeline.warehouse.grants.grant_analyst_role), which
--- substitutes {role}; rerunnable. Kept out of sql/postgres/*.sql on purpose: creating roles needs
+-- substitutes {role}; rerunnable. Kept out of the schema DDL on purpose: creating roles needs
 -- CREATEROLE, which the nightly load must not need.
 DO $$
 BEGIN

@@ -6,10 +6,11 @@ from datetime import date
 
 import pyarrow as pa
 
+from pipeline.warehouse.ddl import WAREHOUSE_TABLES
 from pipeline.warehouse.postgres import PostgresWarehouse
 from tests.warehouse.conftest import sort_rows
 
-#: The tables sql/postgres/ partitions by day.
+#: The tables whose contracts partition them by day in PostgreSQL.
 PARTITIONED = ("labs", "note_entities", "notes")
 
 
@@ -37,8 +38,8 @@ def stray_tables(w: PostgresWarehouse) -> list[str]:
         w.query(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'ehr' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-            "AND c.relname NOT IN ('patients', 'admissions', 'diagnoses', 'labs', 'prescriptions', 'notes', "
-            "'note_entities', 'admission_risk', 'quarantine', 'validation_results', 'pipeline_runs')"
+            "AND NOT c.relname = ANY(?)",
+            [list(WAREHOUSE_TABLES)],
         )
         .column(0)
         .to_pylist()

@@ -1,7 +1,7 @@
 """Day partitions of the large PostgreSQL tables: built aside, swapped in, never half visible.
 
-labs, notes and note_entities are LIST-partitioned by ds (sql/postgres/); replace_days builds a new
-partition per day in its transaction and swaps it for the old one (pipeline/warehouse/postgres/partitions.py).
+labs, notes and note_entities are LIST-partitioned by ds (their contracts' warehouse.postgres block);
+replace_days builds a new partition per day in its transaction and swaps it for the old one (pipeline/warehouse/postgres/partitions.py).
 """
 
 from __future__ import annotations

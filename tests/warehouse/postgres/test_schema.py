@@ -9,8 +9,8 @@ import os
 import pyarrow as pa
 import pytest
 
-from pipeline.config import SQL_DIR
 from pipeline.warehouse.base import SchemaMismatchError
+from pipeline.warehouse.ddl import schema_scripts
 from pipeline.warehouse.postgres import PostgresWarehouse
 from pipeline.warehouse.postgres import schema as pg_schema
 from pipeline.warehouse.postgres.schema import partitioned_ddl
@@ -25,17 +25,20 @@ def test_postgres_schema_ddl_partitions_the_large_tables_only() -> None:
     assert sorted(partitioned_ddl()) == list(PARTITIONED)
 
 
-def test_postgres_schema_fingerprint_changes_with_any_table_or_view_ddl(monkeypatch: pytest.MonkeyPatch) -> None:
-    tables, views = pg_schema.table_ddl(), pg_schema.view_ddl()
-    assert tables and views
+def test_postgres_schema_fingerprint_changes_with_any_script_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    scripts = schema_scripts("postgres")
+    assert len(scripts) > 2
     base = pg_schema.ddl_fingerprint()
     assert base.startswith("ehr-ddl-sha256:") and pg_schema.ddl_fingerprint() == base
-    first = next(iter(tables))
-    monkeypatch.setattr(pg_schema, "table_ddl", lambda: {**tables, first: tables[first] + "\n-- changed"})
-    changed_table = pg_schema.ddl_fingerprint()
-    monkeypatch.setattr(pg_schema, "table_ddl", lambda: tables)
-    monkeypatch.setattr(pg_schema, "view_ddl", lambda: {**views, "zz_new_view.sql": "SELECT 1"})
-    assert len({base, changed_table, pg_schema.ddl_fingerprint()}) == 3
+    seen = {base}
+    for variant in (
+        [*scripts[:-1], scripts[-1] + "\n-- changed"],  # a view edited
+        [*scripts, "CREATE OR REPLACE VIEW ehr.v_new AS SELECT 1;"],  # a view added
+        [scripts[0] + scripts[1], *scripts[2:]],  # the same text cut elsewhere is other DDL
+    ):
+        monkeypatch.setattr(pg_schema, "schema_scripts", lambda dialect, variant=variant: variant)
+        seen.add(pg_schema.ddl_fingerprint())
+    assert len(seen) == 4
 
 
 def test_postgres_schema_live_table_mismatch_names_table_and_column_and_writes_nothing(pg_url: str) -> None:
@@ -109,16 +112,8 @@ def test_postgres_schema_live_column_order_and_extra_columns(pg_url: str) -> Non
 
 def _old_layout_ddl() -> str:
     """The warehouse as the previous version created it: the same tables, none partitioned, and the views."""
-    parts = []
-    for path in sorted((SQL_DIR / "postgres").glob("*.sql")):
-        text = (
-            path.read_text(encoding="utf-8")
-            .replace(" PARTITION BY LIST (ds)", "")
-            .replace(' COLLATE "C"', "")
-        )
-        parts.append(text)
-    parts += [path.read_text(encoding="utf-8") for path in sorted((SQL_DIR / "views").glob("*.sql"))]
-    return "\n".join(parts)
+    ddl = "\n".join(schema_scripts("postgres"))
+    return ddl.replace(" PARTITION BY LIST (ds)", "").replace(' COLLATE "C"', "")
 
 
 def test_postgres_schema_migrate_an_unpartitioned_table_with_its_rows_and_grants(pg_url: str) -> None:
