@@ -139,21 +139,6 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
 
 
 # --- validate ------------------------------------------------------------------------------------
-def _validation_config(settings: Settings):
-    from pipeline.validate import ValidationConfig
-
-    return ValidationConfig(
-        max_quarantine_share=settings.max_quarantine_share,
-        min_rows_for_share=settings.min_rows_for_share_check,
-        volume_factor=settings.volume_factor,
-        volume_min_days=settings.volume_min_days,
-        on_batch_failure=settings.on_batch_failure,
-        note_max_chars=settings.note_max_chars,
-        phi_gate=settings.phi_gate,
-        empty_day=settings.empty_day,
-    )
-
-
 def _known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table) -> tuple[pa.Table, pa.Array]:
     """Admissions and subjects known outside this batch: in the warehouse, or open in the source."""
     from pipeline.warehouse import open_warehouse
@@ -181,7 +166,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
     validation results are written to the warehouse for that ds first, so people can see what broke,
     and its ``pipeline_runs`` rows say ``failed`` per table. Nothing goes to ``lake/validated``.
     """
-    from pipeline.validate import BatchValidationError, ConservationError, validate_batch
+    from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -202,7 +187,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
                 known_admissions=known,
                 known_subject_ids=known_subjects,
                 trailing_volumes=trailing,
-                config=_validation_config(settings),
+                config=ValidationConfig.from_settings(settings),
                 data_docs_dir=settings.data_docs_dir,
                 gx_results_dir=settings.workdir_abs / "gx" / "validations",
             )
@@ -534,7 +519,7 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
     Validation runs once over the whole range; volume checks are skipped (no per-day baseline).
     """
     from pipeline.sources import extract_range, open_source
-    from pipeline.validate import validate_batch
+    from pipeline.validate import ValidationConfig, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -549,7 +534,7 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
         known, known_subjects = _known_context(settings, result.tables, result.open_admissions)
         outcome = validate_batch(
             result.tables, ds=end, run_id=run_id, pre_quarantine=rejects, known_admissions=known,
-            known_subject_ids=known_subjects, trailing_volumes={}, config=_validation_config(settings),
+            known_subject_ids=known_subjects, trailing_volumes={}, config=ValidationConfig.from_settings(settings),
             data_docs_dir=None, ds_range_start=start,
         )
         _check_conservation(result.tables, rejects, outcome)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from pipeline.config import SCHEMAS_DIR
 from pipeline.validate import ValidationConfig, validate_batch
 from pipeline.validate.contracts import load_contracts
 
 DS = date(2150, 3, 14)
 RUN_ID = "run-test"
-CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "tables"
+CONTRACTS_DIR = SCHEMAS_DIR / "tables"
 INPUT_TABLES = ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")
 ADMIT = datetime(2150, 3, 10, 8, 0)
 DISCH = datetime(2150, 3, 14, 12, 0)
@@ -121,7 +121,7 @@ def run(rows: dict[str, list[dict[str, Any]]] | None = None, *, tables: dict[str
     kwargs.setdefault("known_admissions", known_admissions())
     kwargs.setdefault("known_subject_ids", pa.array([], pa.int64()))
     kwargs.setdefault("trailing_volumes", {})
-    config = config or ValidationConfig(on_batch_failure="warn", min_rows_for_share=10_000)
+    config = config or ValidationConfig(on_batch_failure="warn", min_rows_for_share_check=10_000)
     return validate_batch(tables, ds=DS, run_id=RUN_ID, config=config, **kwargs)
 
 
