@@ -36,7 +36,9 @@ def test_tasks_settings_source_schemas_reach_the_reader(monkeypatch, tmp_path):
 def test_tasks_settings_validation_config_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("EHR_EMPTY_DAY", "fail")
     monkeypatch.setenv("EHR_PHI_GATE", "false")
-    config = tasks._validation_config(load_settings(workdir=tmp_path))
+    from pipeline.validate import ValidationConfig
+
+    config = ValidationConfig.from_settings(load_settings(workdir=tmp_path))
     assert config.empty_day == "fail" and config.phi_gate is False
     monkeypatch.setenv("EHR_EMPTY_DAY", "maybe")
     from pipeline.config import ConfigError
