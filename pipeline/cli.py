@@ -241,7 +241,8 @@ def eval_ner(
     for col in ("label", "exact P", "exact R", "exact F1", "overlap F1"):
         table.add_column(col)
     for label, m in result.get("per_label", {}).items():
-        table.add_row(label, *(f"{m.get(k, float('nan')):.3f}" for k in ("exact_precision", "exact_recall", "exact_f1", "overlap_f1")))
+        scores = (m["exact"]["precision"], m["exact"]["recall"], m["exact"]["f1"], m["overlap"]["f1"])
+        table.add_row(label, *(f"{score:.3f}" for score in scores))
     console.print(table)
     console.print(f"exact F1 {result['exact_f1']:.3f}  overlap F1 {result['overlap_f1']:.3f}  "
                   f"assertion accuracy {result['assertion_accuracy']:.3f}")

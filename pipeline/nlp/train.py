@@ -297,13 +297,14 @@ def render_model_card(card: dict[str, Any]) -> str:
         "",
         f"- Base model: {card['base_model']}",
         f"- Labels: {', '.join(card['labels'])}",
-        f"- Training data: {training['notes']} synthetic notes ({training['corpus']}), "
+        f"- Training data: {training['notes']} notes ({training['corpus']}), "
         f"{training['windows']} sentence windows of ≤ {training['window_tokens']} tokens; "
         f"sha256 `{training['fingerprint_sha256']}`",
         f"- Training: {training['steps']} steps, batch {training['batch_size']}, lr {training['learning_rate']}, "
         f"seed {training['seed']}, {training['seconds']} s on CPU",
         "- Intended use: batch enrichment of notes in the EHR pipeline; assertion flags come from medspaCy ConText, "
-        "not from this model. Trained on synthetic text only: expect lower accuracy on real notes.",
+        "not from this model. Expect lower accuracy on notes unlike the training corpus (for the synthetic corpus: "
+        "real notes).",
     ]
     if "eval" in card:
         ev = card["eval"]
