@@ -42,12 +42,9 @@ class Assertions:
 
 def silence_pyrush() -> None:
     """PyRuSH logs through loguru (a DEBUG line per token in some versions): switch it off for our process."""
-    try:
-        from loguru import logger
+    from loguru import logger  # PyRuSH's own logger: installed with it, imported by it
 
-        logger.disable("PyRuSH")
-    except ImportError:  # pragma: no cover - loguru is a PyRuSH dependency
-        pass
+    logger.disable("PyRuSH")
     logging.getLogger("PyRuSH").setLevel(logging.WARNING)
 
 

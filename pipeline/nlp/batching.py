@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -118,8 +118,3 @@ def prefetch(produce: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-def map_prefetched(fn: Callable[[T], object], inputs: Iterable[T], depth: int = 2) -> Iterator[object]:
-    """`map(fn, inputs)` computed one step ahead in a background thread."""
-    return prefetch((fn(x) for x in inputs), depth=depth)

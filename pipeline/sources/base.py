@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Protocol
@@ -534,7 +534,3 @@ def _open_admissions(adm: _Admissions, ds_end: date, day_shift: int) -> pa.Table
     return keys.select(["hadm_id", "subject_id", "admittime", "dischtime"]).filter(
         pc.and_(pc.and_(admitted, later), identified)
     )
-
-
-def empty_tables() -> Mapping[str, pa.Table]:
-    return {name: arrow_schema(name).empty_table() for name in INPUT_TABLES}

@@ -2,31 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.device import DeviceError, resolve_device
 from pipeline.nlp import device as devices
 from pipeline.nlp.batching import build_batch
-
-
-def test_device_auto_cpu_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto").type == "cpu"
-    assert resolve_device("cpu").type == "cpu"
-    with pytest.raises(DeviceError, match=r"D002.*EHR_DEVICE"):
-        resolve_device("cuda")
-    with pytest.raises(DeviceError, match=r"D001.*EHR_DEVICE"):
-        resolve_device("tpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto").type == "cuda"
-    assert resolve_device("cuda").type == "cuda"
-
-
-def test_device_ner_model_refuses_a_missing_gpu(monkeypatch, tiny_model_dir):
-    """NER loads its model through pipeline.device: a missing GPU is an error, never a silent CPU run."""
-    from pipeline.nlp.ner import NerModel
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(DeviceError, match="D002"):
-        NerModel.load(tiny_model_dir, device="cuda")
 
 
 def test_device_cuda_budget_and_precision(monkeypatch):

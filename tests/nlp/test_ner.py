@@ -77,3 +77,14 @@ def test_ner_refuses_missing_or_unsafe_checkpoint(tmp_path):
     (tmp_path / "pt" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="E002"):
         NerModel.load(tmp_path / "pt")
+
+
+def test_ner_refuses_a_missing_gpu(monkeypatch, tiny_model_dir):
+    """NER loads its model through pipeline.device: a missing GPU is an error, never a silent CPU run."""
+    import torch
+
+    from pipeline.device import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="D002"):
+        NerModel.load(tiny_model_dir, device="cuda")
