@@ -1,13 +1,17 @@
-# make demo — the main job on the embedded default (DuckDB, SQLite Airflow metadata under .ehr/)
-# make test — the whole test suite
-# Both create .venv and install the pinned dependencies when needed.
+# make demo      — the main job on the embedded default (DuckDB, SQLite Airflow metadata under .ehr/)
+# make test      — the whole test suite (what CI runs: .ci/run)
+# make test-fast — the unit tests only, while you work: no PostgreSQL, Redis, Airflow components or
+#                  end-to-end runs (the tests marked slow, postgres, celery or e2e are left out)
+# Each creates .venv and installs the pinned dependencies when needed.
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint services clean
+FAST_LANE := not slow and not postgres and not celery and not e2e
+
+.PHONY: demo test test-fast install lint services clean
 
 $(STAMP): setup.cfg constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,6 +28,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "$(FAST_LANE)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

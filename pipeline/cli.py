@@ -220,23 +220,24 @@ def grant_analyst(role: Annotated[str, typer.Option()] = "ehr_analyst", workdir:
 def train_ner(
     workdir: WorkdirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH or <workdir>/models/ner).")] = None,
-    notes: Annotated[int | None, typer.Option(help="Training notes (default: the trainer's default size).")] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
+    notes: Annotated[int, typer.Option(min=1, help="Synthetic training notes (the train split).")] = 600,
+    eval_notes: Annotated[int, typer.Option(min=0, help="Held-out notes for the model card's metrics (0: none).")] = 200,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
     seed: Annotated[int, typer.Option()] = 13,
 ) -> None:
     """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes."""
     from pipeline.nlp.train import train_ner as run_train
+    from pipeline.synth.notes import held_out_notes, training_notes
 
     settings = _settings(workdir)
     target = out or settings.ner_model_dir
-    kwargs: dict[str, Any] = {"seed": seed}
-    if notes is not None:
-        kwargs["notes"] = notes
-    if epochs is not None:
-        kwargs["epochs"] = epochs
     with _progress() as progress:
         bar = progress.add_task("training NER", total=None)
-        metrics = run_train(target, progress=lambda done, total, *_: progress.update(bar, completed=done, total=total), **kwargs)
+        metrics = run_train(
+            target, training_notes(notes, seed), eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
+            corpus=f"pipeline.synth.notes.training_notes({notes}, seed={seed})", epochs=epochs, seed=seed,
+            progress=lambda done, total, *_: progress.update(bar, completed=done, total=total),
+        )
     console.print(f"saved {target}")
     console.print_json(json.dumps(metrics, default=str))
 
@@ -250,9 +251,10 @@ def eval_ner(
 ) -> None:
     """Precision/recall/F1 and assertion accuracy on the held-out template/term split."""
     from pipeline.nlp.train import evaluate_ner
+    from pipeline.synth.notes import held_out_notes
 
     settings = _settings(workdir)
-    result = evaluate_ner(model or settings.ner_model_dir, n_notes=notes)
+    result = evaluate_ner(model or settings.ner_model_dir, held_out_notes(notes))
     if as_json:
         print(json.dumps(result, default=str))
         return
@@ -260,7 +262,8 @@ def eval_ner(
     for col in ("label", "exact P", "exact R", "exact F1", "overlap F1"):
         table.add_column(col)
     for label, m in result.get("per_label", {}).items():
-        table.add_row(label, *(f"{m.get(k, float('nan')):.3f}" for k in ("exact_precision", "exact_recall", "exact_f1", "overlap_f1")))
+        scores = (m["exact"]["precision"], m["exact"]["recall"], m["exact"]["f1"], m["overlap"]["f1"])
+        table.add_row(label, *(f"{score:.3f}" for score in scores))
     console.print(table)
     console.print(f"exact F1 {result['exact_f1']:.3f}  overlap F1 {result['overlap_f1']:.3f}  "
                   f"assertion accuracy {result['assertion_accuracy']:.3f}")
@@ -316,7 +319,7 @@ def bench_ner(
     out: Path = Path("BENCHMARKS.md"),
 ) -> None:
     """Naive HF pipeline vs our transformer step vs our whole NER stage (+ CPU precision switches)."""
-    from pipeline.nlp.bench import run_ner_benchmark
+    from pipeline.bench.ner import run_ner_benchmark
 
     settings = _settings(workdir)
     model_dir = model or settings.ner_model_dir
@@ -334,7 +337,7 @@ def bench_ner_memory(
     out: Path = Path("BENCHMARKS.md"),
 ) -> None:
     """Peak RSS of the real NER task on one partition of --notes notes (the 3 GB bound)."""
-    from pipeline.memory_bench import run_ner_memory_benchmark
+    from pipeline.bench.ner_memory import run_ner_memory_benchmark
 
     settings = _settings(workdir)
     with console.status(f"NER task on a {notes:,}-note partition"):
@@ -346,7 +349,7 @@ def bench_ner_memory(
 @bench_app.command("validate")
 def bench_validate(rows: Annotated[int, typer.Option()] = 1_000_000, out: Path = Path("BENCHMARKS.md")) -> None:
     """Validation of one million lab rows."""
-    from pipeline.validate.bench import run_validation_benchmark
+    from pipeline.bench.validate import run_validation_benchmark
 
     console.print_json(json.dumps(run_validation_benchmark(rows=rows, out_md=out), default=str))
 
@@ -355,7 +358,7 @@ def bench_validate(rows: Annotated[int, typer.Option()] = 1_000_000, out: Path =
 def bench_load(url: Annotated[str | None, typer.Option(help="PostgreSQL URL (default EHR_WAREHOUSE_URL).")] = None,
                rows: Annotated[int, typer.Option()] = 1_000_000, out: Path = Path("BENCHMARKS.md")) -> None:
     """Bulk load of note_entities into PostgreSQL, ours vs pandas.to_sql."""
-    from pipeline.warehouse.bench import run_load_benchmark
+    from pipeline.bench.load import run_load_benchmark
 
     target = url or os.environ.get("EHR_WAREHOUSE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
     console.print_json(json.dumps(run_load_benchmark(target, rows=rows, out_md=out), default=str))
@@ -398,7 +401,7 @@ def demo(
 
     if not skip_models:
         if not (settings.ner_model_dir / "config.json").is_file():
-            train_ner(workdir=settings.workdir_abs, out=settings.ner_model_dir, notes=None, epochs=None, seed=13)
+            train_ner(workdir=settings.workdir_abs, out=settings.ner_model_dir)
         else:
             console.print(f"NER model: reusing {settings.ner_model_dir}")
         from pipeline.risk.model import risk_model_present  # here, not at the top: it imports torch

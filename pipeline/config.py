@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +68,31 @@ class _YamlSource(PydanticBaseSettingsSource):
         return dict(self._data)
 
 
-class Settings(BaseSettings):
-    """Pipeline configuration (contract: the EHR_* names in DESIGN.md)."""
+class ValidationSettings(BaseModel):
+    """How strict the validation stage is: the limits and batch-level thresholds around its row rules.
+
+    Defined once: :class:`Settings` reads them from ``EHR_*`` variables and ``pipeline.yaml``, and the stage takes
+    them (with its own extras) as :class:`pipeline.validate.ValidationConfig`.
+    """
+
+    max_quarantine_share: float = Field(default=0.2, ge=0, le=1)
+    # Tiny days (a handful of rows) make shares meaningless: 1 bad row of 3 is 33 %.
+    min_rows_for_share_check: int = Field(default=20, ge=0)
+    volume_factor: float = Field(default=5.0, gt=1)
+    volume_min_days: int = Field(default=3, ge=1)
+    on_batch_failure: Literal["fail", "warn"] = "fail"
+    note_max_chars: int = Field(default=200_000, gt=0)
+    phi_gate: bool = True
+    # A day with no rows in any table is a quiet day (or an undelivered feed), not a broken one: its volume
+    # check warns by default, so such a day succeeds with zero rows.
+    empty_day: Literal["warn", "fail"] = Field(
+        default="warn", description="a day with no rows in any table: warn (succeeds with zero rows) or fail"
+    )
+
+
+class Settings(ValidationSettings, BaseSettings):
+    """Pipeline configuration (contract: the EHR_* names in DESIGN.md); the validation fields come from
+    :class:`ValidationSettings`."""
 
     model_config = SettingsConfigDict(env_prefix="EHR_", extra="ignore", validate_default=True)
 
@@ -99,18 +122,6 @@ class Settings(BaseSettings):
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     gpu_pool_slots: int = Field(default=2, gt=0)
-
-    # validation
-    max_quarantine_share: float = Field(default=0.2, ge=0, le=1)
-    min_rows_for_share_check: int = Field(default=20, ge=0)
-    volume_factor: float = Field(default=5.0, gt=1)
-    volume_min_days: int = Field(default=3, ge=1)
-    on_batch_failure: Literal["fail", "warn"] = "fail"
-    note_max_chars: int = Field(default=200_000, gt=0)
-    phi_gate: bool = True
-    empty_day: Literal["warn", "fail"] = Field(
-        default="warn", description="a day with no rows in any table: warn (succeeds with zero rows) or fail"
-    )
 
     # NER and risk
     ner_enabled: bool = True
@@ -153,6 +164,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_source_schemas(cls, value: str | None) -> str | None:
         if value is not None:
+            from pipeline.sources.sql import (
+                parse_source_schemas,  # the SQL source's own syntax; loaded when set
+            )
+
             parse_source_schemas(value)
         return value
 
@@ -209,31 +224,6 @@ class Settings(BaseSettings):
         if self.warehouse_conn_id:
             return _url_from_airflow_connection(self.warehouse_conn_id)
         return f"duckdb:///{self.workdir_abs / 'warehouse.duckdb'}"
-
-
-def parse_source_schemas(text: str | None) -> tuple[list[str], dict[str, str]]:
-    """``EHR_SOURCE_SCHEMAS`` → (schemas searched for every table, schema of named tables).
-
-    >>> parse_source_schemas("mimiciv_hosp, notes=mimiciv_note")
-    (['mimiciv_hosp'], {'notes': 'mimiciv_note'})
-    """
-    from pipeline.contracts import INPUT_TABLES  # pipeline.contracts imports this module
-
-    search: list[str] = []
-    per_table: dict[str, str] = {}
-    for item in (text or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        table, sep, schema = (part.strip() for part in item.partition("="))
-        if not sep:
-            search.append(table)
-        elif table in INPUT_TABLES and schema:
-            per_table[table] = schema
-        else:
-            raise ValueError(f"{item!r}: expected a schema name or <table>=<schema> with a table among "
-                             f"{', '.join(INPUT_TABLES)}")
-    return search, per_table
 
 
 def _url_from_airflow_connection(conn_id: str) -> str:

@@ -134,7 +134,7 @@ class TableContract(_Strict):
             if not_text := [c for c in options.collate if self.column(c).type != "string"]:
                 raise ValueError(f"{where}.collate: columns {not_text} are not of type string")
             if options.partition_by is not None:
-                # the loaders replace a day by swapping its partition (pipeline/warehouse/postgres.py)
+                # the loaders replace a day by swapping its partition (pipeline/warehouse/postgres/partitions.py)
                 if dialect != "postgres" or options.partition_by != "ds":
                     raise ValueError(
                         f"{where}.partition_by: only PostgreSQL tables can be partitioned, and only by ds "

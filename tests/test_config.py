@@ -33,6 +33,7 @@ def test_config_yaml_then_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         ("EHR_SOURCE_LAYOUT", "mimic5", "EHR_SOURCE_LAYOUT"),
         ("EHR_WAREHOUSE_URL", "mysql://x", "EHR_WAREHOUSE_URL"),
         ("EHR_PART_ROWS", "0", "EHR_PART_ROWS"),
+        ("EHR_EMPTY_DAY", "maybe", "EHR_EMPTY_DAY"),
     ],
 )
 def test_config_wrong_setting_is_named(monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str) -> None:

@@ -6,7 +6,7 @@
     stats = NerStats()
     for out in annotate_partition(batches, model, annotator, run_id=run_id, stats=stats): ...
 
-Training and evaluation (`train_ner`, `evaluate_ner`) and the benchmark (`run_ner_benchmark`) are imported lazily.
+Training and evaluation (`train_ner`, `evaluate_ner`) are imported lazily. The benchmark is `pipeline.bench.ner`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pipeline.nlp.ner import NerModel, NoteEntities
 from pipeline.nlp.stage import NOTE_ENTITIES_SCHEMA, NerStats, annotate_partition
 
 if TYPE_CHECKING:
-    from pipeline.nlp.bench import run_ner_benchmark
     from pipeline.nlp.train import evaluate_ner, train_ner
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "NoteEntities",
     "annotate_partition",
     "evaluate_ner",
-    "run_ner_benchmark",
     "train_ner",
 ]
 
@@ -39,8 +37,4 @@ def __getattr__(name: str) -> Any:
         from pipeline.nlp import train
 
         return getattr(train, name)
-    if name == "run_ner_benchmark":
-        from pipeline.nlp import bench
-
-        return bench.run_ner_benchmark
     raise AttributeError(name)

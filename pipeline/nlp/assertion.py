@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import SCHEMAS_DIR
+
 log = logging.getLogger(__name__)
 
 FLAGS: tuple[str, ...] = ("is_negated", "is_uncertain", "is_historical", "is_family", "is_hypothetical")
-RULES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "nlp"
+RULES_DIR = SCHEMAS_DIR / "nlp"
 CONTEXT_RULES_FILE = "context_rules.json"
 SECTION_RULES_FILE = "section_rules.json"
 SECTION_ATTRS_FILE = "section_attributes.json"
@@ -40,12 +42,9 @@ class Assertions:
 
 def silence_pyrush() -> None:
     """PyRuSH logs through loguru (a DEBUG line per token in some versions): switch it off for our process."""
-    try:
-        from loguru import logger
+    from loguru import logger  # PyRuSH's own logger: installed with it, imported by it
 
-        logger.disable("PyRuSH")
-    except ImportError:  # pragma: no cover - loguru is a PyRuSH dependency
-        pass
+    logger.disable("PyRuSH")
     logging.getLogger("PyRuSH").setLevel(logging.WARNING)
 
 

@@ -1,4 +1,5 @@
-"""Device choice, mixed precision and out-of-memory handling for NER inference."""
+"""Token budgets, mixed precision and out-of-memory handling for NER inference (the device itself comes from
+:func:`pipeline.device.resolve_device`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.nlp.batching import TokenBatch
-from pipeline.nlp.errors import E004, E005, E006, E009
+from pipeline.nlp.errors import E006, E009
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_TOKEN_BUDGET = 8192  # when the model's width is unknown, and on CUDA when free memory cannot be read
 # On CPU a batch's widest activation (tokens × intermediate width × 4 bytes) is kept near this size so it stays in
@@ -25,17 +25,6 @@ CPU_MIN_TOKEN_BUDGET = 256
 # Activation memory per token on GPU for a BERT-size model in half precision, with a wide safety margin.
 CUDA_BYTES_PER_TOKEN = 256 * 1024
 CUDA_MAX_TOKEN_BUDGET = 131072
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """auto → cuda when torch sees a GPU, else cpu; cuda without a GPU is an error."""
-    if device not in DEVICES:
-        raise ValueError(E004.format(device=device))
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(E005)
-    return torch.device(device)
 
 
 def default_token_budget(device: torch.device, intermediate_size: int | None = None) -> int:

@@ -9,12 +9,7 @@ E003 = (
     "E003: label {label!r} in config.id2label is neither 'O' nor B-/I- prefixed. Use BIO or IOB2 labels "
     "such as B-PROBLEM, I-PROBLEM, O."
 )
-E004 = "E004: device {device!r} is not one of auto, cpu, cuda."
-E005 = "E005: device 'cuda' was requested but torch sees no CUDA device. Use device='auto' or 'cpu'."
+# E004, E005 (device errors) are D001, D002 of pipeline/device.py now; E008 is retired. Codes are not reused.
 E006 = "E006: a batch of one window of {tokens} tokens does not fit in device memory even after splitting."
 E007 = "E007: input batch lacks column {column!r} of the notes table (schemas/tables/notes.yaml)."
-E008 = (
-    "E008: the synthetic note generator pipeline.synth.notes is not importable; pass `notes=` explicitly "
-    "(an iterable of notes with .text and .entities)."
-)
 E009 = "E009: NER precision {precision!r} is not one of auto, fp32, bf16, fp16 (fp16 only on CUDA). Set EHR_NER_PRECISION."

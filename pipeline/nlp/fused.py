@@ -39,6 +39,9 @@ ACTIVATIONS: dict[str, tuple[str, list, str]] = {
     "gelu_pytorch_tanh": ("gelu", [], "tanh"),
     "relu": ("relu", [], ""),
 }
+# Every oneDNN op this module calls (under torch.ops.mkldnn); a torch build without one of them keeps the
+# transformers forward.
+KERNELS = ("_reorder_linear_weight", "_linear_pointwise", "_linear_pointwise.binary")
 # Logits of the fused and the transformers forward on the probe may differ by float rounding only.
 PROBE_ATOL = 1e-3
 PROBE_RTOL = 1e-3
@@ -60,11 +63,24 @@ class _Layer:
     head_size: int
 
 
+def missing_kernels() -> list[str]:
+    """The oneDNN ops of `KERNELS` this torch build lacks (empty when the fused forward can run)."""
+    if not torch.backends.mkldnn.is_available():
+        return ["oneDNN (torch.backends.mkldnn)"]
+    missing = []
+    for name in KERNELS:
+        op: object = torch.ops.mkldnn
+        for part in name.split("."):
+            op = getattr(op, part, None)  # torch raises AttributeError for an op or overload it does not have
+            if op is None:
+                missing.append(f"mkldnn.{name}")
+                break
+    return missing
+
+
 def kernels_available() -> bool:
-    """oneDNN is built into this torch and exposes the fused linear kernels this module calls."""
-    ops = torch.ops.mkldnn
-    return bool(torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
-                and hasattr(ops, "_reorder_linear_weight"))
+    """oneDNN is built into this torch and exposes every fused linear kernel this module calls."""
+    return not missing_kernels()
 
 
 def _packed(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,8 +199,9 @@ def fuse_token_classifier(model: nn.Module, device: torch.device,
     """The fused forward for `model`, or None (with the reason logged) where the transformers forward must run."""
     if device.type != "cpu" or autocast_dtype is not None:
         return None
-    if not kernels_available():
-        log.info("fused NER forward off: this torch build has no oneDNN linear kernels")
+    missing = missing_kernels()
+    if missing:
+        log.info("fused NER forward off: this torch build lacks %s", ", ".join(missing))
         return None
     try:
         fused = FusedTokenClassifier(model)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.device import resolve_device
 from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch, build_batch, plan_batches, prefetch
 from pipeline.nlp.errors import E001, E002
@@ -154,7 +155,7 @@ class NerModel:
             raise FileNotFoundError(E001.format(path=path))
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(E002.format(path=path))
-        torch_device = devices.resolve_device(device)
+        torch_device = resolve_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model = AutoModelForTokenClassification.from_pretrained(
             path, local_files_only=True, use_safetensors=True, trust_remote_code=False

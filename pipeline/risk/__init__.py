@@ -20,7 +20,7 @@ from pipeline.risk.indices import (
 )
 from pipeline.risk.labels import TARGETS, build_labels
 from pipeline.risk.metrics import auprc, auroc, brier, calibration_curve
-from pipeline.risk.model import RiskModel, resolve_device, risk_model_present
+from pipeline.risk.model import RiskModel, risk_model_present
 from pipeline.risk.score import DEFAULT_THRESHOLDS, band_thresholds, risk_bands, score_admissions
 from pipeline.risk.train import evaluate, paired_bootstrap_auroc_difference, train_risk_model
 
@@ -47,7 +47,6 @@ __all__ = [
     "lace",
     "malformed_icd_count",
     "paired_bootstrap_auroc_difference",
-    "resolve_device",
     "risk_bands",
     "risk_model_present",
     "score_admissions",

@@ -12,8 +12,7 @@ R003 = (
     "R003: the risk model expects feature {feature!r}, which the input features lack. Score with the "
     "features of pipeline.risk.build_features from the same code version, or retrain the model."
 )
-R004 = "R004: device {device!r} is not one of auto, cpu, cuda."
-R005 = "R005: device 'cuda' was requested but torch sees no CUDA device. Use device='auto' or 'cpu'."
+# R004, R005 (device errors) are D001, D002 of pipeline/device.py now. Codes are not reused.
 R006 = "R006: unknown {index} weights {weights!r}; choose one of {choices}."
 R007 = "R007: input table {table} lacks column {column!r} (see schemas/tables/{table}.yaml)."
 R008 = (

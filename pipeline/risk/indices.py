@@ -34,11 +34,9 @@ from pipeline.risk.errors import R006, R011, RiskError
 log = logging.getLogger(__name__)
 
 RISK_DATA_DIR = SCHEMAS_DIR / "risk"
-CHARLSON_WEIGHTS = ("charlson1987", "quan2011")
 # LACE's "C" is the Charlson score as LACE was derived and validated with it (van Walraven 2010 used the
 # original Charlson 1987 weights); Quan 2011 weights would change C and so the published LACE cut-points.
 LACE_CHARLSON_WEIGHTS = "charlson1987"
-ELIXHAUSER_WEIGHTS = ("van_walraven2009",)
 ED_LOOKBACK_DAYS = 182  # LACE "E": emergency visits in the 6 months before admission
 MALFORMED_KEY = b"malformed_icd_codes"
 

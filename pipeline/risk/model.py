@@ -26,11 +26,10 @@ import pyarrow.compute as pc
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.device import resolve_device
 from pipeline.risk.errors import (
     R001,
     R002,
-    R004,
-    R005,
     R010,
     R014,
     MissingFeatureError,
@@ -43,17 +42,6 @@ MODEL_NAME = "ehr-risk-logreg"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` → cuda when torch sees a GPU, else cpu; ``cuda`` without a GPU is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise RiskError(R004.format(device=device))
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RiskError(R005)
-    return torch.device(device)
 
 
 def risk_model_present(folder: Path | str) -> bool:

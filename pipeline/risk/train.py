@@ -36,13 +36,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from pipeline.device import resolve_device
 from pipeline.risk._arrow import SECONDS_PER_DAY, ints, seconds
 from pipeline.risk.errors import R009, R012, RiskError
 from pipeline.risk.features import NER_FEATURES, build_features
 from pipeline.risk.indices import LACE_CHARLSON_WEIGHTS, charlson, lace
 from pipeline.risk.labels import MORTALITY_DAYS, READMIT_DAYS, TARGETS, build_labels
 from pipeline.risk.metrics import auroc, calibration_curve, plot_calibration, summary
-from pipeline.risk.model import MODEL_NAME, RiskModel, resolve_device
+from pipeline.risk.model import MODEL_NAME, RiskModel
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from pipeline.config import SCHEMAS_DIR, parse_source_schemas
+from pipeline.config import SCHEMAS_DIR
+from pipeline.contracts import INPUT_TABLES
 from pipeline.sources.base import TIMESTAMP_FORMAT, SourceError, decode_utf8
 from pipeline.sources.files import TableMapping, load_mapping
 
@@ -71,6 +72,29 @@ def _render(values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
     if pa.types.is_date(kind):
         return pc.strftime(values.cast(pa.timestamp("s")), TIMESTAMP_FORMAT), None
     return values.cast(pa.string()), None
+
+
+def parse_source_schemas(text: str | None) -> tuple[list[str], dict[str, str]]:
+    """``EHR_SOURCE_SCHEMAS`` → (schemas searched for every table, schema of named tables).
+
+    >>> parse_source_schemas("mimiciv_hosp, notes=mimiciv_note")
+    (['mimiciv_hosp'], {'notes': 'mimiciv_note'})
+    """
+    search: list[str] = []
+    per_table: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        table, sep, schema = (part.strip() for part in item.partition("="))
+        if not sep:
+            search.append(table)
+        elif table in INPUT_TABLES and schema:
+            per_table[table] = schema
+        else:
+            raise ValueError(f"{item!r}: expected a schema name or <table>=<schema> with a table among "
+                             f"{', '.join(INPUT_TABLES)}")
+    return search, per_table
 
 
 class SqlReader:

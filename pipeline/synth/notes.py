@@ -27,7 +27,20 @@ from dataclasses import dataclass, field
 from pipeline.synth import _data
 from pipeline.synth._data import STRUCTURAL_PREFIX, Slot, Template, in_split, split_of
 
-__all__ = ["SECTION_TITLES", "ComposedNote", "GoldEntity", "NoteComposer", "NoteContext", "split_of"]
+__all__ = [
+    "SECTION_TITLES",
+    "ComposedNote",
+    "GoldEntity",
+    "NoteComposer",
+    "NoteContext",
+    "held_out_notes",
+    "split_of",
+    "training_notes",
+    "varied_length_texts",
+]
+
+# The NER model is trained on seed 13's "train" notes and evaluated on seed 14's "test" notes.
+TRAIN_SEED, EVAL_SEED = 13, 14
 
 SECTION_TITLES: dict[str, list[str]] = {name: list(spec["titles"]) for name, spec in _data.sections().items()}
 _SECTION_FLAGS: dict[str, frozenset[str]] = {
@@ -554,7 +567,7 @@ class _Composition:
             self.b.add(rng.choice(("\nDISCHARGE EXAM:\n", "\nDischarge exam:\n", "\nON DISCHARGE:\n")))
             self.b.add(self._vitals())
             # by discharge most findings have resolved; some persist
-            persisting = {s for s in abnormal if rng.random() < 0.3}
+            persisting = {s for s in sorted(abnormal) if rng.random() < 0.3}  # sorted: set order varies by process
             self._exam_lines(persisting, 0.6)
 
     def _lab_line(self, labs: dict[str, float], panel: tuple[str, ...]) -> None:
@@ -698,3 +711,33 @@ def _typo(text: str, rng: random.Random) -> str:
     k = rng.randrange(1, len(w) - 2)
     words[i] = w[:k] + w[k + 1] + w[k] + w[k + 2 :]
     return " ".join(words)
+
+
+# --- corpora for training, evaluation and benchmarks ----------------------------------------------------------
+def training_notes(n_notes: int, seed: int = TRAIN_SEED) -> list[ComposedNote]:
+    """``n_notes`` notes of the "train" split: only templates and terms the held-out split never uses."""
+    return list(NoteComposer(seed=seed, split="train").corpus(n_notes))
+
+
+def held_out_notes(n_notes: int, seed: int = EVAL_SEED) -> list[ComposedNote]:
+    """``n_notes`` notes of the held-out "test" split (unseen templates and terms), for evaluation."""
+    return list(NoteComposer(seed=seed, split="test").corpus(n_notes))
+
+
+def varied_length_texts(n_notes: int, seed: int = 7, min_chars: int = 300, max_chars: int = 6000) -> list[str]:
+    """Note texts with lengths spread uniformly over ``min_chars``..``max_chars`` (cut at a space where one is
+    past ``min_chars // 2``): two consecutive composed notes joined, then cut, so long lengths exist.
+
+    >>> texts = varied_length_texts(3, seed=1)
+    >>> len(texts), all(150 <= len(t) <= 6000 for t in texts), texts == varied_length_texts(3, seed=1)
+    (3, True, True)
+    """
+    rng = random.Random(seed)
+    pool = [note.text for note in NoteComposer(seed=seed, split="all").corpus(n_notes + 1)]
+    texts = []
+    for i in range(n_notes):
+        joined = pool[i] + "\n" + pool[i + 1]
+        length = rng.randint(min_chars, max_chars)
+        cut = joined.rfind(" ", 0, length)
+        texts.append(joined[: cut if cut > min_chars // 2 else length])
+    return texts

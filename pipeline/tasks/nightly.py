@@ -67,22 +67,6 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
 
 
 # --- validate ------------------------------------------------------------------------------------
-def validation_config(settings: Settings):
-    """The validation stage's thresholds and switches, from the settings (used by history too)."""
-    from pipeline.validate import ValidationConfig
-
-    return ValidationConfig(
-        max_quarantine_share=settings.max_quarantine_share,
-        min_rows_for_share=settings.min_rows_for_share_check,
-        volume_factor=settings.volume_factor,
-        volume_min_days=settings.volume_min_days,
-        on_batch_failure=settings.on_batch_failure,
-        note_max_chars=settings.note_max_chars,
-        phi_gate=settings.phi_gate,
-        empty_day=settings.empty_day,
-    )
-
-
 def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table) -> tuple[pa.Table, pa.Array]:
     """Admissions and subjects known outside this batch: in the warehouse, or open in the source."""
     from pipeline.warehouse import open_warehouse
@@ -110,7 +94,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
     validation results are written to the warehouse for that ds first, so people can see what broke,
     and its ``pipeline_runs`` rows say ``failed`` per table. Nothing goes to ``lake/validated``.
     """
-    from pipeline.validate import BatchValidationError, ConservationError, validate_batch
+    from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -131,7 +115,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
                 known_admissions=known,
                 known_subject_ids=known_subjects,
                 trailing_volumes=trailing,
-                config=validation_config(settings),
+                config=ValidationConfig.from_settings(settings),
                 data_docs_dir=settings.data_docs_dir,
                 gx_results_dir=settings.workdir_abs / "gx" / "validations",
             )

@@ -456,7 +456,7 @@ def _batch_checks(
     rows_in, quarantined, rows_passed = numbers["rows_in"], numbers["rows_quarantined"], numbers["rows_passed"]
     share = quarantined / rows_in if rows_in else 0.0
     share_label = f"{QUARANTINE_SHARE}({config.max_quarantine_share:g})"
-    share_failed = rows_in >= config.min_rows_for_share and share > config.max_quarantine_share
+    share_failed = rows_in >= config.min_rows_for_share_check and share > config.max_quarantine_share
     results.add(ds, name, share_label, not share_failed, run_id, quarantined, 100.0 * share)
     if share_failed:
         failures.append(BatchFailure(name, QUARANTINE_SHARE,

@@ -26,7 +26,7 @@ from pipeline.validate.config import DEFAULT_SUITES_DIR
 from pipeline.validate.suites import load_suite
 from tests.nlp.conftest import build_tiny_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DAYS = [DEMO_START, DEMO_START + timedelta(days=1)]
 HISTORY_DAYS = 180

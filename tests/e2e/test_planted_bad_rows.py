@@ -20,6 +20,8 @@ D2 = date(2026, 1, 2)
 SSN = "531-62-4489"
 SSN_NOTE_TEXT = f"Name:  ___\nChief Complaint: shortness of breath\nPatient denies chest pain. SSN {SSN}."
 
+pytestmark = pytest.mark.e2e
+
 
 def _planted_folder(root: Path) -> Path:
     files: dict[str, str | bytes] = dict(FILES)

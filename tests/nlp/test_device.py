@@ -6,17 +6,6 @@ from pipeline.nlp import device as devices
 from pipeline.nlp.batching import build_batch
 
 
-def test_device_auto_cpu_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert devices.resolve_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="E005"):
-        devices.resolve_device("cuda")
-    with pytest.raises(ValueError, match="E004"):
-        devices.resolve_device("tpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert devices.resolve_device("auto").type == "cuda"
-
-
 def test_device_cuda_budget_and_precision(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 1024**3, 16 * 1024**3))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pyarrow as pa
 import pytest
 import torch
 
@@ -99,7 +100,7 @@ def test_fused_only_for_fp32_on_cpu(monkeypatch):
     model = _bert()
     assert fuse_token_classifier(model, CPU, torch.bfloat16) is None
     assert fuse_token_classifier(model, torch.device("cuda"), None) is None
-    monkeypatch.setattr(fusedmod, "kernels_available", lambda: False)
+    monkeypatch.setattr(fusedmod, "missing_kernels", lambda: ["mkldnn._linear_pointwise"])
     assert fuse_token_classifier(model, CPU, None) is None
 
 
@@ -124,8 +125,58 @@ def test_ner_model_uses_fused_forward_with_the_same_entities(tiny_model_dir):
         assert got.scores == pytest.approx(want.scores, abs=1e-5)
 
 
-def test_fused_setting_reaches_the_task_loader(monkeypatch):
-    from pipeline.config import Settings
+class _WithoutBinary:
+    """torch.ops.mkldnn._linear_pointwise as a torch build without its ``binary`` overload would have it."""
 
-    monkeypatch.setenv("EHR_NER_FUSED_CPU", "false")
-    assert Settings().ner_fused_cpu is False
+    def __init__(self, real) -> None:
+        self._real = real
+
+    def __call__(self, *args, **kwargs):
+        return self._real(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name == "binary":
+            raise AttributeError("'OpOverloadPacket' object has no attribute 'binary'")
+        return getattr(self._real, name)
+
+
+def test_fused_missing_binary_kernel_falls_back_to_the_plain_forward(monkeypatch, caplog, tiny_model_dir):
+    """A torch whose oneDNN lacks the fused residual-add kernel: NER loads with the transformers forward, says why."""
+    from pipeline.nlp.ner import NerModel
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", _WithoutBinary(torch.ops.mkldnn._linear_pointwise))
+    assert fusedmod.missing_kernels() == ["mkldnn._linear_pointwise.binary"]
+    with caplog.at_level(logging.INFO, logger="pipeline.nlp.fused"):
+        model = NerModel.load(tiny_model_dir, device="cpu", max_length=32, token_budget=256, stride=6)
+    assert model.fused is None
+    assert "fused NER forward off: this torch build lacks mkldnn._linear_pointwise.binary" in caplog.text
+    plain = NerModel.load(tiny_model_dir, device="cpu", max_length=32, token_budget=256, stride=6, fused_cpu=False)
+    for got, want in zip(model.predict([TEXT]), plain.predict([TEXT]), strict=True):
+        assert got.starts.tolist() == want.starts.tolist() and got.labels == want.labels
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_fused_setting_reaches_the_task_loader(monkeypatch, tmp_path, tiny_model_dir, setting):
+    """EHR_NER_FUSED_CPU, read by the NER task from the environment, decides the forward of the model it loads."""
+    from pipeline import lake
+    from pipeline.contracts import arrow_schema
+    from pipeline.nlp.ner import NerModel
+    from pipeline.tasks import nightly
+    from tests.nlp.test_stage import notes_batch
+
+    loaded: list[NerModel] = []
+    real_load = NerModel.load.__func__
+
+    def recording_load(cls, *args, **kwargs):
+        loaded.append(real_load(cls, *args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(NerModel, "load", classmethod(recording_load))
+    monkeypatch.setenv("EHR_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("EHR_NER_MODEL_PATH", str(tiny_model_dir))
+    monkeypatch.setenv("EHR_NER_FUSED_CPU", setting)
+    notes = pa.Table.from_batches([notes_batch([TEXT, "Denies chest pain."])]).cast(arrow_schema("notes"))
+    day = notes.column("ds")[0].as_py()
+    lake.write_partition(tmp_path / "lake", "validated", "notes", day, notes, part_rows=100)
+    assert nightly.ner(day, 0, run_id="fused-setting")["notes"] == 2
+    assert len(loaded) == 1 and (loaded[0].fused is not None) == (setting == "true")

@@ -2,54 +2,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer
 
-from pipeline.nlp.labels import bio_labels
 from pipeline.nlp.ner import NerModel
-from pipeline.nlp.train import base_model_dir
-
-LABELS = bio_labels()
-
-
-class OracleModel(torch.nn.Module):
-    """Tags by token id: 'chest' → B-PROBLEM, 'pain' → I-PROBLEM, 'as ##pi ##rin' → B/I-TREATMENT; the rest O."""
-
-    def __init__(self, tokenizer):
-        super().__init__()
-
-        self.config = type("Config", (), {})()
-        self.config.id2label = dict(enumerate(LABELS))
-        self.config.max_position_embeddings = 512
-        table = torch.full((tokenizer.vocab_size,), LABELS.index("O"), dtype=torch.long)
-        for word, entity, inside in (("chest", "PROBLEM", False), ("pain", "PROBLEM", True), ("aspirin", "TREATMENT", False)):
-            for k, token_id in enumerate(tokenizer(word, add_special_tokens=False)["input_ids"]):
-                table[token_id] = LABELS.index(f"{'I' if inside or k else 'B'}-{entity}")
-        self.table = table
-        self.calls = []
-
-    def forward(self, input_ids, attention_mask):
-        self.calls.append(tuple(input_ids.shape))
-        logits = torch.nn.functional.one_hot(self.table[input_ids], len(LABELS)).float() * 10
-
-        class Out:
-            pass
-
-        out = Out()
-        out.logits = logits
-        return out
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True)
-
-
-def oracle(tokenizer, max_length=12, stride=4, budget=64):
-    return NerModel(
-        OracleModel(tokenizer), tokenizer, name="oracle", version="1", device=torch.device("cpu"),
-        max_length=max_length, token_budget=budget, stride=stride,
-    )
+from tests.nlp.conftest import oracle
 
 
 def expected(text):
@@ -122,3 +77,14 @@ def test_ner_refuses_missing_or_unsafe_checkpoint(tmp_path):
     (tmp_path / "pt" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="E002"):
         NerModel.load(tmp_path / "pt")
+
+
+def test_ner_refuses_a_missing_gpu(monkeypatch, tiny_model_dir):
+    """NER loads its model through pipeline.device: a missing GPU is an error, never a silent CPU run."""
+    import torch
+
+    from pipeline.device import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="D002"):
+        NerModel.load(tiny_model_dir, device="cuda")

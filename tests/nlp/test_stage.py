@@ -4,6 +4,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.nlp import NOTE_ENTITIES_SCHEMA, AssertionAnnotator, NerStats, annotate_partition
+from tests.nlp.conftest import oracle
 
 NOTES_SCHEMA = pa.schema([
     ("note_id", pa.string()), ("subject_id", pa.int64()), ("hadm_id", pa.int64()), ("note_type", pa.string()),
@@ -54,16 +55,30 @@ def test_stage_bad_notes_are_counted_not_fatal(tiny_model, annotator):
     assert set(table.column("note_id").to_pylist()) <= {"n5", "n6", "n7"}
 
 
-def test_stage_output_schema_and_lineage(tiny_model, annotator):
-    texts = ["Past Medical History: hypertension, diabetes.\nHPI: denies chest pain, took aspirin."] * 5
-    out = list(annotate_partition([notes_batch(texts)], tiny_model, annotator, run_id="run-42"))
-    table = pa.Table.from_batches(out, schema=NOTE_ENTITIES_SCHEMA)
-    assert table.schema.equals(NOTE_ENTITIES_SCHEMA)
-    if table.num_rows:
-        assert set(table.column("model_name").to_pylist()) == {"tiny-ner"}
-        assert set(table.column("model_version").to_pylist()) == {"0.0.1-test"}
-        assert set(table.column("run_id").to_pylist()) == {"run-42"}
-        assert table.column("ds").to_pylist()[0] == dt.date(2150, 1, 1)
+def test_stage_output_schema_and_lineage(tokenizer, annotator):
+    """Every batch out has the note_entities contract; every row names its note, model, run and day."""
+    from pipeline.contracts import arrow_schema
+
+    texts = ["Past Medical History: hypertension, diabetes.\nHPI: denies chest pain. Took aspirin daily."] * 5
+    batches = list(annotate_partition([notes_batch(texts)], oracle(tokenizer, max_length=64), annotator,
+                                      run_id="run-42"))
+    assert batches and all(b.schema.equals(arrow_schema("note_entities")) for b in batches)
+    table = pa.Table.from_batches(batches)
+    # the oracle tags 'chest pain' (PROBLEM) and 'aspirin' (TREATMENT): two entities in each of the five notes
+    assert table.num_rows == 10
+    assert sorted(table.column("text").to_pylist()) == ["aspirin"] * 5 + ["chest pain"] * 5
+    assert set(table.column("model_name").to_pylist()) == {"oracle"}
+    assert set(table.column("model_version").to_pylist()) == {"1"}
+    assert set(table.column("run_id").to_pylist()) == {"run-42"}
+    assert set(table.column("ds").to_pylist()) == {dt.date(2150, 1, 1)}
+    # lineage: each entity carries its own note's ids (note n0 has no admission)
+    notes = {row["note_id"]: row for row in notes_batch(texts).to_pylist()}
+    for row in table.to_pylist():
+        assert (row["subject_id"], row["hadm_id"]) == (notes[row["note_id"]]["subject_id"],
+                                                      notes[row["note_id"]]["hadm_id"])
+        assert texts[0][row["start_char"]:row["end_char"]] == row["text"]
+        assert row["is_negated"] == (row["text"] == "chest pain")  # "denies chest pain. Took aspirin"
+    assert sorted(set(table.column("note_id").to_pylist())) == [f"n{i}" for i in range(5)]
 
 
 def test_stage_missing_column_is_named(tiny_model, annotator):

@@ -18,7 +18,6 @@ from pipeline.risk.model import (
     WEIGHTS_FILE,
     RiskModel,
     model_digest,
-    resolve_device,
     risk_model_present,
 )
 
@@ -136,13 +135,14 @@ def test_model_contributions_are_exact_for_the_linear_layer() -> None:
     )
 
 
-def test_model_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto").type == "cuda"
-    assert resolve_device("cpu").type == "cpu"
+def test_model_device_selection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The model goes where pipeline.device says: a missing GPU or an unknown device is an error at load."""
+    from pipeline.device import DeviceError
+
+    tiny_model().save(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto").type == "cpu"
-    with pytest.raises(RiskError, match="R005"):
-        resolve_device("cuda")
-    with pytest.raises(RiskError, match="R004"):
-        resolve_device("tpu")
+    assert RiskModel.load(tmp_path, "auto").device.type == "cpu"
+    with pytest.raises(DeviceError, match="D002"):
+        RiskModel.load(tmp_path, "cuda")
+    with pytest.raises(DeviceError, match="D001"):
+        RiskModel.load(tmp_path, "tpu")

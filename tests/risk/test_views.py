@@ -103,5 +103,6 @@ def pg_database_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.postgres
 def test_views_high_risk_excludes_in_hospital_deaths_postgres(pg_database_url: str) -> None:
     assert _listed(pg_database_url) == [1, 5]

@@ -2,7 +2,15 @@ import random
 import re
 
 from pipeline.synth._data import lexicon, split_of, templates
-from pipeline.synth.notes import SECTION_TITLES, ComposedNote, GoldEntity, NoteComposer
+from pipeline.synth.notes import (
+    SECTION_TITLES,
+    ComposedNote,
+    GoldEntity,
+    NoteComposer,
+    held_out_notes,
+    training_notes,
+    varied_length_texts,
+)
 
 
 def test_notes_corpus_offsets_and_types():
@@ -38,13 +46,43 @@ def test_notes_split_fraction_stable():
     for pool in (ids, terms):
         share = sum(split_of(i) == "test" for i in pool) / len(pool)
         assert 0.12 < share < 0.28
-    assert split_of(ids[0]) == split_of(ids[0])
+
+
+def test_notes_split_of_known_ids_never_changes():
+    """A saved model was trained on one split: if an id changed sides, its evaluation would see trained-on
+    templates. The split is a salted sha1 of the id, the same in every process (never Python's ``hash()``)."""
+    pinned = {
+        "cc-68c9d4b0": "train", "cc-17ccc33f": "train", "cc-4facab34": "train",
+        "cc-534bd393": "test", "cc-026f5aa0": "test", "cc-146beb08": "test",
+        "hypertension:hypertension": "train", "hypertension:htn": "train", "dm2:dm2": "test", "dm2:dmii": "test",
+        "struct.labline:creatinine": "train",  # format tokens belong to both splits: never held out
+    }
+    assert {item: split_of(item) for item in pinned} == pinned
 
 
 def test_notes_deterministic():
     a = [n.text for n in NoteComposer(seed=5).corpus(5)]
     b = [n.text for n in NoteComposer(seed=5).corpus(5)]
     assert a == b
+    assert a != [n.text for n in NoteComposer(seed=6).corpus(5)]
+
+
+def test_notes_training_and_held_out_corpora_use_their_own_split():
+    train, test = training_notes(8), held_out_notes(8)
+    assert len(train) == len(test) == 8
+    assert all(split_of(t) == "train" for n in train for t in n.template_ids)
+    assert any(split_of(t) == "test" for n in test for t in n.template_ids)
+    assert [n.text for n in train] == [n.text for n in training_notes(8)]
+
+
+def test_notes_varied_length_texts_spread_over_the_range():
+    texts = varied_length_texts(40, seed=3)
+    assert texts == varied_length_texts(40, seed=3) and texts != varied_length_texts(40, seed=4)
+    lengths = [len(t) for t in texts]
+    # cut at a space past half the minimum, never longer than the maximum
+    assert min(lengths) >= 150 and max(lengths) <= 6000
+    assert sum(n < 2000 for n in lengths) >= 5 and sum(n > 4000 for n in lengths) >= 5
+    assert not any(t.endswith(" ") for t in texts)  # cut before a space, not after
 
 
 def test_notes_assertion_flags_follow_text():
@@ -99,3 +137,21 @@ def test_notes_exam_and_imaging_lines_are_coherent():
                 # "VS" twice only where the vitals line is followed by an abnormal-vitals line
                 assert len([h for h in headers if h != "VS"]) == len({h for h in headers if h != "VS"}), block
     assert checked > 100
+
+
+def test_notes_same_text_whatever_the_hash_seed():
+    """Deterministic per seed across processes: nothing may depend on set iteration order (PYTHONHASHSEED)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    script = ("import hashlib; from pipeline.synth.notes import NoteComposer; "
+              "print(hashlib.sha256(''.join(n.text for n in NoteComposer(seed=4).corpus(60)).encode()).hexdigest())")
+    digests = {
+        subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout.strip()
+        for seed in ("1", "3", "5")
+    }
+    here = hashlib.sha256("".join(n.text for n in NoteComposer(seed=4).corpus(60)).encode()).hexdigest()
+    assert digests == {here}

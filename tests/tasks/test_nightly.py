@@ -203,18 +203,6 @@ def test_nightly_extract_passes_the_source_settings_to_the_reader(sql_source):
     assert seen == SQL_SOURCE
 
 
-def test_nightly_validation_config_from_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("EHR_EMPTY_DAY", "fail")
-    monkeypatch.setenv("EHR_PHI_GATE", "false")
-    config = nightly.validation_config(load_settings(workdir=tmp_path))
-    assert config.empty_day == "fail" and config.phi_gate is False
-    monkeypatch.setenv("EHR_EMPTY_DAY", "maybe")
-    from pipeline.config import ConfigError
-
-    with pytest.raises(ConfigError, match="EHR_EMPTY_DAY"):
-        load_settings(workdir=tmp_path)
-
-
 # --- the map-over-part helper --------------------------------------------------------------------
 # A stand-in stage: one entity per note of the part, the "model" is a folder holding a file named ready.
 ECHO = nightly.PartStage(

@@ -117,7 +117,7 @@ def run(rows: dict[str, list[dict[str, Any]]] | None = None, *, tables: dict[str
     kwargs.setdefault("known_admissions", known_admissions())
     kwargs.setdefault("known_subject_ids", pa.array([], pa.int64()))
     kwargs.setdefault("trailing_volumes", {})
-    config = config or ValidationConfig(on_batch_failure="warn", min_rows_for_share=10_000)
+    config = config or ValidationConfig(on_batch_failure="warn", min_rows_for_share_check=10_000)
     return validate_batch(tables, ds=DS, run_id=RUN_ID, config=config, **kwargs)
 
 

@@ -57,7 +57,7 @@ def test_batch_uncastable_type_quarantines_the_table(clean_rows):
 
 def test_batch_quarantine_share_over_limit(clean_rows):
     clean_rows["labs"] = [lab(i) for i in range(1, 17)] + [lab(100 + i, valuenum=float("nan")) for i in range(4)]
-    config = ValidationConfig(on_batch_failure="fail", max_quarantine_share=0.1, min_rows_for_share=20)
+    config = ValidationConfig(on_batch_failure="fail", max_quarantine_share=0.1, min_rows_for_share_check=20)
     with pytest.raises(BatchValidationError) as error:
         run(clean_rows, config=config)
     assert str(error.value).startswith(
@@ -66,7 +66,7 @@ def test_batch_quarantine_share_over_limit(clean_rows):
 
 def test_batch_quarantine_share_ignored_on_tiny_days(clean_rows):
     clean_rows["labs"] = [lab(1), lab(2, valuenum=float("nan"))]
-    outcome = run(clean_rows, config=ValidationConfig(on_batch_failure="fail", min_rows_for_share=20))
+    outcome = run(clean_rows, config=ValidationConfig(on_batch_failure="fail", min_rows_for_share_check=20))
     assert outcome.batch_failures == [] and quarantined(outcome, "labs") == {"2": "non_finite_value"}
 
 

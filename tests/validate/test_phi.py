@@ -62,7 +62,7 @@ def test_phi_several_entities_named_never_text(clean_rows, caplog):
 
 def test_phi_gate_off_lets_notes_through(clean_rows):
     clean_rows["notes"].append(note("phi", text="Call (617) 555-0123."))
-    config = ValidationConfig(on_batch_failure="warn", phi_gate=False, min_rows_for_share=10_000)
+    config = ValidationConfig(on_batch_failure="warn", phi_gate=False, min_rows_for_share_check=10_000)
     outcome = run(clean_rows, config=config)
     assert quarantined(outcome, "notes") == {}
     assert not any("_phi_entities" in e for e in outcome.results["expectation"].to_pylist())

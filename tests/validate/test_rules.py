@@ -177,7 +177,7 @@ def test_rules_note_text_present_and_bounded(clean_rows):
 
     clean_rows["notes"] += [note("null", text=None), note("blank", text=" \n\t "), note("empty", text=""),
                             note("long", text="Cr 1.2. " * 40)]
-    config = ValidationConfig(on_batch_failure="warn", note_max_chars=300, min_rows_for_share=10_000)
+    config = ValidationConfig(on_batch_failure="warn", note_max_chars=300, min_rows_for_share_check=10_000)
     outcome = run(clean_rows, config=config)
     _only(outcome, {"notes": {"null": "missing_note_text", "blank": "blank_note_text", "empty": "blank_note_text",
                               "long": "note_too_long"}})

@@ -26,7 +26,7 @@ def _runs(ds: date, stage: str, tables: list[str], status: str, run_id: str) -> 
     ], schema=arrow_schema("pipeline_runs"))
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request, tmp_path):
     if request.param == "duckdb":
         from pipeline.warehouse.duckdb import DuckDBWarehouse

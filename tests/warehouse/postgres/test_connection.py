@@ -195,7 +195,7 @@ def test_postgres_connect_dag_tasks_retry_with_backoff(monkeypatch: pytest.Monke
 def test_postgres_connect_bench_error_has_no_password(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    from pipeline.warehouse.bench import run_load_benchmark
+    from pipeline.bench.load import run_load_benchmark
 
     caplog.set_level(logging.DEBUG)
     with FakePostgres() as server:

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from pipeline.config import REPO_ROOT
-from pipeline.warehouse.bench import synthetic_note_entities
+from pipeline.synth.tables import note_entities_day
 from pipeline.warehouse.postgres import PostgresWarehouse
 from tests.warehouse.conftest import make_day, sort_rows
 
@@ -37,7 +37,7 @@ import pyarrow as pa
 
 import pipeline.warehouse.postgres.partitions as partitions
 from pipeline.warehouse.postgres import PostgresWarehouse
-from pipeline.warehouse.bench import synthetic_note_entities
+from pipeline.synth.tables import note_entities_day
 from tests.warehouse.conftest import make_day
 
 url, day = sys.argv[1], date.fromisoformat(sys.argv[2])
@@ -56,7 +56,7 @@ def slow_ingest(self, table_name, data, *args, **kwargs):
 dbapi.Cursor.adbc_ingest = slow_ingest
 partitions.COPY_BATCH_ROWS = 5_000  # the module whose COPY reads it
 tables = {"admissions": make_day("admissions", day, rows=50, version=2),
-          "note_entities": synthetic_note_entities(100_000, ds=day, seed=2)}
+          "note_entities": note_entities_day(100_000, day, seed=2)}
 with PostgresWarehouse(url) as warehouse:
     print("loading", flush=True)
     warehouse.replace_days(tables, day)
@@ -112,7 +112,7 @@ def test_postgres_load_killed_mid_copy_keeps_the_previous_day(
     w.replace_days(
         {
             "admissions": make_day("admissions", DAY, rows=20),
-            "note_entities": synthetic_note_entities(3_000, ds=DAY, seed=1),
+            "note_entities": note_entities_day(3_000, DAY, seed=1),
         },
         DAY,
     )
@@ -155,7 +155,7 @@ def test_postgres_load_killed_mid_copy_keeps_the_previous_day(
     # the next run replaces the day normally
     again = {
         "admissions": make_day("admissions", DAY, rows=30, version=3),
-        "note_entities": synthetic_note_entities(4_000, ds=DAY, seed=3),
+        "note_entities": note_entities_day(4_000, DAY, seed=3),
     }
     assert w.replace_days(again, DAY) == {"admissions": 30, "note_entities": 4_000}
     after = _state(w)

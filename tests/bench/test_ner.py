@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.nlp.bench import _difference_cause, bench_notes, matmul_rates, run_ner_benchmark
+from pipeline.bench.ner import _difference_cause, matmul_rates, run_ner_benchmark
 from pipeline.nlp.fused import kernels_available
 
 
-def test_bench_notes_lengths_and_determinism():
-    notes = bench_notes(12, seed=3)
-    assert notes == bench_notes(12, seed=3)
-    assert all(150 <= len(n) <= 6000 for n in notes)
-
-
-def test_bench_difference_causes_from_text():
+def test_ner_difference_causes_from_text():
     text = "pt has hypertension and dm2 noted"
     # "hyper" + "tension": a fragment that ends inside a word
     assert _difference_cause(text, (7, 12, "PROBLEM"), set(), []) == "sub-word fragment"
@@ -24,14 +18,14 @@ def test_bench_difference_causes_from_text():
     assert _difference_cause(text, (24, 27, "PROBLEM"), set(), [200]) == "missing"
 
 
-def test_bench_matmul_rate_is_the_fastest_library():
+def test_ner_matmul_rate_is_the_fastest_library():
     rates = matmul_rates(size=256, repeats=2, rounds=1)
     assert "torch.mm" in rates and all(rate > 0 for rate in rates.values())
     assert ("oneDNN linear" in rates) == kernels_available()
 
 
 @pytest.mark.slow
-def test_bench_writes_section_with_switches(tiny_model_dir, tmp_path):
+def test_ner_writes_section_with_switches(tiny_model_dir, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## NER\nold numbers\n\n## Validation\nkept\n")
     result = run_ner_benchmark(tiny_model_dir, n_notes=6, out_md=out, eval_notes=3, switches=("bf16",), passes=2,
@@ -39,6 +33,7 @@ def test_bench_writes_section_with_switches(tiny_model_dir, tmp_path):
     text = out.read_text()
     assert "old numbers" not in text and "## Validation\nkept" in text
     assert "(a) naive" in text and "(c) our whole stage" in text and "bf16 autocast" in text
+    assert "`ehr-pipeline bench ner --notes 6`" in text and "tiny-ner 0.0.1-test" in text
     assert result["b"]["seconds"] > 0 and result["compute"]["b_share_of_bound"] > 0
     agreement = result["agreement"]
     assert sum(agreement["causes"]["naive only"].values()) == agreement["naive_only"]

@@ -2,9 +2,10 @@
 
     ehr-pipeline bench load [--url postgresql://...] [--rows 1000000]
 
-Both load the same synthetic ``note_entities`` day into ``ehr.note_entities`` (the partitioned table
-its contract declares, with its primary key and index) of a scratch database created next to the one in
-``url`` and dropped afterwards. to_sql inserts through the parent into an empty partition of the day
+Both load the same synthetic ``note_entities`` day (``pipeline.synth.tables.note_entities_day``) into
+``ehr.note_entities`` (the partitioned table its contract declares, with its primary key and index) of a
+scratch database created next to the one in ``url`` and dropped afterwards. to_sql inserts through the
+parent into an empty partition of the day
 (created before its clock starts: to_sql cannot create partitions), in calls of 100,000 rows; once it
 has used its time budget it stops and its time is extrapolated linearly to the full row count (the
 text says so). Every number and share written to BENCHMARKS.md is measured in the same run.
@@ -19,11 +20,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from pipeline.benchmarks_md import replace_section
-from pipeline.contracts import arrow_schema
+from pipeline.bench.sections import replace_section
+from pipeline.synth.tables import note_entities_day
 from pipeline.warehouse.base import WarehouseError
 from pipeline.warehouse.postgres import (
     COPY_BATCH_ROWS,
@@ -37,46 +37,6 @@ from pipeline.warehouse.postgres import (
 SECTION = "## Warehouse load (PostgreSQL)"
 BENCH_DAY = date(2026, 1, 1)
 TO_SQL_CHUNK_ROWS = 100_000
-LABELS = np.array(["PROBLEM", "MEDICATION", "TEST", "PROCEDURE", "ANATOMY"])
-SECTIONS = np.array(
-    ["history of present illness", "past medical history", "assessment and plan", "medications"]
-)
-TERMS = np.array(
-    ["pneumonia", "atrial fibrillation", "metoprolol", "chest x-ray", "acute kidney injury", "sepsis"]
-)
-
-
-def synthetic_note_entities(rows: int, ds: date = BENCH_DAY, seed: int = 0) -> pa.Table:
-    """``rows`` note_entities rows (about 8 entities per note), built column-wise without Python loops."""
-    rng = np.random.default_rng(seed)
-    index = np.arange(rows, dtype=np.int64)
-    note_no = index // 8
-    start = (index % 8).astype(np.int32) * 40 + rng.integers(0, 30, rows, dtype=np.int32)
-    term = rng.integers(0, len(TERMS), rows)
-    text = TERMS[term]
-    flags = rng.random((5, rows)) < np.array([[0.2], [0.05], [0.1], [0.03], [0.02]])
-    columns: dict[str, pa.Array] = {
-        "note_id": pa.array(np.char.add("bench-", note_no.astype(str))),
-        "subject_id": pa.array(10_000_000 + note_no // 3),
-        "hadm_id": pa.array(20_000_000 + note_no // 2),
-        "ds": pa.array(np.full(rows, np.datetime64(ds.isoformat(), "D"))),
-        "label": pa.array(LABELS[term % len(LABELS)]),
-        "text": pa.array(text),
-        "start_char": pa.array(start),
-        "end_char": pa.array(start + np.char.str_len(text).astype(np.int32)),
-        "section": pa.array(SECTIONS[rng.integers(0, len(SECTIONS), rows)]),
-        "score": pa.array(rng.random(rows)),
-        "is_negated": pa.array(flags[0]),
-        "is_uncertain": pa.array(flags[1]),
-        "is_historical": pa.array(flags[2]),
-        "is_family": pa.array(flags[3]),
-        "is_hypothetical": pa.array(flags[4]),
-        "model_name": pa.array(np.full(rows, "bench-ner")),
-        "model_version": pa.array(np.full(rows, "1.0.0")),
-        "run_id": pa.array(np.full(rows, "bench__2026-01-01")),
-    }
-    schema = arrow_schema("note_entities")
-    return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in schema], schema=schema)
 
 
 def _with_database(url: str, database: str) -> str:
@@ -213,7 +173,7 @@ def run_load_benchmark(
     scratch_url = _with_database(url, scratch)
     baselines: list[dict[str, Any]] = []
     try:
-        entities = synthetic_note_entities(rows)
+        entities = note_entities_day(rows, BENCH_DAY)
         ours = _time_ours(scratch_url, entities)
         bare_s = _time_bare_copy(scratch_url, entities)
         for method in to_sql_methods:
@@ -249,11 +209,12 @@ def run_load_benchmark(
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
-    write_section(out_md, render_section(result))
+    replace_section(Path(out_md), render_section(result))
     return result
 
 
 def render_section(r: dict[str, Any]) -> str:
+    """The "## Warehouse load (PostgreSQL)" section of BENCHMARKS.md from :func:`run_load_benchmark`'s result."""
     lines = [
         f"| ours (empty day) | {r['ours_s']:.2f} | {r['ours_rows_per_s']:,} | 1× |",
         f"| ours (rerun: replace the loaded day) | {r['ours_rerun_s']:.2f} | {round(r['rows'] / r['ours_rerun_s']):,} | |",
@@ -282,7 +243,7 @@ def render_section(r: dict[str, Any]) -> str:
     swap = ph.get("lock_wait", 0) + ph.get("swap", 0) + ph.get("commit", 0)
     return f"""{SECTION}
 
-Command: `ehr-pipeline bench load` (options `--url`, `--rows`; the code is `pipeline/warehouse/bench.py`).
+Command: `ehr-pipeline bench load` (options `--url`, `--rows`; the code is `pipeline/bench/load.py`).
 
 Loads {r["rows"]:,} synthetic `note_entities` rows (one day) into `ehr.note_entities` (LIST-partitioned by
 `ds`; primary key and `hadm_id` index) of a scratch database on the same server, with:
@@ -307,7 +268,3 @@ same machine: {r["machine"]}; 1-minute load average {r["load_average"][0]} befor
 {r["load_average"][1]} after.
 """
 
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it)."""
-    replace_section(path, section)

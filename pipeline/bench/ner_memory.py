@@ -1,8 +1,8 @@
 """Peak memory of the real NER task on one large notes partition (`ehr-pipeline bench ner-memory`).
 
-The partition is written to a scratch workdir's lake as the validate stage would, then `tasks.ner` runs in a
-child process (so the notes generated here do not count) and reports its peak RSS; the result goes to
-BENCHMARKS.md, "## NER memory".
+The partition (`pipeline.synth` notes of 300–6,000 characters) is written to a scratch workdir's lake as the
+validate stage would, then `pipeline.tasks.nightly.ner` runs in a child process (so the notes generated here do not count) and
+reports its peak RSS; the result goes to BENCHMARKS.md, "## NER memory".
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from pipeline.benchmarks_md import replace_section
+from pipeline.bench.sections import replace_section
+from pipeline.synth.notes import varied_length_texts
+from pipeline.synth.tables import notes_table
 
 DAY = dt.date(2150, 1, 1)
 LIMIT_MB = 3 * 1024
@@ -39,27 +39,6 @@ print(json.dumps(result))
 """
 
 
-def notes_partition(n_notes: int, seed: int = 7) -> pa.Table:
-    """``n_notes`` benchmark notes (300–6,000 chars) as a validated notes table."""
-    from pipeline.contracts import arrow_schema
-    from pipeline.nlp.bench import bench_notes
-
-    texts = bench_notes(n_notes, seed)
-    schema = arrow_schema("notes")
-    columns = {
-        "note_id": [f"mem-{i}" for i in range(n_notes)],
-        "subject_id": list(range(n_notes)),
-        "hadm_id": list(range(n_notes)),
-        "note_type": ["DS"] * n_notes,
-        "note_seq": [1] * n_notes,
-        "charttime": [dt.datetime(2150, 1, 1, 12)] * n_notes,
-        "storetime": [None] * n_notes,
-        "text": texts,
-        "ds": [DAY] * n_notes,
-    }
-    return pa.table({f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema)
-
-
 def run_ner_memory_benchmark(model_dir: Path, n_notes: int = 10_000, out_md: Path = Path("BENCHMARKS.md"),
                              timeout_s: int = 6 * 3600) -> dict[str, Any]:
     from pipeline import lake
@@ -68,7 +47,7 @@ def run_ner_memory_benchmark(model_dir: Path, n_notes: int = 10_000, out_md: Pat
 
     with tempfile.TemporaryDirectory(prefix="ehr-bench-memory-") as scratch:
         settings = load_settings(workdir=Path(scratch), ner_model_path=Path(model_dir).resolve())
-        notes = notes_partition(n_notes)
+        notes = notes_table(varied_length_texts(n_notes), DAY, id_prefix="mem")
         chars = int(sum(len(t) for t in notes.column("text").to_pylist()))
         # one part holding every note: the size the memory bound is stated for
         lake.write_partition(settings.lake_dir, nightly.VALIDATED, "notes", DAY, notes, part_rows=n_notes + 1)
@@ -83,18 +62,19 @@ def run_ner_memory_benchmark(model_dir: Path, n_notes: int = 10_000, out_md: Pat
         raise RuntimeError(f"the NER task failed in the benchmark child:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result.update({"n_notes": n_notes, "chars": chars, "wall_seconds": wall, "limit_mb": LIMIT_MB})
-    write_section(Path(out_md), result)
+    replace_section(Path(out_md), render_section(result))
     return result
 
 
-def write_section(path: Path, r: dict[str, Any]) -> None:
+def render_section(r: dict[str, Any]) -> str:
+    """The "## NER memory" section of BENCHMARKS.md from the result of :func:`run_ner_memory_benchmark`."""
     verdict = "within" if r["peak_rss_mb"] < r["limit_mb"] else "OVER"
-    section = f"""## NER memory
+    return f"""## NER memory
 
 Reproduce: `ehr-pipeline bench ner-memory --notes {r['n_notes']}` (calls
-`pipeline.memory_bench.run_ner_memory_benchmark`). Measured {dt.date.today()} on {platform.machine()}: one
+`pipeline.bench.ner_memory.run_ner_memory_benchmark`). Measured {dt.date.today()} on {platform.machine()}: one
 validated notes partition of {r['n_notes']:,} notes in a single part file ({r['chars']:,} characters, 300–6,000
-per note), processed by the real `tasks.ner` (record batches in, entities streamed out, run recorded in the
+per note), processed by the real `pipeline.tasks.nightly.ner` (record batches in, entities streamed out, run recorded in the
 DuckDB warehouse) in a child process.
 
 | notes | entities | task seconds | peak RSS of the task process | limit |
@@ -103,4 +83,3 @@ DuckDB warehouse) in a child process.
 
 Peak RSS is {verdict} the 3 GB bound.
 """
-    replace_section(path, section)

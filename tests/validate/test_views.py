@@ -1,18 +1,17 @@
-"""The data-quality view over validate outputs (DuckDB), and the validation benchmark."""
+"""The data-quality view over validate outputs (DuckDB)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from pipeline.validate.bench import run_validation_benchmark
+from pipeline.config import SQL_DIR
 
 from .conftest import DS, RUN_ID, lab, run
 
-VIEW = Path(__file__).resolve().parents[2] / "sql" / "views" / "v_data_quality_daily.sql"
+VIEW = SQL_DIR / "views" / "v_data_quality_daily.sql"
 
 
 def test_views_data_quality_daily_on_duckdb(clean_rows):
@@ -44,13 +43,3 @@ def test_views_data_quality_daily_on_duckdb(clean_rows):
     assert rows == [("labs", evaluated, evaluated - failed, (evaluated - failed) / evaluated, 2, 5, 3)]
     assert con.execute("SELECT COUNT(*) FROM ehr.v_data_quality_daily").fetchone()[0] == 6
 
-
-def test_bench_writes_validation_section(tmp_path):
-    out = tmp_path / "BENCHMARKS.md"
-    out.write_text("# Benchmarks\n\n## NER\n\nkeep me\n")
-    result = run_validation_benchmark(rows=20_000, out_md=out)
-    assert result["rows"] == 20_000 and result["rows_passed"] + result["rows_quarantined"] == 20_000
-    run_validation_benchmark(rows=20_000, out_md=out)
-    text = out.read_text()
-    assert text.count("## Validation") == 1 and "keep me" in text
-    assert "ehr-pipeline bench validate" in text

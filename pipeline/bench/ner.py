@@ -1,13 +1,14 @@
 """NER throughput benchmark: naive HF pipeline vs our transformer step vs our whole stage, on the same notes.
 
 Reproduce with `ehr-pipeline bench ner` (which calls `run_ner_benchmark`); results go to BENCHMARKS.md, "## NER".
+The notes come from `pipeline.synth`: discharge summaries cut to 300–6,000 characters, and for the precision
+switches' F1 change the held-out evaluation split.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import platform
-import random
 import re
 import resource
 import time
@@ -18,31 +19,19 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from pipeline.benchmarks_md import replace_section
+from pipeline.bench.sections import replace_section
 from pipeline.nlp.assertion import AssertionAnnotator
 from pipeline.nlp.ner import NerModel
 from pipeline.nlp.stage import CHUNK_NOTES, NerStats, annotate_partition
+from pipeline.nlp.train import evaluate_ner
+from pipeline.synth.notes import held_out_notes, varied_length_texts
+from pipeline.synth.tables import notes_table
 
-MIN_CHARS, MAX_CHARS = 300, 6000
+BENCH_DAY = dt.date(2150, 1, 1)
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_notes(n_notes: int, seed: int = 7) -> list[str]:
-    """Synthetic discharge summaries cut to lengths spread uniformly over 300–6,000 characters."""
-    from pipeline.synth.notes import NoteComposer
-
-    rng = random.Random(seed)
-    pool = [note.text for note in NoteComposer(seed=seed, split="all").corpus(n_notes + 1)]
-    texts = []
-    for i in range(n_notes):
-        joined = pool[i] + "\n" + pool[i + 1]
-        length = rng.randint(MIN_CHARS, MAX_CHARS)
-        cut = joined.rfind(" ", 0, length)
-        texts.append(joined[: cut if cut > MIN_CHARS // 2 else length])
-    return texts
 
 
 def _sustained_flops(fn, flops: float, repeats: int) -> float:
@@ -96,12 +85,7 @@ def _naive_pipeline(model: NerModel):
 
 
 def _notes_batches(texts: list[str], batch_rows: int = 1000) -> list[pa.RecordBatch]:
-    n = len(texts)
-    table = pa.table({
-        "note_id": [f"bench-{i}" for i in range(n)], "subject_id": list(range(n)), "hadm_id": list(range(n)),
-        "text": texts, "ds": [dt.date(2150, 1, 1)] * n,
-    })
-    return table.to_batches(max_chunksize=batch_rows)
+    return notes_table(texts, BENCH_DAY, id_prefix="bench").to_batches(max_chunksize=batch_rows)
 
 
 _WORD_CHAR = re.compile(r"\w")
@@ -201,14 +185,12 @@ def _same_entities(left: list, right: list) -> int:
 
 
 def _precision_switch(model_dir: Path, texts: list[str], chunks: list[list[str]], precision: str, bound: float,
-                      eval_notes: int, device: str) -> dict[str, Any]:
-    """Speed of (b) under a CPU precision switch, and its F1 change on the held-out split."""
-    from pipeline.nlp.train import evaluate_ner
-
+                      eval_notes: list, device: str) -> dict[str, Any]:
+    """Speed of (b) under a CPU precision switch, and its F1 change on the held-out notes."""
     model = NerModel.load(Path(model_dir), device=device, precision=precision)
     model.predict(texts[:4])
     timed = _time_step(model, chunks, passes=1)
-    quality = evaluate_ner(model_dir, n_notes=eval_notes, device=device, precision=precision)
+    quality = evaluate_ner(model_dir, eval_notes, device=device, precision=precision)
     return {"precision": precision, "seconds": timed["seconds"], "model_tokens_per_s": timed["model_tokens_per_s"],
             "share_of_fp32_bound": timed["model_tokens_per_s"] / bound, "exact_f1": quality["exact_f1"],
             "overlap_f1": quality["overlap_f1"]}
@@ -260,10 +242,11 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     transformers forward for comparison. `switches`: extra precisions for (b) (default: bf16 when the CPU
     multiplies bf16 natively), each with the F1 change it costs on `eval_notes` held-out notes.
     """
-    texts = bench_notes(n_notes, seed)
+    texts = varied_length_texts(n_notes, seed)
     model = NerModel.load(Path(model_dir), device=device, precision="fp32")
     annotator = AssertionAnnotator.create()
     results: dict[str, Any] = {"n_notes": n_notes, "chars": int(sum(map(len, texts))), "device": str(model.device),
+                               "model": f"{model.name} {model.version}",
                                "threads": torch.get_num_threads(), "max_length": model.max_length,
                                "stride": model.stride, "token_budget": model.token_budget}
     rss_start = peak_rss_mb()
@@ -331,23 +314,23 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     if switches is None:
         switches = ("bf16",) if model.device.type == "cpu" and _native_bf16() else ()
     if switches:
-        from pipeline.nlp.train import evaluate_ner
-
-        base = evaluate_ner(model_dir, n_notes=eval_notes, device=device, precision="fp32")
+        gold = held_out_notes(eval_notes)
+        base = evaluate_ner(model_dir, gold, device=device, precision="fp32")
         results["fp32_quality"] = {"exact_f1": base["exact_f1"], "overlap_f1": base["overlap_f1"],
                                    "eval_notes": eval_notes}
         results["switches"] = []
         for precision in switches:
-            switch = _precision_switch(model_dir, texts, chunks, precision, bound, eval_notes, device)
+            switch = _precision_switch(model_dir, texts, chunks, precision, bound, gold, device)
             switch["speedup_vs_b"] = b_seconds / switch["seconds"]
             switch["overlap_f1_change"] = switch["overlap_f1"] - base["overlap_f1"]
             switch["exact_f1_change"] = switch["exact_f1"] - base["exact_f1"]
             results["switches"].append(switch)
-    write_benchmarks_md(Path(out_md), results, model, n_notes=n_notes)
+    replace_section(Path(out_md), render_section(results))
     return results
 
 
-def write_benchmarks_md(path: Path, r: dict[str, Any], model: NerModel, n_notes: int) -> None:
+def render_section(r: dict[str, Any]) -> str:
+    """The "## NER" section of BENCHMARKS.md from the results of :func:`run_ner_benchmark`."""
     a, b, c, comp, agr = r["a"], r["b"], r["c"], r["compute"], r["agreement"]
     total = agr["agree"] + agr["naive_only"]
 
@@ -375,9 +358,9 @@ def write_benchmarks_md(path: Path, r: dict[str, Any], model: NerModel, n_notes:
                       f"\n  {p['same_entities_notes']} of {r['n_notes']} notes.")
     section = f"""## NER
 
-Reproduce: `ehr-pipeline bench ner --notes {n_notes}` (calls `pipeline.nlp.bench.run_ner_benchmark`). Measured
+Reproduce: `ehr-pipeline bench ner --notes {r['n_notes']}` (calls `pipeline.bench.ner.run_ner_benchmark`). Measured
 {dt.date.today()} on {platform.machine()} with {r['threads']} torch threads, device {r['device']}, model
-{model.name} {model.version}; {r['n_notes']} synthetic notes of 300–6,000 characters ({r['chars']:,} chars,
+{r['model']}; {r['n_notes']} synthetic notes of 300–6,000 characters ({r['chars']:,} chars,
 {r['tokens']['note_tokens']:,} tokens, {r['tokens']['windows']:,} windows of ≤ {r['max_length']} tokens, stride
 {r['stride']}, token budget {r['token_budget']}). All three runs in one process, fp32.
 
@@ -420,4 +403,4 @@ Optional CPU precision switches for (b) (`EHR_NER_PRECISION`), with the F1 chang
             section += (f"| {sw['precision']} autocast | {sw['seconds']:.1f} | {sw['model_tokens_per_s']:.0f} | "
                         f"{100 * sw['share_of_fp32_bound']:.0f}% | {sw['speedup_vs_b']:.2f}× | "
                         f"{sw['exact_f1_change']:+.4f} | {sw['overlap_f1_change']:+.4f} |\n")
-    replace_section(path, section)
+    return section

@@ -1,0 +1,63 @@
+"""`ehr-pipeline train-ner` / `eval-ner`: the CLI builds the notes (pipeline.synth) and hands them to the trainer."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.synth.notes import held_out_notes, training_notes
+
+
+def _texts(notes) -> list[str]:
+    return [note.text for note in notes]
+
+
+def test_cli_ner_train_uses_the_train_split_and_held_out_notes(monkeypatch, tmp_path):
+    calls: dict = {}
+
+    def fake_train(out_dir, notes, *, eval_notes=None, corpus="", **kwargs):
+        calls.update(out_dir=out_dir, notes=notes, eval_notes=eval_notes, corpus=corpus, **kwargs)
+        return {"name": "fake"}
+
+    monkeypatch.setattr("pipeline.nlp.train.train_ner", fake_train)
+    result = CliRunner().invoke(app, ["train-ner", "--workdir", str(tmp_path), "--notes", "3", "--eval-notes", "2",
+                                      "--seed", "5", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert calls["out_dir"] == (tmp_path / "models" / "ner").resolve()
+    assert _texts(calls["notes"]) == _texts(training_notes(3, seed=5))
+    assert _texts(calls["eval_notes"]) == _texts(held_out_notes(2, seed=6))
+    assert calls["corpus"] == "pipeline.synth.notes.training_notes(3, seed=5)"
+    assert (calls["seed"], calls["epochs"]) == (5, 2)
+
+    CliRunner().invoke(app, ["train-ner", "--workdir", str(tmp_path), "--notes", "1", "--eval-notes", "0"])
+    assert calls["eval_notes"] is None
+
+
+def test_cli_ner_eval_scores_the_held_out_notes(monkeypatch, tmp_path):
+    seen: dict = {}
+
+    def fake_evaluate(model_dir, notes, **kwargs):
+        seen.update(model_dir=model_dir, notes=notes)
+        return {"exact_f1": 0.5, "overlap_f1": 0.75, "assertion_accuracy": 1.0, "per_label": {}}
+
+    monkeypatch.setattr("pipeline.nlp.train.evaluate_ner", fake_evaluate)
+    result = CliRunner().invoke(app, ["eval-ner", "--workdir", str(tmp_path), "--notes", "4", "--json",
+                                      "--model", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["overlap_f1"] == 0.75
+    assert seen["model_dir"] == tmp_path / "m" and _texts(seen["notes"]) == _texts(held_out_notes(4))
+
+
+def test_cli_ner_eval_table_shows_the_scores_per_label(monkeypatch, tmp_path):
+    from pipeline.nlp.train import score_predictions
+    from tests.nlp.corpus import tiny_corpus
+
+    gold = tiny_corpus()[:1]
+    found = {"starts": [e.start_char for e in gold[0].entities], "ends": [e.end_char for e in gold[0].entities],
+             "labels": [e.label for e in gold[0].entities], "flags": [[False] * 5 for _ in gold[0].entities]}
+    monkeypatch.setattr("pipeline.nlp.train.evaluate_ner", lambda *a, **k: score_predictions(gold, [found]))
+    result = CliRunner().invoke(app, ["eval-ner", "--workdir", str(tmp_path), "--notes", "1"])
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output and "1.000" in result.output
