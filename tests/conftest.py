@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,3 +64,11 @@ def trained(history: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[di
     metrics = train_risk_model(**history, out_dir=out_dir)
     return metrics, RiskModel.load(out_dir, "cpu"), out_dir
 
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight NER model of tests/nlp/conftest.py (loading and plumbing; the NER, task and
+    benchmark tests share it)."""
+    from tests.nlp.conftest import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_ner"))

@@ -59,11 +59,16 @@ def with_database(url: str, database: str) -> str:
 
 
 @contextlib.contextmanager
-def scratch_database(name: str) -> Iterator[str]:
-    """A fresh, empty database ``name`` on the test server, dropped (with its connections) afterwards."""
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A fresh, empty database ``<prefix>_<pid>`` on the test server, dropped (with its connections) afterwards.
+
+    The process id keeps test runs side by side on one server (other engineers, CI) from dropping each
+    other's databases.
+    """
     import psycopg
 
     require_pg_server()
+    name = f"{prefix}_{os.getpid()}"
     with psycopg.connect(PG_SERVER_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")

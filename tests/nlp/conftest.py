@@ -83,11 +83,6 @@ def build_tiny_model(out_dir: Path, labels: list[str] | None = None, seed: int =
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_ner"))
-
-
-@pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     from pipeline.nlp.ner import NerModel
 

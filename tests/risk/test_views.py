@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -99,7 +98,7 @@ def pg_database_url() -> Iterator[str]:
     """A database of this test's own on the local PostgreSQL server (skipped locally when none is reachable)."""
     from tests.services import scratch_database
 
-    with scratch_database(f"ehr_risk_view_{os.getpid()}") as url:
+    with scratch_database("ehr_risk_view") as url:
         yield url
 
 

@@ -1,5 +1,5 @@
-"""Shared by the task tests: validated notes built by hand, a SQL source that records how it is opened, and
-the tiny NER model of tests/nlp (the risk model is in tests/conftest.py)."""
+"""Shared by the task tests: validated notes built by hand and a SQL source that records how it is opened (the
+tiny NER model and the risk model are session fixtures of tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from pipeline.config import Settings, load_settings
 from pipeline.contracts import arrow_schema
-from tests.nlp.conftest import tiny_model_dir  # noqa: F401
 
 
 def make_notes(texts: list[str | None], day: date, subject_ids: list[int] | None = None) -> pa.Table:

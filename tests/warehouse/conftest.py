@@ -8,7 +8,6 @@ when EHR_REQUIRE_SERVICES=1 (set by .ci/run): then they fail, so CI cannot pass 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 
@@ -18,6 +17,7 @@ import pytest
 from pipeline.contracts import INPUT_TABLES, OUTPUT_TABLES, contract
 from tests.services import (  # noqa: F401  (re-exported for the warehouse tests)
     PG_SERVER_URL,
+    require_marker,
     require_pg_server,
     scratch_database,
     skip_or_fail,
@@ -90,11 +90,20 @@ def sort_rows(table: pa.Table) -> pa.Table:
 
 # PostgreSQL ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """URL of a fresh database for this test run; dropped (with its connections) at the end."""
+def _pg_run_database() -> Iterator[str]:
     require_pg_server()
-    with scratch_database(f"ehr_test_{os.getpid()}") as url:
+    with scratch_database("ehr_test") as url:
         yield url
+
+
+@pytest.fixture
+def pg_url(_pg_run_database: str) -> str:
+    """URL of a fresh database for this test run (created once, dropped with its connections at the end).
+
+    Checked for each test that asks for it: a test reaching the server must be marked ``postgres``, also
+    when an earlier test already created the database."""
+    require_marker("postgres", "the PostgreSQL server")
+    return _pg_run_database
 
 
 @pytest.fixture

@@ -248,6 +248,7 @@ def test_postgres_unreachable_server_names_host_port_database_not_password(
     assert "pw-Unreachable-42" not in rendered and url not in rendered
 
 
+@pytest.mark.postgres
 def test_postgres_unknown_role_message_has_no_password(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
     # A role the real server does not know; a real wrong password is refused by the fake server
     # above (this server trusts loopback and accepts any password).

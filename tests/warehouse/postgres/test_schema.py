@@ -43,7 +43,7 @@ def test_postgres_schema_fingerprint_changes_with_any_script_it_runs(monkeypatch
 
 def test_postgres_schema_live_table_mismatch_names_table_and_column_and_writes_nothing(pg_url: str) -> None:
     # a database of its own: dropping and re-adding a column moves it, and the shared one must keep its layout
-    with scratch_database(f"ehr_test_mismatch_{os.getpid()}") as url:
+    with scratch_database("ehr_test_mismatch") as url:
         with PostgresWarehouse(url) as w:
             w.replace_days({"notes": make_day("notes", DAY1)}, DAY1)
             w.execute_script("ALTER TABLE ehr.notes DROP COLUMN note_type")
@@ -119,15 +119,16 @@ def _old_layout_ddl() -> str:
 def test_postgres_schema_migrate_an_unpartitioned_table_with_its_rows_and_grants(pg_url: str) -> None:
     import psycopg
 
+    reader = f"ehr_test_reader_{os.getpid()}"  # roles are server-wide: one per test run
     with scratch_database("ehr_test_migrate") as url:
         old_rows = pa.concat_tables([make_day("notes", DAY1, rows=4), make_day("notes", DAY2, rows=3)])
         with psycopg.connect(url, autocommit=True) as con:
             con.execute(_old_layout_ddl())
             con.execute(
-                "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ehr_test_reader') "
-                "THEN CREATE ROLE ehr_test_reader NOLOGIN; END IF; END$$"
+                f"DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{reader}') "
+                f"THEN CREATE ROLE {reader} NOLOGIN; END IF; END$$"
             )
-            con.execute("GRANT SELECT ON ehr.notes, ehr.v_patient_problems TO ehr_test_reader")
+            con.execute(f"GRANT SELECT ON ehr.notes, ehr.v_patient_problems TO {reader}")
             with con.cursor().copy(f"COPY ehr.notes ({', '.join(old_rows.column_names)}) FROM STDIN") as copy:
                 for row in old_rows.to_pylist():
                     copy.write_row(list(row.values()))
@@ -141,7 +142,7 @@ def test_postgres_schema_migrate_an_unpartitioned_table_with_its_rows_and_grants
                 assert stray_tables(w) == []
                 for relation in ("ehr.notes", "ehr.v_patient_problems"):
                     granted = w.query(
-                        "SELECT has_table_privilege('ehr_test_reader', ?, 'SELECT') AS ok", [relation]
+                        "SELECT has_table_privilege(?, ?, 'SELECT') AS ok", [reader, relation]
                     ).column("ok")[0]
                     assert granted.as_py(), relation
                 partitioned = w.query(
@@ -164,6 +165,6 @@ def test_postgres_schema_migrate_an_unpartitioned_table_with_its_rows_and_grants
                 assert collation == "C"
         finally:
             with psycopg.connect(url, autocommit=True) as con:
-                con.execute("DROP OWNED BY ehr_test_reader")
+                con.execute(f"DROP OWNED BY {reader}")
             with psycopg.connect(pg_url, autocommit=True) as con:
-                con.execute("DROP ROLE IF EXISTS ehr_test_reader")
+                con.execute(f"DROP ROLE IF EXISTS {reader}")
