@@ -140,6 +140,17 @@ class Settings(ValidationSettings, BaseSettings):
     risk_band_medium: float = Field(default=0.10, ge=0, le=1)
     risk_band_high: float = Field(default=0.25, ge=0, le=1)
 
+    # run report and drift checks
+    report_days: int = Field(default=30, ge=1, description="days the report index shows trends over")
+    drift_reference_days: int = Field(default=14, ge=1, description="trailing days a day's drift is measured against")
+    drift_psi_threshold: float = Field(
+        default=0.25, gt=0, description="population stability index above which a metric has drifted (0.25: a major shift)"
+    )
+    drift_min_rows: int = Field(default=20, ge=1, description="rows a day and its reference need before PSI is judged")
+    on_drift: Literal["warn", "fail"] = Field(
+        default="warn", description="a drifted metric: warn (the report task succeeds) or fail (it fails, no retries)"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -46,6 +46,7 @@ OUTPUT_TABLES: tuple[str, ...] = (
     "quarantine",
     "validation_results",
     "pipeline_runs",
+    "drift_metrics",
 )
 
 TIMESTAMP_TYPE = pa.timestamp("us")

@@ -11,6 +11,7 @@ inside the window may end after it: it is still open at the end of the window, a
 so labs by charttime do not thin out over the last days.
 
 `messy=True` plants a few realistic defects for validation and reconciliation tests (see `_Writer`).
+`shift_day` plants a shift in the admission mix on one day, for drift checks (see `_Writer`).
 """
 
 from __future__ import annotations
@@ -219,13 +220,17 @@ def _simulate(rng: random.Random, patient: clinical.Patient, first: date, last_d
 
 def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start: date, days: int = 3,
              history_days: int = 365, seed: int = 7, progress: ProgressFn | None = None, messy: bool = False,
-             icd10_cutover: date | None = None) -> GenerateSummary:
+             icd10_cutover: date | None = None, shift_day: date | None = None,
+             shift_emergency_share: float = 0.4) -> GenerateSummary:
     """Write a synthetic source folder under `out` and return what was written.
 
     `icd10_cutover` (MIMIC-IV only): admissions from this date are coded in ICD-10-CM, earlier ones in
     ICD-9-CM; default is the middle of the history window so both versions appear. `messy` plants a few
-    realistic defects (see `_Writer`).
+    realistic defects (see `_Writer`). `shift_day`: the admissions discharged that day are emergencies
+    with probability `shift_emergency_share` instead of the usual ~0.87 (see `_Writer`).
     """
+    if not 0 <= shift_emergency_share <= 1:
+        raise ValueError(f"E-SYN022 shift_emergency_share must be in [0, 1], got {shift_emergency_share}")
     if layout not in ("mimic4", "mimic3"):
         raise ValueError(f"E-SYN020 layout must be 'mimic4' or 'mimic3', got {layout!r}")
     if isinstance(start, str):
@@ -237,7 +242,7 @@ def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start
     history_start = start - timedelta(days=history_days)
     last_day = start + timedelta(days=days - 1)
     cutover = icd10_cutover or (start - timedelta(days=history_days // 2))
-    writer = _Writer(out, layout, seed, messy=messy)
+    writer = _Writer(out, layout, seed, messy=messy, shift_day=shift_day, shift_emergency_share=shift_emergency_share)
     composer = notes.NoteComposer(seed=seed, split="all")
     demo_counts = {(start + timedelta(days=d)).isoformat(): 0 for d in range(days)}
     try:
@@ -273,12 +278,21 @@ class _Writer:
     - a lab whose ``labevent_id`` has 20 digits (too large for any integer column);
     - a lab and a diagnosis of an admission that is not in the source, a lab with no charttime and an
       impossible value (see :meth:`plant_defects`).
+
+    With ``shift_day`` it plants a shift in the admission mix instead, as a drift check should see it: each
+    admission discharged that day is an emergency with probability ``shift_emergency_share`` (drawn from
+    its own random stream); an emergency drawn as not is written as ELECTIVE (no ED stay), and the
+    reverse as EW EMER. Everything else about the stay is unchanged.
     """
 
     MANGLED_ADMISSIONS = 3
 
-    def __init__(self, out: Path, layout: str, seed: int, *, messy: bool = False) -> None:
+    def __init__(self, out: Path, layout: str, seed: int, *, messy: bool = False, shift_day: date | None = None,
+                 shift_emergency_share: float = 0.4) -> None:
         self.messy = messy
+        self.shift_day = shift_day
+        self.shift_emergency_share = shift_emergency_share
+        self.shift_rng = random.Random(f"shift:{seed}")
         self.mangled_admissions = 0
         self.layout = layout
         self.out = out
@@ -352,13 +366,20 @@ class _Writer:
 
     def _admission(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int) -> None:
         stay = p.stay
+        admission_type = stay.admission_type
         ed_reg = ed_out = None
         if stay.ed_hours is not None:
             ed_out = p.admit - timedelta(minutes=rng.randint(5, 90))
             ed_reg = ed_out - timedelta(hours=stay.ed_hours)
+        if self.shift_day is not None and p.disch.date() == self.shift_day:
+            emergency = self.shift_rng.random() < self.shift_emergency_share
+            if emergency != stay.emergency:
+                admission_type = "EW EMER." if emergency else "ELECTIVE"
+                if not emergency:
+                    ed_reg = ed_out = None
         if ed_reg is not None:
             location = "EMERGENCY ROOM"
-        elif stay.admission_type in ("ELECTIVE", "SURGICAL SAME DAY ADMISSION"):
+        elif admission_type in ("ELECTIVE", "SURGICAL SAME DAY ADMISSION"):
             location = rng.choice(("PHYSICIAN REFERRAL", "PHYSICIAN REFERRAL", "PROCEDURE SITE", "CLINIC REFERRAL"))
         else:
             location = rng.choice(("PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL", "WALK-IN/SELF REFERRAL",
@@ -378,12 +399,12 @@ class _Writer:
             self.mangled_admissions += 1
         if self.layout == "mimic4":
             self.sinks["admissions"].write([
-                patient.subject_id, hadm_id, _fmt(p.admit), dischtime, _fmt(p.death), stay.admission_type,
+                patient.subject_id, hadm_id, _fmt(p.admit), dischtime, _fmt(p.death), admission_type,
                 f"P{rng.randrange(16**5):05X}", location, discharge_location, insurance, patient.language,
                 patient.marital_status, patient.race, _fmt(ed_reg), _fmt(ed_out), expire,
             ])
         else:
-            adm_type = _MIMIC3_TYPE.get(stay.admission_type, "EMERGENCY")
+            adm_type = _MIMIC3_TYPE.get(admission_type, "EMERGENCY")
             insurance3 = {"Other": rng.choice(("Government", "Self Pay", "Private"))}.get(insurance, insurance)
             diagnosis = _data.lexicon()[stay.principal_variant["concept"]].terms[0].surface.upper()
             self.sinks["admissions"].write([

@@ -378,23 +378,27 @@ def load(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str
 
 # --- report --------------------------------------------------------------------------------------
 def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Summarise the day: counts per table from the warehouse, conservation, data docs; writes a JSON report.
+    """Summarise the day: counts per table from the warehouse, conservation, drift, the run report site.
+
+    Writes the day's drift metrics to ``ehr.drift_metrics``, the report site (``<workdir>/reports/index.html``
+    and ``ds=<ds>.html``, :mod:`pipeline.tasks.reporting`) and a JSON summary. With ``EHR_ON_DRIFT=fail`` a
+    drifted metric fails the task (:class:`DataQualityError`) once all of that is written.
 
     Conservation is checked against what is in the warehouse: per input table, rows extracted (extract run) =
     rows_in of the validate run = rows passed + rows quarantined, rows passed = rows in ``ehr.<table>`` and
     rows quarantined = rows in ``ehr.quarantine`` for the ds. A mismatch raises :class:`DataQualityError`.
     """
+    from pipeline.tasks import reporting
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
     with recorded(settings, run_id, ds, "report") as rec:
         with open_warehouse(settings.warehouse) as wh:
+            counted = (*INPUT_TABLES, "note_entities", "admission_risk", "quarantine", "validation_results")
             counts = wh.query(
-                " UNION ALL ".join(
-                    f"SELECT '{t}' AS table_name, count(*) AS n FROM ehr.{t} WHERE ds = ?"
-                    for t in (*INPUT_TABLES, "note_entities", "admission_risk", "quarantine", "validation_results")
-                ),
-                [ds] * 10,
+                " UNION ALL ".join(f"SELECT '{t}' AS table_name, count(*) AS n FROM ehr.{t} WHERE ds = ?"
+                                   for t in counted),
+                [ds] * len(counted),
             ).to_pylist()
             runs = wh.query(
                 "SELECT table_name, status, rows_in, rows_out, rows_quarantined FROM ehr.pipeline_runs "
@@ -411,7 +415,11 @@ def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[s
         problems = _conservation_problems(runs, extracted, loaded, quarantined)
         if problems:
             raise DataQualityError(f"report: conservation check failed for ds={ds}: " + "; ".join(problems))
+        drift = reporting.check_drift(settings, ds, run_id=run_id)
+        site = reporting.build_site(settings, ds)
         docs_index = settings.data_docs_dir / "index.html"
+        drifted = sorted(m for m, s in zip(drift.column("metric").to_pylist(), drift.column("status").to_pylist(),
+                                           strict=True) if s in ("warn", "fail"))
         summary = {
             "ds": ds.isoformat(),
             "run_id": run_id,
@@ -419,12 +427,20 @@ def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[s
             "validation": runs,
             # only a site that was built: a run without GX docs (or with them disabled) names none
             "data_docs": str(docs_index) if docs_index.is_file() else None,
+            "report": str(settings.reports_dir / f"ds={ds.isoformat()}.html"),
+            "drifted": drifted,
         }
         settings.reports_dir.mkdir(parents=True, exist_ok=True)
         path = settings.reports_dir / f"ds={ds.isoformat()}.json"
         path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-        rec.add("all", None, None, None, {k: v for k, v in (("report", str(path)),
-                                                             ("data_docs", summary["data_docs"])) if v})
+        rec.add("all", None, None, None, {k: v for k, v in (("report", summary["report"]), ("index", str(site)),
+                                                             ("data_docs", summary["data_docs"]),
+                                                             ("drifted", drifted)) if v})
+        if drifted and settings.on_drift == "fail":
+            raise DataQualityError(
+                f"report ds={ds}: drift in {', '.join(drifted)} (PSI above threshold; EHR_ON_DRIFT=fail). "
+                f"See {summary['report']} and ehr.drift_metrics for ds={ds}."
+            )
     return summary
 
 
