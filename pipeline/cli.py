@@ -218,7 +218,7 @@ def report(
         raise typer.BadParameter("--end is before --start", param_hint="--end")
     with console.status(f"building the run report for {first}..{last}"):
         index = reporting.rebuild(settings, first, last, run_id=new_run_id(last, "report"))
-    console.print(f"run report: {index}")
+    console.print(f"run report: {index}", soft_wrap=True)  # one line, whatever the width: people copy it
 
 
 @app.command("init-warehouse")
@@ -456,7 +456,7 @@ def demo(
         console.print(f"Data Docs: {docs_index}")
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     # last, so it is the line people see: the report site the nightly runs wrote
-    console.print(f"run report: {settings.reports_dir / 'index.html'}")
+    console.print(f"run report: {settings.reports_dir / 'index.html'}", soft_wrap=True)
 
 
 def _print_day(summary: dict[str, Any]) -> None:

@@ -72,3 +72,34 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.nlp.conftest import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_ner"))
+
+
+@pytest.fixture(scope="session")
+def report_run(tmp_path_factory: pytest.TempPathFactory, trained: tuple, tiny_model_dir: Path) -> dict[str, Any]:
+    """A demo-like run for the report tests: 1,500 generated patients, 30 days of history bulk-loaded, then three
+    nightly days through every stage (risk with the ``trained`` model, NER with the tiny one) into DuckDB. On the
+    third day the admission mix is shifted (emergencies 40 % instead of ~87 %: ``generate(shift_day=...)``).
+
+    Returns the settings, the nightly days and the shifted day. Tests may read it; the report tests that
+    change the warehouse put it back.
+    """
+    from datetime import timedelta
+
+    from pipeline.airflow_local import DEMO_START
+    from pipeline.config import load_settings
+    from pipeline.synth import generate
+    from pipeline.tasks import history, nightly
+
+    days = [DEMO_START + timedelta(days=i) for i in range(3)]
+    with pytest.MonkeyPatch.context() as mp:  # built before any test's own isolation: none of the caller's EHR_*
+        for key in [k for k in os.environ if k.startswith("EHR_")]:
+            mp.delenv(key)
+        mp.setenv("EHR_CONFIG", str(tmp_path_factory.getbasetemp() / "no-pipeline.yaml"))
+        settings = load_settings(workdir=tmp_path_factory.mktemp("report_run"), ner_model_path=tiny_model_dir,
+                                 risk_model_path=trained[2])
+        generate(settings.source_dir, patients=1500, start=DEMO_START, days=len(days), history_days=30, seed=7,
+                 shift_day=days[-1], shift_emergency_share=0.4)
+        history.ingest_history(DEMO_START - timedelta(days=30), DEMO_START - timedelta(days=1), settings=settings)
+        for day in days:
+            nightly.run_day(day, settings=settings)
+    return {"settings": settings, "days": days, "shifted": days[-1]}

@@ -70,13 +70,24 @@ def categorical_shares(reference: pa.Array | pa.ChunkedArray, current: pa.Array 
 
 def numeric_shares(reference: pa.Array | pa.ChunkedArray, current: pa.Array | pa.ChunkedArray) -> Shares:
     """Counts per bin cut at the reference's deciles (repeated edges merged, so a discrete score such as
-    Charlson gets one bin per value it takes); nulls are dropped."""
+    Charlson gets one bin per value it takes, and one above its largest); nulls are dropped."""
     ref = _floats(reference)
     cur = _floats(current)
-    edges = np.unique(np.quantile(ref, DECILES)) if len(ref) else np.array([])
+    edges = _deciles(ref)
     # right-closed bins: a value equal to an edge falls in the bin below it, as quantiles are defined
     return Shares(np.bincount(np.searchsorted(edges, ref, side="left"), minlength=len(edges) + 1).astype(float),
                   np.bincount(np.searchsorted(edges, cur, side="left"), minlength=len(edges) + 1).astype(float))
+
+
+def _deciles(values: np.ndarray) -> np.ndarray:
+    """The reference's deciles among the values seen (the inverse of its empirical CDF, not interpolated, so a
+    discrete score gets no bin between two of its values), repeated ones merged."""
+    if not len(values):
+        return np.array([])
+    ordered = np.sort(values)
+    # rounded first: 0.3 * 100 is 30.000000000000004 in floating point, which must not round up to 31
+    rank = np.ceil(np.round(DECILES * len(ordered), 6)).astype(np.int64) - 1
+    return np.unique(ordered[np.clip(rank, 0, len(ordered) - 1)])
 
 
 def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:

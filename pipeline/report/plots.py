@@ -56,7 +56,9 @@ def trend(frame: pd.DataFrame, *, title: str, ylabel: str, log_scale: bool = Fal
         if log_scale:
             ax.set_yscale("symlog", linthresh=1)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
+        shown = frame.dropna(how="all").index
+        span = (max(shown) - min(shown)).days if len(shown) else 0
+        ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, span // 6)))  # whole days, at most ~7 ticks
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel, fontsize=8)
