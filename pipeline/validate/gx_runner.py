@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.validate.data_docs_offline import make_offline
 from pipeline.validate.suites import ExpectationSpec, SuiteSpec
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class GxRunner:
             if self.ds is not None:
                 self._forget_earlier_runs_of_the_day()
             self.context.build_data_docs(site_names=[DOCS_SITE])
+            make_offline(self.data_docs_dir)  # GX's pages load their CSS and JS from CDNs: local copies instead
         index = self.data_docs_dir / "index.html"
         return index if index.exists() else None
 

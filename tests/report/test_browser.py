@@ -1,7 +1,8 @@
 """The run report in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven by
 Selenium) opens the index and a day page of a demo-like run (``report_run``) with the network off. No console
 errors, every image loaded, and a full-page screenshot of each kept under ``artifacts/report-screenshots/``
-(ignored by git) for people to look at.
+(ignored by git) for people to look at. The Great Expectations Data Docs the report links to work offline too:
+styled, and their tables filled (bootstrap-table, from local copies).
 
 Without Chromium the test is skipped locally and fails in CI (EHR_REQUIRE_SERVICES=1; .ci/run installs it).
 """
@@ -68,7 +69,11 @@ def _open(browser, page: Path) -> dict:
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": 1300, "height": height, "scale": 1}})
     return {"errors": errors, "broken": broken, "images": images, "png": base64.b64decode(shot["data"]),
-            "title": browser.title}
+            "title": browser.title,
+            "rows": browser.execute_script("return document.querySelectorAll('table tbody tr').length;"),
+            "styled": browser.execute_script(  # Bootstrap's CSS loaded: its .d-none hides an element
+                "const d = document.createElement('div'); d.className = 'd-none'; document.body.appendChild(d);"
+                "return getComputedStyle(d).display === 'none';")}
 
 
 @pytest.mark.parametrize("which", ["index", "shifted day"])
@@ -83,6 +88,18 @@ def test_browser_opens_the_report_offline_without_errors_and_with_every_image(re
     shot = ARTIFACTS / f"{page.stem}.png"
     shot.write_bytes(seen["png"])
     assert seen["png"][:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize("which", ["index", "validation page"])
+def test_browser_opens_the_data_docs_offline_styled_and_with_filled_tables(report_run, browser, which) -> None:
+    docs = report_run["settings"].data_docs_dir
+    page = docs / "index.html" if which == "index" else sorted((docs / "validations").rglob("*.html"))[-1]
+    seen = _open(browser, page)
+    assert seen["errors"] == []
+    assert seen["broken"] == []
+    assert seen["styled"] and seen["rows"] > 0
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"data-docs-{which.replace(' ', '-')}.png").write_bytes(seen["png"])
 
 
 def test_browser_reports_a_missing_image_as_broken(report_run, browser, tmp_path: Path) -> None:
