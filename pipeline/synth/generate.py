@@ -371,12 +371,6 @@ class _Writer:
         if stay.ed_hours is not None:
             ed_out = p.admit - timedelta(minutes=rng.randint(5, 90))
             ed_reg = ed_out - timedelta(hours=stay.ed_hours)
-        if self.shift_day is not None and p.disch.date() == self.shift_day:
-            emergency = self.shift_rng.random() < self.shift_emergency_share
-            if emergency != stay.emergency:
-                admission_type = "EW EMER." if emergency else "ELECTIVE"
-                if not emergency:
-                    ed_reg = ed_out = None
         if ed_reg is not None:
             location = "EMERGENCY ROOM"
         elif admission_type in ("ELECTIVE", "SURGICAL SAME DAY ADMISSION"):
@@ -384,6 +378,14 @@ class _Writer:
         else:
             location = rng.choice(("PHYSICIAN REFERRAL", "TRANSFER FROM HOSPITAL", "WALK-IN/SELF REFERRAL",
                                    "TRANSFER FROM SKILLED NURSING FACILITY", "CLINIC REFERRAL"))
+        if self.shift_day is not None and p.disch.date() == self.shift_day:
+            # drawn from its own stream, never rng: the rest of the dataset is the same with or without the shift
+            emergency = self.shift_rng.random() < self.shift_emergency_share
+            if emergency != stay.emergency:
+                admission_type = "EW EMER." if emergency else "ELECTIVE"
+                if not emergency:
+                    ed_reg = ed_out = None
+                    location = "PHYSICIAN REFERRAL"
         discharge_location = "DIED" if p.death else stay.disposition
         age = stay.age
         if age >= 65:

@@ -3,6 +3,7 @@ from datetime import timedelta
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.synth import GenerateSummary, generate
 from pipeline.synth.generate import MIMIC3_COLUMNS, MIMIC3_FILES, MIMIC4_COLUMNS, MIMIC4_FILES
@@ -219,3 +220,30 @@ def test_generate_streams_with_bounded_memory(tmp_path):
     tracemalloc.stop()
     # everything written is ~40 MB of CSV/Parquet content; the generator holds one chunk at a time
     assert peak < 25 * 1024 * 1024
+
+
+@pytest.mark.slow
+def test_generate_shift_day_changes_only_that_days_admission_mix(tmp_path):
+    """A planted shift for drift checks: on shift_day the emergency share is the one asked for (here 0.3 against
+    the usual ~0.87); every other day's rows, and every other column of that day, are as without it."""
+    kwargs = dict(patients=1500, start=START, days=3, history_days=30, seed=9)
+    shifted_day = START + timedelta(days=2)
+    generate(tmp_path / "plain", **kwargs)
+    generate(tmp_path / "shifted", **kwargs, shift_day=shifted_day, shift_emergency_share=0.3)
+    emergency = "('EW EMER.', 'DIRECT EMER.', 'URGENT', 'EU OBSERVATION')"
+    query = (f"select cast(dischtime as date) = '{shifted_day}' as shifted, count(*), "
+             f"avg(case when admission_type in {emergency} then 1.0 else 0 end) from admissions group by 1 order by 1")
+    (_, before_other, share_other), (_, before_n, share_plain) = _sql(tmp_path / "plain", "admissions", query)
+    (_, after_other, share_other_after), (_, after_n, share_shifted) = _sql(tmp_path / "shifted", "admissions", query)
+    assert (before_other, before_n) == (after_other, after_n) and share_other == share_other_after
+    assert share_plain > 0.8 and abs(share_shifted - 0.3) < 0.12 and after_n >= 40
+    # nothing but the type (and, for an emergency made elective, its ED times and location) changes
+    cols = "hadm_id, subject_id, admittime, dischtime, deathtime, discharge_location, insurance, race"
+    for name in ("patients", "diagnoses", "labs", "prescriptions", "notes"):
+        assert _digest_table(tmp_path / "plain", name) == _digest_table(tmp_path / "shifted", name), name
+    assert (_sql(tmp_path / "plain", "admissions", f"select {cols} from admissions order by hadm_id")
+            == _sql(tmp_path / "shifted", "admissions", f"select {cols} from admissions order by hadm_id"))
+
+
+def _digest_table(folder, table):
+    return hashlib.sha256((folder / MIMIC4_FILES[table]).read_bytes()).hexdigest()
