@@ -52,7 +52,7 @@ def drift_samples(wh: Any, ds: date, reference_start: date) -> list[Sample]:
     # the risk model's inputs: the admission itself and its patient (ages as the model sees them)
     admissions = _query(wh, (
         "SELECT a.ds, a.admission_type, a.admittime, a.dischtime, p.gender, "
-        "p.anchor_age + (EXTRACT(YEAR FROM a.admittime) - p.anchor_year) AS age "
+        "p.anchor_age + CAST(EXTRACT(YEAR FROM a.admittime) AS INTEGER) - p.anchor_year AS age "
         "FROM ehr.admissions a LEFT JOIN ehr.patients p ON p.subject_id = a.subject_id AND p.ds = a.ds "
         "WHERE a.ds BETWEEN ? AND ?"), window)
     stay = pc.subtract(admissions.column("dischtime").cast(pa.timestamp("us")).cast(pa.int64()),
@@ -107,11 +107,12 @@ def check_drift(settings: Settings, ds: date, *, run_id: str) -> pa.Table:
 
 
 # --- the site ----------------------------------------------------------------------------------------
-def report_data(wh: Any, first: date, last: date, *, trailing_days: int, data_docs: Path | None) -> ReportData:
-    """Everything the pages of ``first..last`` show, read from the warehouse (counts from ``trailing_days``
-    earlier, for the trailing medians)."""
-    window = [first, last]
-    counts_from = first - timedelta(days=trailing_days)
+def report_data(wh: Any, first: date, last: date, *, trailing_days: int, data_docs: Path | None,
+                pages_from: date | None = None) -> ReportData:
+    """Everything the index (trends over ``first..last``) and the day pages from ``pages_from`` (default
+    ``first``) show, read from the warehouse; row counts from ``trailing_days`` earlier, for the medians."""
+    window = [min(first, pages_from or first), last]
+    counts_from = window[0] - timedelta(days=trailing_days)
     counts = _query(wh, " UNION ALL ".join(
         f"SELECT '{t}' AS table_name, ds, count(*) AS row_count FROM ehr.{t} WHERE ds BETWEEN ? AND ? GROUP BY ds"
         for t in COUNTED_TABLES), [counts_from, last] * len(COUNTED_TABLES))
@@ -131,7 +132,7 @@ def report_data(wh: Any, first: date, last: date, *, trailing_days: int, data_do
                            "rows_extracted, rows_passed, rows_quarantined, validate_status "
                            "FROM ehr.v_data_quality_daily WHERE ds BETWEEN ? AND ?", window),
         entities=_query(wh, "SELECT ds, label, count(*) AS n, "
-                            "sum(CASE WHEN is_negated THEN 1 ELSE 0 END) AS negated "
+                            "CAST(sum(CASE WHEN is_negated THEN 1 ELSE 0 END) AS BIGINT) AS negated "
                             "FROM ehr.note_entities WHERE ds BETWEEN ? AND ? GROUP BY ds, label", window),
         risk_bands=_query(wh, "SELECT ds, risk_band, count(*) AS n FROM ehr.admission_risk "
                               "WHERE ds BETWEEN ? AND ? GROUP BY ds, risk_band", window),
@@ -154,7 +155,7 @@ def build_site(settings: Settings, last: date, *, pages_from: date | None = None
     docs = settings.data_docs_dir / "index.html"
     with open_warehouse(settings.warehouse) as wh:
         data = report_data(wh, first, last, trailing_days=settings.drift_reference_days,
-                           data_docs=docs if docs.is_file() else None)
+                           data_docs=docs if docs.is_file() else None, pages_from=pages_from)
     index = write_site(data, settings.reports_dir, pages_from=pages_from or last)
     log.info("run report: %s", index, extra={"ds": str(last), "path": str(index)})
     return index

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from pipeline.config import REPO_ROOT
+from pipeline.contracts import INPUT_TABLES, OUTPUT_TABLES
 from pipeline.synth.tables import note_entities_day
 from pipeline.warehouse.postgres import PostgresWarehouse
 from tests.warehouse.conftest import make_day, sort_rows
@@ -78,11 +79,11 @@ def _state(w: PostgresWarehouse) -> dict[str, object]:
 
 
 def _stray_tables(con: psycopg.Connection) -> list[str]:
+    """Plain tables in schema ehr that no contract names (a staging table left visible)."""
     rows = con.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'ehr' AND c.relkind = 'r' AND NOT c.relispartition AND c.relname NOT IN "
-        "('patients', 'admissions', 'diagnoses', 'prescriptions', 'admission_risk', 'quarantine', "
-        "'validation_results', 'pipeline_runs')"
+        "WHERE n.nspname = 'ehr' AND c.relkind = 'r' AND NOT c.relispartition AND c.relname <> ALL (%s)",
+        (list(INPUT_TABLES + OUTPUT_TABLES),),
     ).fetchall()
     return [r[0] for r in rows]
 
