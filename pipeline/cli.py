@@ -165,6 +165,7 @@ def backfill(
         for day in all_days:
             nightly.run_day(day, settings=settings, on_step=lambda name, d=day: progress.update(bar, description=f"{d} {name}"))
             progress.advance(bar)
+    console.print(f"run report: {settings.reports_dir / 'index.html'}", soft_wrap=True)
 
 
 # --- warehouse ---------------------------------------------------------------------------------------
@@ -466,6 +467,10 @@ def _print_day(summary: dict[str, Any]) -> None:
     for name, n in summary["warehouse_rows"].items():
         table.add_row(name, str(n))
     console.print(table)
+    if summary.get("drifted"):
+        console.print(f"[yellow]drift:[/yellow] {', '.join(summary['drifted'])}")
+    if summary.get("report"):
+        console.print(f"run report: {summary['report']}", soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
