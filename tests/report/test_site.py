@@ -106,6 +106,8 @@ def test_site_day_page_shows_the_numbers_people_look_for(site: tuple[Path, Path]
 
 
 def test_site_without_drift_shows_no_alert_and_index_says_none(tmp_path: Path) -> None:
-    out, index = _site(tmp_path, drift_status="ok")
+    out = tmp_path / "reports"
+    index = write_site(_data(tmp_path, drift_status="ok"), out, pages_from=D3)  # the last day's page only
+    assert not (out / page_name(D2)).exists()
     assert "Drift:" not in (out / page_name(D3)).read_text()
     assert "drifted" not in index.read_text()
