@@ -123,6 +123,12 @@ class Settings(ValidationSettings, BaseSettings):
     gpu_pool: str = "gpu"
     gpu_pool_slots: int = Field(default=2, gt=0)
 
+    require_notes: bool = Field(
+        default=False,
+        description="a source without the notes module (MIMIC-IV-Note) fails at extract instead of running without "
+        "notes, NER and the note-based risk features (recorded as a warning)",
+    )
+
     # NER and risk
     ner_enabled: bool = True
     risk_enabled: bool = True

@@ -39,7 +39,9 @@ from pipeline.config import SCHEMAS_DIR
 TABLES_DIR = SCHEMAS_DIR / "tables"
 
 #: Canonical input tables, parents first (the order extraction and reports use).
-INPUT_TABLES: tuple[str, ...] = ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")
+INPUT_TABLES: tuple[str, ...] = (
+    "patients", "admissions", "diagnoses", "procedures", "labs", "prescriptions", "icu_stays", "notes",
+)
 OUTPUT_TABLES: tuple[str, ...] = (
     "note_entities",
     "admission_risk",

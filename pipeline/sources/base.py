@@ -19,8 +19,13 @@ event, so a nightly run never files a row under a day that has already been proc
   admission nobody had seen. A stay with no ``dischtime`` and no witness is still open: it is listed among
   the open admissions and extracted on the day it gets a discharge time.
 - labs and notes: ``charttime``; witnesses ``storetime``, then their admission's day.
-- diagnoses: their admission's day. prescriptions: their admission's day; when the admission is not in
-  the source at all, ``starttime`` (the order time, when the row entered the source).
+- diagnoses and procedures: their admission's day. prescriptions and ICU stays: their admission's day;
+  when the admission is not in the source at all, ``starttime`` / ``intime`` (when the row entered the
+  source).
+- radiology reports are dated by their own times like other notes but never witness a discharge.
+
+Optional modules (MIMIC-IV-Note, icu, procedures): a table whose mapping says ``if_absent: skip`` and whose
+files the source lacks is extracted empty, and ``ExtractResult.absent`` says why.
 - patients: those referenced by that day's admissions (one row per patient and day).
 
 A row whose deciding timestamp is unreadable is set aside (``unparseable_timestamp``) on the witnessed day,
@@ -71,6 +76,17 @@ class SourceReader(Protocol):
         """Rows of a canonical table, in batches, as text columns with canonical names (plus ``_bad_encoding``,
         and optionally ``_reader_rule``/``_reader_detail``). At least one, possibly empty, batch."""
         ...
+
+
+def absent_tables(reader: SourceReader) -> dict[str, str]:
+    """The optional tables (a module such as MIMIC-IV-Note or icu) this source does not have → why.
+
+    A reader without an ``absent`` method has every table.
+    """
+    check = getattr(reader, "absent", None)
+    if check is None:
+        return {}
+    return {name: why for name in INPUT_TABLES if (why := check(name))}
 
 
 def read_all(reader: SourceReader, table: str) -> pa.Table:
@@ -124,6 +140,7 @@ class ExtractResult:
     unattributed: dict[str, int] = field(default_factory=dict)  # rows in the source no witness dates
     not_yet_due: dict[str, int] = field(default_factory=dict)  # rows of stays not yet discharged
     undatable_day: date | None = None  # the day undated rows are reported on (the source's first day)
+    absent: dict[str, str] = field(default_factory=dict)  # optional tables the source lacks → why
 
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
@@ -407,13 +424,24 @@ def _own_day(raw: pa.Table, own: Iterable[str], day_shift: int) -> pa.Array | No
     return pc.coalesce(*days) if days else None
 
 
+def _radiology(raw: pa.Table) -> pa.Array:
+    """Radiology reports (MIMIC-IV-Note note_type RR, MIMIC-III CATEGORY Radiology): charted during the stay,
+    so they never witness its discharge day."""
+    kind = pc.utf8_upper(pc.utf8_trim_whitespace(raw.column("note_type").combine_chunks()))
+    return pc.fill_null(pc.is_in(kind, pa.array(["RR", "RADIOLOGY"])), False)
+
+
 def _date_dependants(raw: pa.Table, own_day: pa.Array | None, adm: _Admissions, day_shift: int,
-                     tally: _Tally) -> tuple[pa.Array, pa.Array]:
-    """(day, undatable mask) of rows dated by their own day, else through their admission."""
+                     tally: _Tally, fallback: str | None = None) -> tuple[pa.Array, pa.Array]:
+    """(day, undatable mask) of rows dated by their own day, else through their admission.
+
+    ``fallback``: a timestamp column dating rows whose admission is not in the source at all (a
+    prescription's starttime, an ICU stay's intime: when the row entered the source).
+    """
     adm_day, known = adm.lookup(_int(raw, "hadm_id"))
     day = adm_day if own_day is None else pc.coalesce(own_day, adm_day)
-    if "starttime" in raw.column_names:  # prescriptions of an admission missing from the source
-        day = pc.if_else(known, day, pc.coalesce(day, _ts_day(raw, "starttime", day_shift)[0]))
+    if fallback is not None and fallback in raw.column_names:
+        day = pc.if_else(known, day, pc.coalesce(day, _ts_day(raw, fallback, day_shift)[0]))
     undated = pc.is_null(day)
     tally.not_yet_due += _count(pc.and_(undated, known))  # the admission is in the source, still open
     undatable = pc.and_(undated, pc.invert(known))
@@ -446,6 +474,7 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
         if len(waiting):
             hadm = _int(raw, "hadm_id")
             witness = pc.and_(pc.fill_null(pc.is_in(hadm, value_set=waiting), False), pc.is_valid(own_day))
+            witness = pc.and_(witness, pc.invert(_radiology(raw)))
             if _count(witness):
                 witness_parts.append(pa.table({"hadm_id": hadm.filter(witness), "day": own_day.filter(witness)}))
     witnesses = (
@@ -463,11 +492,13 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
     tables["admissions"], rej = _finish("admissions", admissions, adm.undatable_day)
     rejects.append(rej)
 
-    # 3. labs, diagnoses and prescriptions, streamed, with every admission dated
-    for name, own in (("labs", ("charttime", "storetime")), ("diagnoses", ()), ("prescriptions", ())):
+    # 3. the tables that hang off admissions, streamed, with every admission dated
+    for name, own, fallback in (("labs", ("charttime", "storetime"), None), ("diagnoses", (), None),
+                                ("procedures", (), None), ("prescriptions", (), "starttime"),
+                                ("icu_stays", (), "intime")):
         kept, tally = _Kept(), _Tally()
         for raw in reader.batches(name):
-            day, undatable = _date_dependants(raw, _own_day(raw, own, day_shift), adm, day_shift, tally)
+            day, undatable = _date_dependants(raw, _own_day(raw, own, day_shift), adm, day_shift, tally, fallback)
             kept.add(raw, day, _in_range(day, ds_start, ds_end), undatable)
         tables[name], rej = _finish(name, kept, adm.undatable_day)
         rejects.append(rej)
@@ -513,8 +544,10 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
     result = ExtractResult(
         ds_start, ds_end, tables, pa.concat_tables(rejects), _open_admissions(adm, ds_end, day_shift),
         {name: t.unattributed for name, t in tallies.items()}, {name: t.not_yet_due for name, t in tallies.items()},
-        adm.undatable_day,
+        adm.undatable_day, absent_tables(reader),
     )
+    for name, why in result.absent.items():
+        log.warning("source table absent: %s", why, extra={"table": name})
     for name, counts in result.counts().items():
         log.info("extracted", extra={"table": name, "ds_start": str(ds_start), "ds_end": str(ds_end), **counts})
     return result

@@ -32,22 +32,46 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
+class Titles:
+    """A dictionary file whose titles are looked up by code (and version, when it has one) at extraction."""
+
+    file: str
+    code: str
+    title: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
 class TableMapping:
     file: str
     columns: dict[str, str]  # canonical → source column
     optional: frozenset[str]  # canonical names that may be absent from the file
+    files: tuple[str, ...] = ()  # read one after another in place of ``file`` (each may be absent, not all)
+    module: str | None = None  # the release module the files belong to, for messages (note, icu, ...)
+    skip_if_absent: bool = False  # a source without the files runs without the table (a recorded warning)
+    titles: Titles | None = None
+
+    @property
+    def all_files(self) -> tuple[str, ...]:
+        return self.files or (self.file,)
 
 
 def load_mapping(layout: str) -> dict[str, TableMapping]:
     raw = yaml.safe_load((SCHEMAS_DIR / "sources" / f"{layout}.yaml").read_text(encoding="utf-8"))
-    return {
-        name: TableMapping(spec["file"], dict(spec["columns"]), frozenset(spec.get("optional") or ()))
-        for name, spec in raw["tables"].items()
-    }
+    out = {}
+    for name, spec in raw["tables"].items():
+        files = tuple(spec.get("files") or ())
+        titles = spec.get("titles")
+        out[name] = TableMapping(
+            spec.get("file") or (files[0] if files else ""), dict(spec["columns"]),
+            frozenset(spec.get("optional") or ()), files, spec.get("module"), spec.get("if_absent") == "skip",
+            Titles(**titles) if titles else None,
+        )
+    return out
 
 
-def find_file(root: Path, relative: str) -> Path:
-    """``relative`` or ``relative.gz`` under ``root``, matching names case-insensitively."""
+def locate_file(root: Path, relative: str) -> tuple[Path | None, str]:
+    """(``relative`` or ``relative.gz`` under ``root``, names matched case-insensitively, or None; why not)."""
     if not root.is_dir():
         raise SourceError(f"source folder not found: {root} (set EHR_SOURCE_PATH)")
     folder = root
@@ -55,13 +79,21 @@ def find_file(root: Path, relative: str) -> Path:
     for part in parts[:-1]:
         match = next((p for p in folder.iterdir() if p.is_dir() and p.name.lower() == part.lower()), None)
         if match is None:
-            raise SourceError(f"source table file not found: {root / relative}[.gz] (folder {part!r} is missing)")
+            return None, f"source table file not found: {root / relative}[.gz] (folder {part!r} is missing)"
         folder = match
     wanted = {parts[-1].lower(), parts[-1].lower() + ".gz"}
     matches = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower() in wanted)
     if not matches:
-        raise SourceError(f"source table file not found: {root / relative} (nor .gz)")
-    return matches[0]
+        return None, f"source table file not found: {root / relative} (nor .gz)"
+    return matches[0], ""
+
+
+def find_file(root: Path, relative: str) -> Path:
+    """``relative`` or ``relative.gz`` under ``root``, matching names case-insensitively."""
+    path, why = locate_file(root, relative)
+    if path is None:
+        raise SourceError(why)
+    return path
 
 
 def _is_gzip(path: Path) -> bool:
@@ -160,6 +192,25 @@ def _canonical(batch: pa.RecordBatch, include: dict[str, str], mapping: TableMap
     return pa.table(columns)
 
 
+def _with_titles(batch: pa.Table, titles: pa.Table | None, spec: Titles | None) -> pa.Table:
+    """``batch`` with ``long_title`` looked up by icd_code (and icd_version when both have one)."""
+    n = batch.num_rows
+    if titles is None or spec is None:
+        found = pa.nulls(n, pa.string())
+    else:
+        code = pc.utf8_trim_whitespace(batch.column("icd_code").combine_chunks())
+        keys, by = [code], [pc.utf8_trim_whitespace(titles.column("code"))]
+        if spec.version and "icd_version" in batch.column_names:
+            keys.append(pc.fill_null(batch.column("icd_version").combine_chunks(), ""))
+            by.append(pc.fill_null(titles.column("version"), ""))
+        joined = pc.binary_join_element_wise(*keys, "|") if len(keys) > 1 else keys[0]
+        index = pc.binary_join_element_wise(*by, "|") if len(by) > 1 else by[0]
+        found = pc.take(titles.column("title"), pc.index_in(joined, value_set=index))
+    if "long_title" in batch.column_names:
+        return batch.set_column(batch.column_names.index("long_title"), "long_title", found)
+    return batch.append_column("long_title", found)
+
+
 class FolderReader:
     """A MIMIC-IV-style folder (the default layout)."""
 
@@ -174,9 +225,46 @@ class FolderReader:
         self.block_size = block_size
         self.mapping = load_mapping(layout)
 
+    def _present(self, table: str) -> list[Path]:
+        spec = self.mapping[table]
+        found = [locate_file(self.root, relative) for relative in spec.all_files]
+        paths = [path for path, _ in found if path is not None]
+        if not paths and not spec.skip_if_absent:
+            raise SourceError(found[0][1])
+        return paths
+
+    def absent(self, table: str) -> str | None:
+        """Why a table the layout lets a source lack is absent from this one (None: it is there)."""
+        spec = self.mapping[table]
+        if not spec.skip_if_absent or self._present(table):
+            return None
+        where = " or ".join(f"{relative}[.gz]" for relative in spec.all_files)
+        module = f"the {spec.module} module" if spec.module else "the table"
+        return f"{module} is not in the source ({where} not found under {self.root})"
+
     def batches(self, table: str) -> Iterator[pa.Table]:
         spec = self.mapping[table]
-        yield from iter_text_batches(find_file(self.root, spec.file), spec, block_size=self.block_size)
+        paths = self._present(table)
+        if not paths:  # an optional module the source does not have: no rows, the canonical columns
+            yield _canonical(pa.RecordBatch.from_pylist([], schema=pa.schema([])), {}, spec)
+            return
+        titles = self._titles(spec) if spec.titles else None
+        for path in paths:
+            for batch in iter_text_batches(path, spec, block_size=self.block_size):
+                yield batch if titles is None else _with_titles(batch, titles, spec.titles)
+
+    def _titles(self, spec: TableMapping) -> pa.Table | None:
+        """code, version (text), title of the dictionary file; None when the source has none."""
+        assert spec.titles is not None
+        path, _ = locate_file(self.root, spec.titles.file)
+        if path is None:
+            return None
+        names = {"code": spec.titles.code, "title": spec.titles.title}
+        if spec.titles.version:
+            names["version"] = spec.titles.version
+        mapping = TableMapping(spec.titles.file, names, frozenset({"version"}))
+        parts = [t.drop_columns(["_bad_encoding"]) for t in iter_text_batches(path, mapping, block_size=self.block_size)]
+        return pa.concat_tables(parts).combine_chunks()
 
     def read(self, table: str) -> pa.Table:
         """All rows at once (small tables and tests; extraction streams :meth:`batches`)."""

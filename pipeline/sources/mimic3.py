@@ -4,7 +4,7 @@ Columns that MIMIC-III does not carry are derived here, documented rather than g
 - patients.anchor_year / anchor_age: the year of the patient's first admission in the source and the age
   (whole years from DOB) at that admission, capped at 91 as MIMIC-IV caps it (MIMIC-III moves DOB of
   patients over 89 about 300 years back, so uncapped ages would be absurd);
-- diagnoses.icd_version: always 9 (MIMIC-III codes are ICD-9-CM only);
+- diagnoses.icd_version and procedures.icd_version: always 9 (MIMIC-III codes are ICD-9 only);
 - notes.charttime: CHARTTIME, else CHARTDATE at 00:00:00 (discharge summaries only carry CHARTDATE);
 - notes marked ISERROR=1 by the source are set aside with rule ``source_marked_error``.
 
@@ -71,7 +71,7 @@ class Mimic3Reader(FolderReader):
         for raw in super().batches(table):
             if table == "patients":
                 yield self._patients(raw)
-            elif table == "diagnoses":
+            elif table in ("diagnoses", "procedures"):
                 yield raw.append_column("icd_version", pa.array(["9"] * raw.num_rows, pa.string()))
             elif table == "notes":
                 yield self._notes(raw)

@@ -165,9 +165,23 @@ class SqlReader:
         statement = sa.select(*selected).select_from(source)
         return str(statement.compile(dialect=self.engine.dialect)), list(wanted)
 
+    def absent(self, table: str) -> str | None:
+        """Why a table the layout lets a source lack is absent from this database (None: it is there)."""
+        spec = self.mapping[table]
+        if not spec.skip_if_absent:
+            return None
+        try:
+            self.locate(table)
+        except SourceError as exc:
+            return f"the {spec.module or table} module is not in the source: {exc}"
+        return None
+
     # --- reading ----------------------------------------------------------------------------
     def batches(self, table: str) -> Iterator[pa.Table]:
         spec = self.mapping[table]
+        if self.absent(table):
+            yield self._as_text(pa.table({}), spec)
+            return
         sql, names = self._query(table, spec)
         produced = False
         fetch = self._adbc_batches if self._adbc else self._sqlalchemy_batches

@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from pipeline.config import Settings, load_settings
 from pipeline.contracts import arrow_schema
-from pipeline.tasks.nightly import check_conservation, known_context, read_source
-from pipeline.tasks.runs import PipelineError, new_run_id, recorded
+from pipeline.tasks.nightly import absent_warning, check_conservation, known_context, read_source
+from pipeline.tasks.runs import DataQualityError, PipelineError, new_run_id, recorded
 
 
 def ingest_history(start: date, end: date, *, run_id: str | None = None, settings: Settings | None = None) -> dict[str, int]:
@@ -24,28 +24,54 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
 
     Used to seed the warehouse with history before the nightly runs (and for risk-model training).
     Validation runs once over the whole range; volume checks are skipped (no per-day baseline).
+
+    A batch that fails its batch-level checks loads no rows, but leaves its evidence where its message
+    points: the quarantine and validation results replace those of the range in the warehouse (quarantined
+    rows carry the range's last day, ``ds=end``, as a bulk batch files them), and its ``pipeline_runs`` rows
+    say ``failed`` per table. Optional tables the source lacks (no MIMIC-IV-Note, no icu module) are
+    recorded as warnings.
     """
-    from pipeline.validate import ValidationConfig, validate_batch
+    from pipeline.validate import BatchValidationError, ValidationConfig, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
     run_id = run_id or new_run_id(start, "history")
+    span = f"{start.isoformat()}..{end.isoformat()}"
     with recorded(settings, run_id, start, "ingest_history") as rec:
         result = read_source(settings, start, end, run_id)
         known, known_subjects = known_context(settings, result.tables, result.open_admissions)
-        outcome = validate_batch(
-            result.tables, ds=end, run_id=run_id, pre_quarantine=result.rejects, known_admissions=known,
-            known_subject_ids=known_subjects, trailing_volumes={}, config=ValidationConfig.from_settings(settings),
-            data_docs_dir=None, ds_range_start=start,
-        )
+        try:
+            outcome = validate_batch(
+                result.tables, ds=end, run_id=run_id, pre_quarantine=result.rejects, known_admissions=known,
+                known_subject_ids=known_subjects, trailing_volumes={},
+                config=ValidationConfig.from_settings(settings), data_docs_dir=None, ds_range_start=start,
+            )
+        except BatchValidationError as exc:
+            failed = getattr(exc, "outcome", None)
+            if failed is not None:
+                with open_warehouse(settings.warehouse) as wh:
+                    wh.replace_days({"quarantine": failed.quarantine, "validation_results": failed.results},
+                                    start, end)
+                for name, c in failed.counts.items():
+                    own = [f.message for f in exc.failures if getattr(f, "table", None) == name]
+                    rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"],
+                            {"range": span, **({"batch_failures": own} if own else {})}, status="failed")
+            raise DataQualityError(
+                f"ingest_history {span}: the batch failed, nothing was loaded. {exc} Quarantine and "
+                f"validation results of run {run_id} are in ehr.quarantine and ehr.validation_results "
+                f"(ds={end}); see also ehr.pipeline_runs (stage ingest_history, ds={start})."
+            ) from exc
         check_conservation(result.tables, result.rejects, outcome)
         tables = dict(outcome.passed)
         tables["quarantine"] = outcome.quarantine
+        tables["validation_results"] = outcome.results
         with open_warehouse(settings.warehouse) as wh:
             written = wh.replace_days(tables, start, end)
         for name, c in outcome.counts.items():
-            rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"],
-                    {"range": f"{start.isoformat()}..{end.isoformat()}"})
+            detail: dict[str, Any] = {"range": span}
+            if name in result.absent:
+                detail["warnings"] = [absent_warning(name, result.absent[name])]
+            rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"], detail)
     return written
 
 

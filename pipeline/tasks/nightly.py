@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 RAW, VALIDATED, ENRICHED = "raw", "validated", "enriched"
 REJECTS, OPEN_ADMISSIONS, QUARANTINE, RESULTS = "_rejects", "_open_admissions", "_quarantine", "_results"
+ABSENT = "_absent"  # raw: the optional tables (modules) the source does not have, and why
+ABSENT_SCHEMA = pa.schema([pa.field("source_table", pa.string()), pa.field("detail", pa.string())])
+NOTES_SKIPPED = "notes, NER and the note-based risk features are skipped for this source"
 
 
 # --- extract -------------------------------------------------------------------------------------
@@ -42,6 +45,13 @@ def read_source(settings: Settings, start: date, end: date, run_id: str) -> Extr
     from pipeline.sources import extract_range, open_source
 
     reader = open_source(settings.source_layout, settings.source_dir, settings.source_url, settings.source_schemas)
+    if settings.require_notes:
+        from pipeline.sources import SourceError, absent_tables
+
+        missing = absent_tables(reader).get("notes")
+        if missing:
+            raise SourceError(f"EHR_REQUIRE_NOTES=true, but {missing}: add MIMIC-IV-Note (note/discharge.csv.gz, "
+                              "note/radiology.csv.gz) to the source or unset EHR_REQUIRE_NOTES")
     result = extract_range(reader, start, end, day_shift=settings.source_day_shift)
     result.rejects = result.rejects.set_column(
         result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
@@ -59,11 +69,38 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
             lake.write_partition(root, RAW, name, ds, table, part_rows=settings.part_rows)
         lake.write_partition(root, RAW, REJECTS, ds, result.rejects, part_rows=1_000_000, bucket_key="")
         lake.write_partition(root, RAW, OPEN_ADMISSIONS, ds, result.open_admissions, part_rows=1_000_000, bucket_key="")
+        lake.write_partition(root, RAW, ABSENT, ds, absent_table(result.absent), part_rows=1_000_000, bucket_key="")
         counts = result.counts()
         for name, c in counts.items():
             rec.add(name, c["rows_extracted"], c["rows_typed"], c["rows_set_aside"],
-                    {"rows_unattributed": c["rows_unattributed"]} if c["rows_unattributed"] else None)
+                    extract_detail(result, name, c))
     return {name: c["rows_extracted"] for name, c in counts.items()}
+
+
+def absent_warning(table: str, why: str) -> str:
+    """The warning a run records for an optional table its source does not have."""
+    skipped = NOTES_SKIPPED if table == "notes" else f"ehr.{table} gets no rows from it"
+    return f"{why}: {skipped} (a warning, not a failure)"
+
+
+def absent_table(absent: Mapping[str, str]) -> pa.Table:
+    return pa.table({"source_table": list(absent), "detail": list(absent.values())}, schema=ABSENT_SCHEMA)
+
+
+def extract_detail(result: ExtractResult, name: str, counts: Mapping[str, int]) -> dict[str, Any] | None:
+    """pipeline_runs.detail of an extract run's table: unattributed rows, and the warning of an absent table."""
+    detail: dict[str, Any] = {}
+    if counts["rows_unattributed"]:
+        detail["rows_unattributed"] = counts["rows_unattributed"]
+    if name in result.absent:
+        detail["warnings"] = [absent_warning(name, result.absent[name])]
+    return detail or None
+
+
+def read_absent(settings: Settings, ds: date) -> dict[str, str]:
+    """The absent optional tables extract recorded for ``ds`` (none for a lake written before they existed)."""
+    table = lake.read_partition(settings.lake_dir, RAW, ABSENT, ds, ABSENT_SCHEMA, missing_ok=True)
+    return dict(zip(table.column("source_table").to_pylist(), table.column("detail").to_pylist(), strict=True))
 
 
 # --- validate ------------------------------------------------------------------------------------
@@ -103,6 +140,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
         tables = {name: lake.read_partition(root, RAW, name, ds, raw_arrow_schema(name)) for name in INPUT_TABLES}
         rejects = lake.read_partition(root, RAW, REJECTS, ds, arrow_schema("quarantine"))
         open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, ds)
+        absent = read_absent(settings, ds)
         known, known_subjects = known_context(settings, tables, open_adm)
         with open_warehouse(settings.warehouse) as wh:
             trailing = wh.trailing_volumes(ds)
@@ -136,14 +174,17 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
         for name, c in outcome.counts.items():
             detail = {
                 "batch_failures": [f.message for f in outcome.batch_failures if _failure_table(f) == name],
-                "warnings": [f.message for f in outcome.warnings if _failure_table(f) in (name, "all")],
+                "warnings": [f.message for f in outcome.warnings if _failure_table(f) in (name, "all")]
+                + ([absent_warning(name, absent[name])] if name in absent else []),
             }
             detail = {k: v for k, v in detail.items() if v}
             rec.add(name, c["rows_in"], c["rows_passed"], c["rows_quarantined"], detail or None)
         if outcome.data_docs_index:
             log.info("data docs built", extra={"ds": str(ds), "path": str(outcome.data_docs_index)})
+    if "notes" in absent:  # no notes module: nothing for NER to map over (and no note-based risk features)
+        log.warning(absent_warning("notes", absent["notes"]), extra={"ds": str(ds)})
     return {
-        "notes_parts": list(range(len(lake.list_parts(root, VALIDATED, "notes", ds)))),
+        "notes_parts": [] if "notes" in absent else list(range(len(lake.list_parts(root, VALIDATED, "notes", ds)))),
         "admission_parts": list(range(len(lake.list_parts(root, VALIDATED, "admissions", ds)))),
     }
 

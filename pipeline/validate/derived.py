@@ -16,6 +16,9 @@ rule is an ordinary expectation on it (``expect_column_values_to_not_be_null`` =
 ``_text_chars``            characters of note text
 ``_text_nonblank_chars``   characters of note text after trimming whitespace
 ``_phi_entities``          PHI entity types found in the note (comma-joined) or null
+``_duplicate``             by the table's primary key (its contract): ``repeat`` for the second and later
+                           copies of a row identical in every column, ``conflict`` for every row of a key
+                           carried by rows that differ, null otherwise (a row with a null key part: null)
 =========================  ===================================================================
 """
 
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -53,6 +57,7 @@ class DerivationContext:
     config: ValidationConfig
     references: References
     ds_range_start: date | None = None  # set for a bulk batch of several days ending at ds
+    table: str | None = None  # the table being validated (its contract gives the primary key)
 
 
 Builder = Callable[[pa.Table, DerivationContext], pa.Array]
@@ -143,6 +148,44 @@ def phi_entities(table: pa.Table, ctx: DerivationContext) -> pa.Array:
     return load_phi_scanner(ctx.config.suites_dir).scan(texts, skip=too_long)
 
 
+def duplicate(table: pa.Table, ctx: DerivationContext) -> pa.Array:
+    """Repeated rows vs conflicting rows of one key (see the module docstring)."""
+    from pipeline.contracts import contract
+
+    if ctx.table is None:
+        raise ValueError("_duplicate needs the table's name (DerivationContext.table)")
+    key = list(contract(ctx.table).primary_key)
+    n = table.num_rows
+    if not key or n == 0:
+        return pa.nulls(n, pa.string())
+
+    def text(column: str) -> pa.Array:
+        values = table[column]
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        # a marker no value holds stands for null, so null and "" differ
+        return pc.fill_null(pc.cast(values, pa.string()), "\x00")
+
+    columns = [c for c in table.column_names if not c.startswith("_")]
+    frame = pa.table({
+        "_pos": pa.array(np.arange(n, dtype=np.int64)),
+        "_key": pc.binary_join_element_wise(*[text(c) for c in key], "\x1f"),
+        "_row": pc.binary_join_element_wise(*[text(c) for c in columns], "\x1f"),
+    })
+    keyed = pc.is_valid(table[key[0]])
+    for column in key[1:]:
+        keyed = pc.and_(keyed, pc.is_valid(table[column]))
+    frame = frame.filter(keyed).combine_chunks()
+    groups = frame.group_by("_key").aggregate([("_row", "count_distinct"), ("_pos", "min")])
+    conflict_keys = groups.filter(pc.greater(groups["_row_count_distinct"], 1))["_key"]
+    first_of_key = groups["_pos_min"]
+    is_conflict = pc.is_in(frame["_key"], value_set=conflict_keys.combine_chunks())
+    is_repeat = pc.and_(pc.invert(is_conflict), pc.invert(pc.is_in(frame["_pos"], value_set=first_of_key.combine_chunks())))
+    codes = np.zeros(n, dtype=np.int64)  # 0: null, 1: repeat, 2: conflict
+    codes[frame["_pos"].to_numpy()] = (np.asarray(is_repeat.to_numpy(zero_copy_only=False), dtype=np.int64)
+                                       + 2 * np.asarray(is_conflict.to_numpy(zero_copy_only=False), dtype=np.int64))
+    return pc.take(pa.array([None, "repeat", "conflict"], pa.string()), pa.array(codes))
+
+
 BUILDERS: dict[str, Builder] = {
     "_ds_text": ds_text,
     "_subject_ref": subject_ref,
@@ -155,6 +198,7 @@ BUILDERS: dict[str, Builder] = {
     "_text_chars": text_chars,
     "_text_nonblank_chars": text_nonblank_chars,
     "_phi_entities": phi_entities,
+    "_duplicate": duplicate,
 }
 
 
