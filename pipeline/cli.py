@@ -19,9 +19,12 @@ from rich.table import Table
 
 from pipeline import airflow_local
 from pipeline.airflow_local import DEMO_START
+from pipeline.cli_errors import HandledGroup
 from pipeline.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# known errors (bad data, a stage that cannot go on, source, settings) print one line; see cli_errors
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, cls=HandledGroup,
+                  pretty_exceptions_show_locals=False)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; results go to BENCHMARKS.md.")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=False)
@@ -73,7 +76,9 @@ def _progress_if_any(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 @app.callback()
-def _main() -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of known errors too (or EHR_DEBUG=1).")] = False,
+) -> None:
     _setup_logging()
 
 
@@ -92,19 +97,29 @@ def generate(
         help="Plant a shift in the admission mix on this day (YYYY-MM-DD), for drift checks.")] = None,
     shift_emergency_share: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of emergency admissions on --shift-day (usually about 0.87).")] = 0.4,
+    modules: Annotated[str, typer.Option(
+        help="Release modules to write, comma-separated: hosp (always), icu, note. 'hosp' alone is a hosp-only "
+             "source like the open MIMIC-IV demo.")] = "hosp,icu,note",
+    radiology: Annotated[bool, typer.Option(help="Also write radiology reports (note/radiology.csv.gz).")] = False,
 ) -> None:
     """Generate a synthetic MIMIC-style dataset (deterministic per seed)."""
     from pipeline.synth import generate as run_generate
+    from pipeline.synth.generate import MODULES
 
     if layout not in ("mimic4", "mimic3"):
         raise typer.BadParameter("layout must be mimic4 or mimic3", param_hint="--layout")
+    first = _parse_day(start, "--start")
     planted = _parse_day(shift_day, "--shift-day") if shift_day else None
+    chosen = tuple(dict.fromkeys(m.strip().lower() for m in modules.split(",") if m.strip()))
+    if "hosp" not in chosen or set(chosen) - set(MODULES):
+        raise typer.BadParameter(f"{modules!r}: a comma-separated list of {', '.join(MODULES)} that includes hosp",
+                                 param_hint="--modules")
     with _progress() as progress:
         task = progress.add_task("generating patients", total=patients)
         summary = run_generate(
-            out, layout=layout, patients=patients, start=date.fromisoformat(start), days=days,
+            out, layout=layout, patients=patients, start=first, days=days,
             history_days=history_days, seed=seed, messy=messy, shift_day=planted,
-            shift_emergency_share=shift_emergency_share,
+            shift_emergency_share=shift_emergency_share, modules=chosen, radiology=radiology,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     console.print(f"wrote {out}: {json.dumps(_summary_counts(summary))}")
@@ -195,8 +210,8 @@ def _counts_table(settings: Settings, first: date | None = None, last: date | No
 def counts(workdir: WorkdirOpt = None, start: str | None = None, end: str | None = None) -> None:
     """Print warehouse row counts per table and day."""
     settings = _settings(workdir)
-    console.print(_counts_table(settings, date.fromisoformat(start) if start else None,
-                                date.fromisoformat(end) if end else None))
+    console.print(_counts_table(settings, _parse_day(start, "--start") if start else None,
+                                _parse_day(end, "--end") if end else None))
 
 
 @app.command()

@@ -209,6 +209,10 @@ def build_features(
     rx_row = _per_admission(hadm, ints(prescriptions.column("hadm_id")))
     drug = pc.utf8_lower(pc.utf8_trim_whitespace(pc.cast(prescriptions.column("drug"), pa.string())))
     valid_rx = (rx_row >= 0) & np.asarray(pc.fill_null(pc.greater(pc.utf8_length(drug), 0), False))
+    if "drug_type" in prescriptions.column_names:
+        # a BASE component is the diluent an order is mixed in (saline, dextrose), not a medication
+        kind = pc.utf8_upper(pc.utf8_trim_whitespace(pc.cast(prescriptions.column("drug_type"), pa.string())))
+        valid_rx &= ~np.asarray(pc.fill_null(pc.equal(kind, "BASE"), False))
     distinct = (
         pa.table({"row": rx_row[valid_rx], "drug": pc.filter(drug, pa.array(valid_rx))})
         .group_by(["row", "drug"])

@@ -239,8 +239,8 @@ class FolderReader:
         if not spec.skip_if_absent or self._present(table):
             return None
         where = " or ".join(f"{relative}[.gz]" for relative in spec.all_files)
-        module = f"the {spec.module} module" if spec.module else "the table"
-        return f"{module} is not in the source ({where} not found under {self.root})"
+        what = f"the {spec.module} module is" if spec.module else f"{table} ({Path(spec.file).stem}) are"
+        return f"{what} not in the source ({where} not found under {self.root})"
 
     def batches(self, table: str) -> Iterator[pa.Table]:
         spec = self.mapping[table]

@@ -61,12 +61,18 @@ MIMIC4_COLUMNS = {
                       "prod_strength", "form_rx", "dose_val_rx", "dose_unit_rx", "form_val_disp",
                       "form_unit_disp", "doses_per_24_hrs", "route"],
     "notes": ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"],
+    "radiology": ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"],
+    "procedures": ["subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version"],
+    "d_icd_procedures": ["icd_code", "icd_version", "long_title"],
+    "icu_stays": ["subject_id", "hadm_id", "stay_id", "first_careunit", "last_careunit", "intime", "outtime", "los"],
 }
 MIMIC4_FILES = {
     "patients": "hosp/patients.csv.gz", "admissions": "hosp/admissions.csv.gz",
     "diagnoses": "hosp/diagnoses_icd.csv.gz", "d_icd_diagnoses": "hosp/d_icd_diagnoses.csv.gz",
     "labs": "hosp/labevents.csv.gz", "d_labitems": "hosp/d_labitems.csv.gz",
     "prescriptions": "hosp/prescriptions.csv.gz", "notes": "note/discharge.csv.gz",
+    "radiology": "note/radiology.csv.gz", "procedures": "hosp/procedures_icd.csv.gz",
+    "d_icd_procedures": "hosp/d_icd_procedures.csv.gz", "icu_stays": "icu/icustays.csv.gz",
 }
 MIMIC3_COLUMNS = {
     "patients": ["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD", "DOD_HOSP", "DOD_SSN", "EXPIRE_FLAG"],
@@ -83,12 +89,51 @@ MIMIC3_COLUMNS = {
                       "DOSE_VAL_RX", "DOSE_UNIT_RX", "FORM_VAL_DISP", "FORM_UNIT_DISP", "ROUTE"],
     "notes": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION",
               "CGID", "ISERROR", "TEXT"],
+    "procedures": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+    "d_icd_procedures": ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"],
+    "icu_stays": ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "DBSOURCE", "FIRST_CAREUNIT", "LAST_CAREUNIT",
+                  "FIRST_WARDID", "LAST_WARDID", "INTIME", "OUTTIME", "LOS"],
 }
 MIMIC3_FILES = {
     "patients": "PATIENTS.csv", "admissions": "ADMISSIONS.csv", "diagnoses": "DIAGNOSES_ICD.csv",
     "d_icd_diagnoses": "D_ICD_DIAGNOSES.csv", "labs": "LABEVENTS.csv", "d_labitems": "D_LABITEMS.csv",
-    "prescriptions": "PRESCRIPTIONS.csv", "notes": "NOTEEVENTS.csv",
+    "prescriptions": "PRESCRIPTIONS.csv", "notes": "NOTEEVENTS.csv", "procedures": "PROCEDURES_ICD.csv",
+    "d_icd_procedures": "D_ICD_PROCEDURES.csv", "icu_stays": "ICUSTAYS.csv",
 }
+#: the release module each generated file belongs to (hosp is always written)
+MODULES = ("hosp", "icu", "note")
+_FILE_MODULE = {"notes": "note", "radiology": "note", "icu_stays": "icu"}
+
+# Real shapes the generator draws on (their own random stream, so the rest of the dataset is unchanged):
+# procedure codes (ICD-9-CM volume 3 without the dot / ICD-10-PCS) with their titles,
+_PROCEDURES = {
+    9: [("3893", "Venous catheterization, not elsewhere classified"), ("9904", "Transfusion of packed cells"),
+        ("3995", "Hemodialysis"), ("8872", "Diagnostic ultrasound of heart"),
+        ("9671", "Continuous invasive mechanical ventilation for less than 96 consecutive hours"),
+        ("4513", "Other endoscopy of small intestine")],
+    10: [("02HV33Z", "Insertion of Infusion Device into Superior Vena Cava, Percutaneous Approach"),
+         ("30233N1", "Transfusion of Nonautologous Red Blood Cells into Peripheral Vein, Percutaneous Approach"),
+         ("5A1D70Z", "Performance of Urinary Filtration, Intermittent, Less than 6 Hours Per Day"),
+         ("B246ZZZ", "Ultrasonography of Right and Left Heart"),
+         ("5A1935Z", "Respiratory Ventilation, Less than 24 Consecutive Hours"),
+         ("0DJ08ZZ", "Inspection of Upper Intestinal Tract, Via Natural or Artificial Opening Endoscopic")],
+}
+# the diluent an IV order is mixed in: a BASE component sharing the order's pharmacy_id, as MIMIC-IV writes it,
+_BASES = [("0.9% Sodium Chloride", "00338004904", "100mL Bag", "100", "mL"),
+          ("5% Dextrose", "00338001702", "250mL Bag", "250", "mL")]
+# and ICU care units.
+_CAREUNITS = ["Medical Intensive Care Unit (MICU)", "Surgical Intensive Care Unit (SICU)",
+              "Cardiac Vascular Intensive Care Unit (CVICU)", "Coronary Care Unit (CCU)"]
+_RADIOLOGY = ("EXAMINATION:  CHEST (PA AND LAT)\n\nINDICATION:  ___ with {reason}\n\nTECHNIQUE:  Chest PA and lateral\n\n"
+              "FINDINGS:\n\n{finding}\n\nIMPRESSION:\n\n{impression}\n")
+_RADIOLOGY_READS = [
+    ("shortness of breath", "Heart size is normal. Lungs are clear. No pleural effusion or pneumothorax.",
+     "No acute cardiopulmonary process."),
+    ("cough and fever", "Patchy opacity in the right lower lobe. No pleural effusion.",
+     "Right lower lobe opacity concerning for pneumonia."),
+    ("edema", "Moderate cardiomegaly with mild pulmonary vascular congestion. Small bilateral effusions.",
+     "Mild pulmonary edema and small bilateral pleural effusions."),
+]
 GOLD_FILE = "gold/note_entities.parquet"
 
 _MIMIC3_TYPE = {"ELECTIVE": "ELECTIVE", "SURGICAL SAME DAY ADMISSION": "ELECTIVE", "URGENT": "URGENT"}
@@ -124,7 +169,7 @@ class GenerateSummary:
 
     @property
     def notes(self) -> int:
-        return self.counts["notes"]
+        return self.counts.get("notes", 0)
 
 
 class _CsvSink:
@@ -221,8 +266,15 @@ def _simulate(rng: random.Random, patient: clinical.Patient, first: date, last_d
 def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start: date, days: int = 3,
              history_days: int = 365, seed: int = 7, progress: ProgressFn | None = None, messy: bool = False,
              icd10_cutover: date | None = None, shift_day: date | None = None,
-             shift_emergency_share: float = 0.4) -> GenerateSummary:
+             shift_emergency_share: float = 0.4, modules: tuple[str, ...] = MODULES,
+             radiology: bool = False) -> GenerateSummary:
     """Write a synthetic source folder under `out` and return what was written.
+
+    `modules`: which release modules to write, like a real install has them: ``hosp`` (always), ``icu``
+    (icustays) and ``note`` (MIMIC-IV-Note: discharge summaries, and radiology reports with `radiology`).
+    ``("hosp",)`` is a hosp-only source like the open MIMIC-IV demo. Every source gets procedures (with
+    their d_icd_procedures titles) and multi-component IV orders (a MAIN and a BASE row sharing one
+    pharmacy_id), drawn from their own random stream so the rest of the dataset is the same as before.
 
     `icd10_cutover` (MIMIC-IV only): admissions from this date are coded in ICD-10-CM, earlier ones in
     ICD-9-CM; default is the middle of the history window so both versions appear. `messy` plants a few
@@ -237,12 +289,16 @@ def generate(out: Path, *, layout: Layout = "mimic4", patients: int = 500, start
         start = date.fromisoformat(start)
     if patients < 1 or days < 1 or history_days < 0:
         raise ValueError("E-SYN021 need patients >= 1, days >= 1 and history_days >= 0")
+    unknown = sorted(set(modules) - set(MODULES))
+    if unknown or "hosp" not in modules:
+        raise ValueError(f"E-SYN023 modules must include hosp and be among {', '.join(MODULES)}, got {list(modules)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     history_start = start - timedelta(days=history_days)
     last_day = start + timedelta(days=days - 1)
     cutover = icd10_cutover or (start - timedelta(days=history_days // 2))
-    writer = _Writer(out, layout, seed, messy=messy, shift_day=shift_day, shift_emergency_share=shift_emergency_share)
+    writer = _Writer(out, layout, seed, messy=messy, shift_day=shift_day, shift_emergency_share=shift_emergency_share,
+                     modules=modules, radiology=radiology)
     composer = notes.NoteComposer(seed=seed, split="all")
     demo_counts = {(start + timedelta(days=d)).isoformat(): 0 for d in range(days)}
     try:
@@ -288,7 +344,12 @@ class _Writer:
     MANGLED_ADMISSIONS = 3
 
     def __init__(self, out: Path, layout: str, seed: int, *, messy: bool = False, shift_day: date | None = None,
-                 shift_emergency_share: float = 0.4) -> None:
+                 shift_emergency_share: float = 0.4, modules: tuple[str, ...] = MODULES,
+                 radiology: bool = False) -> None:
+        self.seed = seed
+        self.notes_on = "note" in modules
+        self.icu_on = "icu" in modules
+        self.radiology = radiology and self.notes_on
         self.messy = messy
         self.shift_day = shift_day
         self.shift_emergency_share = shift_emergency_share
@@ -299,7 +360,9 @@ class _Writer:
         gz = layout == "mimic4"
         files = MIMIC4_FILES if gz else MIMIC3_FILES
         columns = MIMIC4_COLUMNS if gz else MIMIC3_COLUMNS
-        self.sinks = {t: _CsvSink(out / files[t], columns[t], gz) for t in files}
+        wanted = [t for t in files if _FILE_MODULE.get(t, "hosp") in modules
+                  and (t != "radiology" or self.radiology)]
+        self.sinks = {t: _CsvSink(out / files[t], columns[t], gz) for t in wanted}
         (out / GOLD_FILE).parent.mkdir(parents=True, exist_ok=True)
         self.gold = pq.ParquetWriter(out / GOLD_FILE, GOLD_SCHEMA, compression="zstd")
         self.gold_rows: dict[str, list] = {f.name: [] for f in GOLD_SCHEMA}
@@ -311,6 +374,14 @@ class _Writer:
 
     # --- dictionaries ---------------------------------------------------------------------------
     def write_dictionaries(self) -> None:
+        procedures = self.sinks["d_icd_procedures"]
+        for version, codes in _PROCEDURES.items():
+            if self.layout == "mimic4":
+                for code, title in codes:
+                    procedures.write([code, version, title])
+            elif version == 9:
+                for code, title in codes:
+                    procedures.write([procedures.rows + 1, code, _short_title(title), title])
         icd = self.sinks["d_icd_diagnoses"]
         labs = self.sinks["d_labitems"]
         if self.layout == "mimic4":
@@ -359,10 +430,16 @@ class _Writer:
                     self.sinks["diagnoses"].write([self.sinks["diagnoses"].rows + 1, patient.subject_id, hadm_id,
                                                    seq, code])
             self._labs(rng, patient, p, hadm_id)
-            poe_seq = self._prescriptions(rng, patient, p, hadm_id, poe_seq)
+            extra = random.Random(f"ehr-synth-extra:{self.seed}:{hadm_id}")  # new shapes: their own stream
+            poe_seq = self._prescriptions(rng, patient, p, hadm_id, poe_seq, extra)
+            self._procedures(extra, patient, p, hadm_id, version)
+            self._icu_stay(extra, patient, p, hadm_id)
             context = notes.context_from_stay(stay, patient.sex, rng, expired=p.death is not None)
-            note = composer.compose(context, rng=rng)
-            self._note(rng, patient, p, hadm_id, j + 1, note)
+            note = composer.compose(context, rng=rng)  # drawn even without the note module: same stream
+            if self.notes_on:
+                self._note(rng, patient, p, hadm_id, j + 1, note)
+                if self.radiology:
+                    self._radiology(extra, patient, p, hadm_id, j + 1)
 
     def _admission(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int) -> None:
         stay = p.stay
@@ -450,8 +527,53 @@ class _Writer:
             if self.messy and len(self.defect_candidates) < 50 and self.defect_rng.random() < 0.01:
                 self.defect_candidates.append((charttime, patient.subject_id, hadm_id))
 
+    def _procedures(self, extra: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int,
+                    version: int) -> None:
+        """None to three billed procedures, performed during the stay."""
+        sink = self.sinks["procedures"]
+        count = extra.choices((0, 1, 2, 3), weights=(0.45, 0.3, 0.15, 0.1))[0]
+        for seq, (code, _) in enumerate(extra.sample(_PROCEDURES[version], count), 1):
+            day = p.admit.date() + timedelta(days=extra.randint(0, max(0, (p.disch.date() - p.admit.date()).days)))
+            if self.layout == "mimic4":
+                sink.write([patient.subject_id, hadm_id, seq, day.isoformat(), code, version])
+            else:
+                sink.write([sink.rows + 1, patient.subject_id, hadm_id, seq, code])
+
+    def _icu_stay(self, extra: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int) -> None:
+        """About one stay in four spends part of it in an ICU (drawn even without the icu module)."""
+        icu = extra.random() < 0.25
+        los = (p.disch - p.admit).total_seconds()
+        intime = (p.admit + timedelta(seconds=extra.uniform(0, 0.3) * los)).replace(microsecond=0)
+        outtime = min(p.disch, intime + timedelta(seconds=extra.uniform(0.2, 0.6) * los)).replace(microsecond=0)
+        first, last = extra.choice(_CAREUNITS), extra.choice(_CAREUNITS)
+        if not (icu and self.icu_on):
+            return
+        stay_id = 30_000_000 + (hadm_id - 20_000_000)
+        days = f"{(outtime - intime).total_seconds() / 86400:.4f}"
+        sink = self.sinks["icu_stays"]
+        if self.layout == "mimic4":
+            sink.write([patient.subject_id, hadm_id, stay_id, first, last, _fmt(intime), _fmt(outtime), days])
+        else:
+            sink.write([sink.rows + 1, patient.subject_id, hadm_id, stay_id, "metavision", first[-5:-1], last[-5:-1],
+                        "", "", _fmt(intime), _fmt(outtime), days])
+
+    def _radiology(self, extra: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int,
+                   seq: int) -> None:
+        """A chest radiograph report charted during the stay (MIMIC-IV-Note note_type RR)."""
+        reason, finding, impression = extra.choice(_RADIOLOGY_READS)
+        text = _RADIOLOGY.format(reason=reason, finding=finding, impression=impression)
+        charttime = (p.admit + (p.disch - p.admit) * extra.uniform(0.05, 0.5)).replace(microsecond=0)
+        storetime = charttime + timedelta(minutes=extra.randint(20, 240))
+        if self.layout == "mimic4":
+            self.sinks["radiology"].write([f"{patient.subject_id}-RR-{seq}", patient.subject_id, hadm_id, "RR", seq,
+                                           _fmt(charttime), _fmt(storetime), text])
+        else:
+            self.sinks["notes"].write([self.sinks["notes"].rows + 1, patient.subject_id, hadm_id,
+                                       charttime.date().isoformat(), _fmt(charttime), _fmt(storetime), "Radiology",
+                                       "CHEST (PA & LAT)", "", "", text])
+
     def _prescriptions(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int,
-                       poe_seq: int) -> int:
+                       poe_seq: int, extra: random.Random | None = None) -> int:
         stay = p.stay
         drugs = _data.drugs()
         sink = self.sinks["prescriptions"]
@@ -472,6 +594,12 @@ class _Writer:
                             row["formulary_drug_cd"], row["gsn"], row["ndc"], row["prod_strength"], row["form_rx"],
                             row["dose_val_rx"], row["dose_unit_rx"], row["form_val_disp"], row["form_unit_disp"],
                             row["doses_per_24_hrs"], row["route"]])
+                base = self._base(extra, row)
+                if base is not None:  # the diluent: a BASE component of the same order (same pharmacy_id)
+                    drug, ndc, strength, dose, unit = base
+                    sink.write([patient.subject_id, hadm_id, self.pharmacy_id, f"{patient.subject_id}-{poe_seq}",
+                                poe_seq, "", _fmt(start), _fmt(stop), "BASE", drug, "", "", ndc, strength, "", dose,
+                                unit, dose, unit, "", row["route"]])
             else:
                 generic = _data.drug_display_name(drugs[key])
                 sink.write([sink.rows + 1, patient.subject_id, hadm_id, "",
@@ -479,7 +607,20 @@ class _Writer:
                             row["drug"], row["drug"], generic, row["formulary_drug_cd"], row["gsn"], row["ndc"],
                             row["prod_strength"], row["dose_val_rx"], row["dose_unit_rx"], row["form_val_disp"],
                             row["form_unit_disp"], row["route"]])
+                base = self._base(extra, row)
+                if base is not None:
+                    drug, ndc, strength, dose, unit = base
+                    sink.write([sink.rows + 1, patient.subject_id, hadm_id, "",
+                                f"{start.date().isoformat()} 00:00:00", f"{stop.date().isoformat()} 00:00:00", "BASE",
+                                drug, drug, drug, "", "", ndc, strength, dose, unit, dose, unit, row["route"]])
         return poe_seq
+
+    @staticmethod
+    def _base(extra: random.Random | None, row: dict) -> tuple[str, str, str, str, str] | None:
+        """The diluent of an IV order (most IV orders have one), or None."""
+        if extra is None or not str(row["route"]).upper().startswith("IV") or extra.random() < 0.2:
+            return None
+        return extra.choice(_BASES)
 
     def _note(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int, note_seq: int,
               note: notes.ComposedNote) -> None:

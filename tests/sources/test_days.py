@@ -56,7 +56,7 @@ def test_days_mangled_dischtime_is_dated_by_the_discharge_note(tmp_path: Path) -
     # set aside on its discharge day (its note's), not on its admission day, which a nightly run did earlier
     assert _where(runs, "admissions", "300") == [(D3, "unparseable_timestamp")]
     # what hangs off it arrives on the same day, where validation finds its parent set aside
-    assert _where(runs, "diagnoses", "300|1") == [(D3, "typed")]
+    assert _where(runs, "diagnoses", "300|1|N179|10") == [(D3, "typed")]
     assert _where(runs, "notes", "3-DS-1") == [(D3, "typed")]
     # before that it is an open stay, so its labs charted meanwhile have a known admission
     assert 300 in runs[D2].open_admissions.column("hadm_id").to_pylist()
@@ -79,7 +79,7 @@ def test_days_undatable_admission_is_reported_once_on_the_first_day(tmp_path: Pa
     runs = _runs(_folder(tmp_path, **{"hosp/admissions.csv.gz": adm, "note/discharge.csv.gz": notes}))
     # no discharge time, death or note: the source's first day (earliest discharge, D2) reports it, once
     assert _where(runs, "admissions", "300") == [(D2, "unparseable_timestamp")]
-    assert _where(runs, "diagnoses", "300|1") == [(D2, "typed")]  # follows its admission
+    assert _where(runs, "diagnoses", "300|1|N179|10") == [(D2, "typed")]  # follows its admission
     assert all(r.undatable_day == D2 for r in runs.values())
     assert all(r.counts()["admissions"]["rows_unattributed"] == 1 for r in runs.values())
     detail = next(r["detail"] for r in runs[D2].rejects.to_pylist() if r["record_key"] == "300")
@@ -108,7 +108,7 @@ def test_days_labs_fall_back_on_storetime_then_admission_never_earlier(tmp_path:
 def test_days_orphan_diagnosis_is_set_aside_not_dropped(tmp_path: Path) -> None:
     dx = DIAGNOSES + "9,999,1,I10,10\n"
     runs = _runs(_folder(tmp_path, **{"hosp/diagnoses_icd.csv.gz": dx}))
-    assert _where(runs, "diagnoses", "999|1") == [(D2, "undatable_row")]
+    assert _where(runs, "diagnoses", "999|1|I10|10") == [(D2, "undatable_row")]
 
 
 def test_days_stay_without_discharge_time_is_open_not_lost(tmp_path: Path) -> None:

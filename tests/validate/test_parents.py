@@ -13,7 +13,7 @@ def test_parents_admission_quarantine_cascades_to_dependents(clean_rows):
     clean_rows["admissions"][0] = admission(100, 1, admission_type="BOGUS")
     outcome = run(clean_rows)
     assert quarantined(outcome, "admissions") == {"100": "invalid_admission_type"}
-    assert quarantined(outcome, "diagnoses") == {"100|1": "parent_quarantined", "100|2": "parent_quarantined"}
+    assert quarantined(outcome, "diagnoses") == {"100|1|4019|9": "parent_quarantined", "100|2|V1582|9": "parent_quarantined"}
     assert quarantined(outcome, "labs") == {"1": "parent_quarantined"}
     assert quarantined(outcome, "prescriptions") == {"1": "parent_quarantined"}
     assert quarantined(outcome, "notes") == {"1-DS-1": "parent_quarantined"}
@@ -31,7 +31,7 @@ def test_parents_patient_quarantine_cascades_through_admissions(clean_rows):
     assert quarantined(outcome, "admissions") == {"200": "parent_quarantined"}
     assert quarantined(outcome, "labs") == {"2": "parent_quarantined"}
     assert quarantined(outcome, "notes") == {"2-DS-1": "parent_quarantined"}
-    assert quarantined(outcome, "diagnoses") == {"200|1": "parent_quarantined", "200|2": "parent_quarantined"}
+    assert quarantined(outcome, "diagnoses") == {"200|1|I10|10": "parent_quarantined", "200|2|E1122|10": "parent_quarantined"}
     adm = outcome.quarantine.filter(pa.compute.equal(outcome.quarantine["source_table"], "admissions"))
     assert adm["detail"][0].as_py() == "parent_quarantined: parent patients subject_id=2 rule=anchor_age_out_of_range"
     labs = outcome.quarantine.filter(pa.compute.equal(outcome.quarantine["source_table"], "labs"))

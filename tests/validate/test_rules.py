@@ -7,6 +7,7 @@ import math
 from datetime import datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .conftest import (
     ADMIT,
@@ -47,15 +48,40 @@ def test_rules_clean_batch_passes_everything(clean_rows):
 def test_rules_null_and_duplicate_keys_quarantine_all_sharing_rows(clean_rows):
     clean_rows["labs"] += [lab(None), lab(9), lab(9, valuenum=3.0)]
     clean_rows["notes"] += [note("dup"), note("dup"), note(None)]
-    clean_rows["prescriptions"] += [prescription(5), prescription(5)]
+    # two components of one order (MAIN and BASE) are two rows, not a duplicate; the same component
+    # twice with different doses is a conflict
+    clean_rows["prescriptions"] += [prescription(5), prescription(5, drug_type="BASE", drug="NS"),
+                                    prescription(6), prescription(6, dose_val_rx="80")]
     clean_rows["diagnoses"] += [diagnosis(200, 7), diagnosis(200, 7, "4280"), diagnosis(200, None)]
     outcome = run(clean_rows)
     _only(outcome, {
         "labs": {None: "null_key", "9": "duplicate_key"},
         "notes": {None: "null_key", "dup": "duplicate_key"},
-        "prescriptions": {"5": "duplicate_key"},
-        "diagnoses": {"200|7": "duplicate_key", None: "null_key"},
+        "prescriptions": {"6|MAIN|Furosemide": "duplicate_key"},
+        # one position carrying two codes is the source's grain: both kept
+        "diagnoses": {None: "null_key"},
     })
+    assert outcome.counts["prescriptions"]["rows_quarantined"] == 2  # both sides of the conflict
+
+
+def test_rules_exact_repeat_keeps_the_first_copy(clean_rows):
+    clean_rows["prescriptions"] += [prescription(5), prescription(5), prescription(5)]
+    clean_rows["diagnoses"] += [diagnosis(200, 7), diagnosis(200, 7)]
+    outcome = run(clean_rows)
+    _only(outcome, {
+        "prescriptions": {"5|MAIN|Furosemide": "duplicate_row"},
+        "diagnoses": {"200|7|4019|9": "duplicate_row"},
+    })
+    assert outcome.counts["prescriptions"] == {"rows_in": 5, "rows_passed": 3, "rows_quarantined": 2}
+    assert outcome.counts["diagnoses"] == {"rows_in": 6, "rows_passed": 5, "rows_quarantined": 1}
+
+
+def test_rules_component_without_type_or_drug_has_no_key(clean_rows):
+    clean_rows["prescriptions"] += [prescription(5, drug_type=None), prescription(6, drug=None),
+                                    prescription(None)]
+    outcome = run(clean_rows)
+    rules = outcome.quarantine.filter(pc.equal(outcome.quarantine["source_table"], "prescriptions"))["rule"]
+    assert rules.to_pylist() == ["null_key"] * 3
     assert outcome.counts["labs"] == {"rows_in": 6, "rows_passed": 3, "rows_quarantined": 3}
     assert outcome.counts["notes"]["rows_quarantined"] == 3  # both duplicates and the null key
     assert outcome.counts["diagnoses"]["rows_quarantined"] == 3
@@ -89,7 +115,7 @@ def test_rules_value_sets(clean_rows):
     _only(outcome, {
         "patients": {"3": "invalid_gender", "4": "missing_required_value"},
         "admissions": {"301": "invalid_admission_type"},
-        "diagnoses": {"100|9": "invalid_icd_version"},
+        "diagnoses": {"100|9|4019|11": "invalid_icd_version"},
     })
 
 
@@ -154,7 +180,7 @@ def test_rules_references(clean_rows):
     outcome = run(clean_rows, known_admissions=known, known_subject_ids=pa.array([55], pa.int64()))
     _only(outcome, {
         "admissions": {"300": "unknown_subject"},
-        "diagnoses": {"999|1": "unknown_admission"},
+        "diagnoses": {"999|1|4019|9": "unknown_admission"},
         "labs": {"7": "unknown_admission"},
         "prescriptions": {"7": "unknown_admission"},
         "notes": {"x": "unknown_admission"},
@@ -168,8 +194,8 @@ def test_rules_icd_code_format_by_version(clean_rows):
         diagnosis(200, 12, "i10", 10),
     ]
     outcome = run(clean_rows)
-    _only(outcome, {"diagnoses": {"100|12": "invalid_icd_code", "100|13": "invalid_icd_code",
-                                  "200|11": "invalid_icd_code", "200|12": "invalid_icd_code"}})
+    _only(outcome, {"diagnoses": {"100|12|I10|9": "invalid_icd_code", "100|13|401.9|9": "invalid_icd_code",
+                                  "200|11|4019|10": "invalid_icd_code", "200|12|i10|10": "invalid_icd_code"}})
 
 
 def test_rules_note_text_present_and_bounded(clean_rows):
