@@ -547,7 +547,7 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
         adm.undatable_day, absent_tables(reader),
     )
     for name, why in result.absent.items():
-        log.warning("source table absent: %s", why, extra={"table": name})
+        log.warning("source table %s absent: %s", name, why)
     for name, counts in result.counts().items():
         log.info("extracted", extra={"table": name, "ds_start": str(ds_start), "ds_end": str(ds_end), **counts})
     return result

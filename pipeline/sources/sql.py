@@ -29,7 +29,7 @@ import yaml
 from pipeline.config import SCHEMAS_DIR
 from pipeline.contracts import INPUT_TABLES
 from pipeline.sources.base import TIMESTAMP_FORMAT, SourceError, decode_utf8
-from pipeline.sources.files import TableMapping, load_mapping
+from pipeline.sources.files import TableMapping, Titles, _with_titles, load_mapping
 
 BATCH_ROWS = 50_000
 
@@ -183,14 +183,32 @@ class SqlReader:
             yield self._as_text(pa.table({}), spec)
             return
         sql, names = self._query(table, spec)
+        titles = self._titles(spec) if spec.titles else None
         produced = False
-        fetch = self._adbc_batches if self._adbc else self._sqlalchemy_batches
-        for batch in fetch(sql, names):
+        for batch in self._fetch(sql, names):
             produced = True
-            yield self._as_text(batch, spec)
+            yield self._as_text(batch, spec) if titles is None else _with_titles(self._as_text(batch, spec), *titles)
         if not produced:
-            empty = pa.table({name: pa.array([], pa.string()) for name in names})
-            yield self._as_text(empty, spec)
+            empty = self._as_text(pa.table({name: pa.array([], pa.string()) for name in names}), spec)
+            yield empty if titles is None else _with_titles(empty, *titles)
+
+    def _fetch(self, sql: str, names: list[str]) -> Iterator[pa.Table]:
+        return self._adbc_batches(sql, names) if self._adbc else self._sqlalchemy_batches(sql, names)
+
+    def _titles(self, spec: TableMapping) -> tuple[pa.Table | None, Titles | None]:
+        """The procedure dictionary (code, version, title as text), when the database has it."""
+        assert spec.titles is not None
+        try:
+            self.locate("procedure_titles")
+        except SourceError:
+            return None, None
+        names = {"code": spec.titles.code, "title": spec.titles.title}
+        if spec.titles.version:
+            names["version"] = spec.titles.version
+        mapping = TableMapping("", names, frozenset({"version"}))
+        sql, columns = self._query("procedure_titles", mapping)
+        parts = [self._as_text(batch, mapping).drop_columns(["_bad_encoding"]) for batch in self._fetch(sql, columns)]
+        return (pa.concat_tables(parts).combine_chunks() if parts else None), spec.titles
 
     def read(self, table: str) -> pa.Table:
         """All rows at once (small tables and tests; extraction streams :meth:`batches`)."""

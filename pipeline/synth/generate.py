@@ -440,6 +440,8 @@ class _Writer:
                 self._note(rng, patient, p, hadm_id, j + 1, note)
                 if self.radiology:
                     self._radiology(extra, patient, p, hadm_id, j + 1)
+            else:
+                rng.uniform(1, 40)  # the draw _note makes (its storetime): later rows stay the same
 
     def _admission(self, rng: random.Random, patient: clinical.Patient, p: _Placed, hadm_id: int) -> None:
         stay = p.stay

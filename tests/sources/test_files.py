@@ -95,7 +95,8 @@ def test_files_each_file_is_read_once_per_extract(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(files_module, "iter_text_batches", counting)
     extract_range(Mimic3Reader(mimic3_folder), date(2026, 1, 1))
     assert opened == Counter({name: 1 for name in ("ADMISSIONS.csv", "PATIENTS.csv", "DIAGNOSES_ICD.csv",
-                                                   "LABEVENTS.csv", "PRESCRIPTIONS.csv", "NOTEEVENTS.csv")})
+                                                   "LABEVENTS.csv", "PRESCRIPTIONS.csv", "NOTEEVENTS.csv",
+                                                   "PROCEDURES_ICD.csv", "D_ICD_PROCEDURES.csv", "ICUSTAYS.csv")})
     opened.clear()
     extract_range(FolderReader(mimic4_folder), D2)
     assert set(opened.values()) == {1} and len(opened) == 6

@@ -35,17 +35,21 @@ TABLES = {
     "hosp/labevents.csv.gz": ("mimiciv_hosp", "labevents"),
     "hosp/prescriptions.csv.gz": ("mimiciv_hosp", "prescriptions"),
     "note/discharge.csv.gz": ("mimiciv_note", "discharge"),
+    "hosp/procedures_icd.csv.gz": ("mimiciv_hosp", "procedures_icd"),
+    "hosp/d_icd_procedures.csv.gz": ("mimiciv_hosp", "d_icd_procedures"),
+    "icu/icustays.csv.gz": ("mimiciv_icu", "icustays"),
 }
 # column types of the build (PostgreSQL spelling); other columns are text
 PG_TYPES = {
     **dict.fromkeys(["subject_id", "hadm_id", "seq_num", "labevent_id", "specimen_id", "itemid", "pharmacy_id",
-                     "poe_seq", "anchor_age", "anchor_year", "hospital_expire_flag", "note_seq"], "INTEGER"),
+                     "poe_seq", "anchor_age", "anchor_year", "hospital_expire_flag", "note_seq", "stay_id"], "INTEGER"),
     "icd_version": "SMALLINT",
-    **dict.fromkeys(["valuenum", "ref_range_lower", "ref_range_upper"], "DOUBLE PRECISION"),
+    **dict.fromkeys(["valuenum", "ref_range_lower", "ref_range_upper", "los"], "DOUBLE PRECISION"),
     **dict.fromkeys(["admittime", "dischtime", "deathtime", "edregtime", "edouttime", "charttime", "storetime",
-                     "stoptime"], "TIMESTAMP(0)"),
+                     "stoptime", "intime", "outtime"], "TIMESTAMP(0)"),
     "starttime": "TIMESTAMP(3)",  # fractions of a second in the build; the contract keeps whole seconds
     "dod": "DATE",
+    "chartdate": "DATE",
     "icd_code": "CHAR(7)",  # blank-padded in the build
 }
 SQLITE_TYPES = {"INTEGER": "INTEGER", "SMALLINT": "INTEGER", "DOUBLE PRECISION": "REAL", "DATE": "DATE",
@@ -165,7 +169,7 @@ def pg_source(generated_source) -> Iterator[str]:
     try:
         folder, _, _ = generated_source
         with psycopg.connect(url, autocommit=True) as con:
-            con.execute("CREATE SCHEMA mimiciv_hosp; CREATE SCHEMA mimiciv_note")
+            con.execute("CREATE SCHEMA mimiciv_hosp; CREATE SCHEMA mimiciv_note; CREATE SCHEMA mimiciv_icu")
             for rel, (schema, table) in TABLES.items():
                 header, data = _csv(folder, rel)
                 cols = ", ".join(f'"{c}" {PG_TYPES.get(c, "TEXT")}' for c in header)

@@ -20,6 +20,8 @@ def _sql(folder, table, query, layout="mimic4"):
     files = MIMIC4_FILES if layout == "mimic4" else MIMIC3_FILES
     con = duckdb.connect()
     for name, rel in files.items():
+        if not (folder / rel).exists():  # a module the source was generated without
+            continue
         con.sql(f"create view {name} as select * from read_csv('{folder / rel}', all_varchar=true, header=true)")
     return con.sql(query).fetchall()
 
@@ -36,6 +38,8 @@ def test_generate_is_deterministic(tmp_path):
 def test_generate_mimic4_columns(mimic4_dir):
     out, summary = mimic4_dir
     for table, rel in MIMIC4_FILES.items():
+        if table == "radiology":  # only with radiology=True (test_generate_modules_and_radiology)
+            continue
         assert rel.endswith(".csv.gz")
         header = _sql(out, table, f"select * from {table} limit 0")
         con = duckdb.connect()
@@ -140,6 +144,8 @@ def test_generate_messy_plants_defects_beside_the_clean_rows(tmp_path):
         return con.sql(f"select * from read_csv('{folder / rel}', all_varchar=true, header=true)").fetchall()
 
     for table, rel in MIMIC4_FILES.items():
+        if table == "radiology":
+            continue
         a, b = rows(tmp_path / "clean", rel), rows(tmp_path / "messy", rel)
         if table == "admissions":
             changed = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
@@ -247,3 +253,35 @@ def test_generate_shift_day_changes_only_that_days_admission_mix(tmp_path):
 
 def _digest_table(folder, table):
     return hashlib.sha256((folder / MIMIC4_FILES[table]).read_bytes()).hexdigest()
+
+
+def test_generate_modules_and_radiology(tmp_path):
+    """A hosp-only source (like the open MIMIC-IV demo) has no icu/ and note/ folders; the rest is the same."""
+    full = generate(tmp_path / "full", patients=60, start=START, days=2, history_days=60, seed=5, radiology=True)
+    hosp = generate(tmp_path / "hosp", patients=60, start=START, days=2, history_days=60, seed=5, modules=("hosp",))
+    assert not (tmp_path / "hosp" / "note").exists() and not (tmp_path / "hosp" / "icu").exists()
+    assert hosp.notes == 0 and "icu_stays" not in hosp.counts
+    for table in ("patients", "admissions", "diagnoses", "labs", "prescriptions", "procedures"):
+        assert _digest_table(tmp_path / "full", table) == _digest_table(tmp_path / "hosp", table), table
+    # radiology reports: charted during their stay, note_type RR, ids apart from the discharge summaries
+    rr = _sql(tmp_path / "full", "radiology", "select note_type, note_id from radiology")
+    assert rr and {r[0] for r in rr} == {"RR"} and all("-RR-" in r[1] for r in rr)
+    assert full.counts["radiology"] == full.counts["notes"]
+    # multi-component IV orders: a BASE row shares its MAIN row's pharmacy_id, keyed apart by type and drug
+    shared = _sql(tmp_path / "full", "prescriptions",
+                  "select count(*) from (select pharmacy_id from prescriptions group by 1 having count(*) > 1)")
+    assert shared[0][0] > 0
+    bases = _sql(tmp_path / "full", "prescriptions", "select count(*) from prescriptions where drug_type = 'BASE'")
+    assert bases[0][0] == shared[0][0]
+    # procedures carry dictionary titles; ICU stays lie within their admission
+    assert full.counts["procedures"] > 0 and full.counts["d_icd_procedures"] == 12
+    outside = _sql(tmp_path / "full", "icu_stays",
+                   "select count(*) from icu_stays i join read_csv('" + str(tmp_path / "full" / MIMIC4_FILES["admissions"])
+                   + "', all_varchar=true) a using (hadm_id) where i.intime::timestamp < a.admittime::timestamp "
+                   "or i.outtime::timestamp > a.dischtime::timestamp")
+    assert full.counts["icu_stays"] > 0 and outside[0][0] == 0
+
+
+def test_generate_rejects_unknown_modules(tmp_path):
+    with pytest.raises(ValueError, match="E-SYN023"):
+        generate(tmp_path / "x", patients=5, start=START, modules=("icu",))
