@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pipeline.sources.base import ExtractResult, SourceError, SourceReader, absent_tables, extract_range, read_all
+from pipeline.sources.base import (
+    ExtractResult,
+    SourceError,
+    SourceReader,
+    absent_tables,
+    extract_range,
+    read_all,
+)
 
 
 def open_source(layout: str, path=None, url: str | None = None, schemas: str | None = None) -> SourceReader:
@@ -24,4 +31,4 @@ def open_source(layout: str, path=None, url: str | None = None, schemas: str | N
     raise SourceError(f"EHR_SOURCE_LAYOUT: unknown layout {layout!r} (mimic4, mimic3 or sql)")
 
 
-__all__ = ["ExtractResult", "absent_tables", "SourceError", "SourceReader", "extract_range", "open_source", "read_all"]
+__all__ = ["ExtractResult", "SourceError", "SourceReader", "absent_tables", "extract_range", "open_source", "read_all"]

@@ -59,6 +59,23 @@ def diagnosis(hadm_id: int | None, seq_num: int | None, icd_code: str = "4019", 
     return row
 
 
+def procedure(hadm_id: int | None, seq_num: int | None, icd_code: str = "3893", icd_version: int = 9,
+              subject_id: int = 1, **overrides: Any) -> dict[str, Any]:
+    row = {"subject_id": subject_id, "hadm_id": hadm_id, "seq_num": seq_num, "chartdate": ADMIT.date(),
+           "icd_code": icd_code, "icd_version": icd_version,
+           "long_title": "Venous catheterization, not elsewhere classified", "ds": DS}
+    row.update(overrides)
+    return row
+
+
+def icu_stay(stay_id: int | None, hadm_id: int | None = 100, subject_id: int = 1, **overrides: Any) -> dict[str, Any]:
+    row = {"stay_id": stay_id, "subject_id": subject_id, "hadm_id": hadm_id,
+           "first_careunit": "Medical Intensive Care Unit (MICU)", "last_careunit": "Medical Intensive Care Unit (MICU)",
+           "intime": ADMIT + timedelta(hours=2), "outtime": ADMIT + timedelta(hours=30), "los": 1.1667, "ds": DS}
+    row.update(overrides)
+    return row
+
+
 def lab(labevent_id: int | None, hadm_id: int | None = 100, subject_id: int = 1, **overrides: Any) -> dict[str, Any]:
     row = {"labevent_id": labevent_id, "subject_id": subject_id, "hadm_id": hadm_id, "specimen_id": 7,
            "itemid": 50912, "charttime": datetime(2150, 3, 14, 6, 10), "storetime": None, "value": "1.2",
@@ -94,7 +111,9 @@ def base_batch() -> dict[str, list[dict[str, Any]]]:
         "diagnoses": [diagnosis(100, 1, "4019", 9), diagnosis(100, 2, "V1582", 9),
                       diagnosis(200, 1, "I10", 10), diagnosis(200, 2, "E1122", 10)],
         "labs": [lab(1, 100), lab(2, 200, subject_id=2), lab(3, None, valuenum=None, value="neg")],
+        "procedures": [procedure(100, 1), procedure(200, 1, "02HV33Z", 10, subject_id=2)],
         "prescriptions": [prescription(1, 100), prescription(2, 200, subject_id=2)],
+        "icu_stays": [icu_stay(300, 100)],
         "notes": [note("1-DS-1", 100), note("2-DS-1", 200, subject_id=2)],
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from pipeline.contracts import INPUT_TABLES
 from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig
 from pipeline.validate.engine import _check_conservation
 
@@ -125,10 +126,10 @@ def test_batch_data_docs_built(clean_rows, tmp_path):
     html = outcome.data_docs_index.read_text()
     assert "ehr_patients" in html
     pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
-    assert len(pages) == 6
+    assert len(pages) == len(INPUT_TABLES)
 
 
-TRAILING = {name: [40, 50, 60] for name in ("patients", "admissions", "diagnoses", "labs", "prescriptions", "notes")}
+TRAILING = {name: [40, 50, 60] for name in INPUT_TABLES}
 
 
 def test_batch_entirely_empty_day_warns_instead_of_failing_volume(clean_rows):
@@ -139,7 +140,7 @@ def test_batch_entirely_empty_day_warns_instead_of_failing_volume(clean_rows):
     assert {w.table for w in outcome.warnings[1:]} == set(TRAILING)  # each table's numbers kept
     volume = [r for r in outcome.results.to_pylist()
               if r["expectation"] == "pipeline:expect_row_count_near_trailing_median(x5)"]
-    assert len(volume) == 6 and not any(r["success"] for r in volume)  # recorded as failed checks, not hidden
+    assert len(volume) == len(INPUT_TABLES) and not any(r["success"] for r in volume)  # recorded as failed checks, not hidden
 
 
 def test_batch_empty_day_can_be_made_to_fail(clean_rows):

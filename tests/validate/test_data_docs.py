@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote
 
+from pipeline.contracts import INPUT_TABLES
 from pipeline.validate import ValidationConfig, validate_batch
 from pipeline.validate.gx_runner import run_name_prefix
 
@@ -41,11 +42,11 @@ def test_data_docs_keep_every_day_and_index_links_them(clean_rows, tmp_path):
     assert first.data_docs_index == second.data_docs_index == docs / "index.html"
     pages = _pages(docs)
     assert sorted(pages) == [run_name_prefix(DS).rstrip("_"), run_name_prefix(DS2).rstrip("_")]
-    assert all(len(day_pages) == 6 for day_pages in pages.values())  # one page per table and day
+    assert all(len(day_pages) == len(INPUT_TABLES) for day_pages in pages.values())  # one page per table and day
     index = (docs / "index.html").read_text()
     links = {unquote(link) for link in re.findall(r"validations/[^'\"]+?\.html", index)}
     assert links == {page.relative_to(docs).as_posix() for day_pages in pages.values() for page in day_pages}
-    assert len(list(results.rglob("*.json"))) == 12  # the store GX builds the docs from
+    assert len(list(results.rglob("*.json"))) == 2 * len(INPUT_TABLES)  # the store GX builds the docs from
 
 
 def test_data_docs_rerun_of_a_day_replaces_its_pages(clean_rows, tmp_path):
@@ -54,6 +55,6 @@ def test_data_docs_rerun_of_a_day_replaces_its_pages(clean_rows, tmp_path):
     before = _pages(docs)[run_name_prefix(DS).rstrip("_")]
     run(clean_rows, data_docs_dir=docs)
     after = _pages(docs)[run_name_prefix(DS).rstrip("_")]
-    assert len(before) == len(after) == 6
+    assert len(before) == len(after) == len(INPUT_TABLES)
     assert not set(before) & set(after)  # the earlier run's pages are gone, not kept beside the new ones
-    assert len(list((tmp_path / "gx" / "validations").rglob("*.json"))) == 6
+    assert len(list((tmp_path / "gx" / "validations").rglob("*.json"))) == len(INPUT_TABLES)

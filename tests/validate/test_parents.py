@@ -15,7 +15,7 @@ def test_parents_admission_quarantine_cascades_to_dependents(clean_rows):
     assert quarantined(outcome, "admissions") == {"100": "invalid_admission_type"}
     assert quarantined(outcome, "diagnoses") == {"100|1|4019|9": "parent_quarantined", "100|2|V1582|9": "parent_quarantined"}
     assert quarantined(outcome, "labs") == {"1": "parent_quarantined"}
-    assert quarantined(outcome, "prescriptions") == {"1": "parent_quarantined"}
+    assert quarantined(outcome, "prescriptions") == {"1|MAIN|Furosemide": "parent_quarantined"}
     assert quarantined(outcome, "notes") == {"1-DS-1": "parent_quarantined"}
     assert quarantined(outcome, "patients") == {}
     details = outcome.quarantine.filter(pa.compute.equal(outcome.quarantine["source_table"], "labs"))["detail"]

@@ -62,6 +62,9 @@ def test_rules_null_and_duplicate_keys_quarantine_all_sharing_rows(clean_rows):
         "diagnoses": {None: "null_key"},
     })
     assert outcome.counts["prescriptions"]["rows_quarantined"] == 2  # both sides of the conflict
+    assert outcome.counts["labs"] == {"rows_in": 6, "rows_passed": 3, "rows_quarantined": 3}
+    assert outcome.counts["notes"]["rows_quarantined"] == 3  # both duplicates and the null key
+    assert outcome.counts["diagnoses"]["rows_quarantined"] == 1
 
 
 def test_rules_exact_repeat_keeps_the_first_copy(clean_rows):
@@ -82,9 +85,6 @@ def test_rules_component_without_type_or_drug_has_no_key(clean_rows):
     outcome = run(clean_rows)
     rules = outcome.quarantine.filter(pc.equal(outcome.quarantine["source_table"], "prescriptions"))["rule"]
     assert rules.to_pylist() == ["null_key"] * 3
-    assert outcome.counts["labs"] == {"rows_in": 6, "rows_passed": 3, "rows_quarantined": 3}
-    assert outcome.counts["notes"]["rows_quarantined"] == 3  # both duplicates and the null key
-    assert outcome.counts["diagnoses"]["rows_quarantined"] == 3
 
 
 def test_rules_duplicate_patient_and_admission_keys(clean_rows):
@@ -182,7 +182,7 @@ def test_rules_references(clean_rows):
         "admissions": {"300": "unknown_subject"},
         "diagnoses": {"999|1|4019|9": "unknown_admission"},
         "labs": {"7": "unknown_admission"},
-        "prescriptions": {"7": "unknown_admission"},
+        "prescriptions": {"7|MAIN|Furosemide": "unknown_admission"},
         "notes": {"x": "unknown_admission"},
     })
 

@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.config import SQL_DIR
+from pipeline.contracts import INPUT_TABLES
 
 from .conftest import DS, RUN_ID, lab, run
 
@@ -41,5 +42,5 @@ def test_views_data_quality_daily_on_duckdb(clean_rows):
     evaluated = sum(1 for t in outcome.results["table_name"].to_pylist() if t == "labs")
     failed = 2  # _valuenum_finite and _admission_ref not-null
     assert rows == [("labs", evaluated, evaluated - failed, (evaluated - failed) / evaluated, 2, 5, 3)]
-    assert con.execute("SELECT COUNT(*) FROM ehr.v_data_quality_daily").fetchone()[0] == 6
+    assert con.execute("SELECT COUNT(*) FROM ehr.v_data_quality_daily").fetchone()[0] == len(INPUT_TABLES)
 
