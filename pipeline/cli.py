@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,8 +44,21 @@ def _settings(workdir: Path | None = None, **overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is logged (a test runner swaps it per command)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
-    logging.basicConfig(level=os.environ.get("EHR_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=os.environ.get("EHR_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s %(message)s",
+                        handlers=[_CurrentStderr()])
     for noisy in ("PyRuSH", "medspacy", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
