@@ -78,7 +78,7 @@ def test_mimic_demo_every_real_row_loaded_or_quarantined(demo_run: Path) -> None
     wh = duckdb.connect(str(demo_run / "warehouse.duckdb"), read_only=True)
     src = _source()
     # the whole history: every source row is in the warehouse or in quarantine, and at least 99 % loaded
-    for name, rel in FILES.items():
+    for name in FILES:
         in_source = src.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         loaded = wh.execute(f"SELECT count(*) FROM ehr.{name}").fetchone()[0]
         quarantined = wh.execute("SELECT count(*) FROM ehr.quarantine WHERE source_table = ?", [name]).fetchone()[0]

@@ -37,7 +37,7 @@ def test_optional_modules_hosp_only_source_runs_with_warnings(tmp_path, hosp_onl
                        [date(2026, 1, 2)]).fetchall()
     assert {(stage, table) for stage, table, _, _ in runs} == {
         ("extract", "notes"), ("validate", "notes"), ("extract", "icu_stays"), ("validate", "icu_stays")}
-    for stage, table, status, detail in runs:
+    for _stage, table, status, detail in runs:
         assert status == "success"
         (warning,) = json.loads(detail)["warnings"]
         if table == "notes":
