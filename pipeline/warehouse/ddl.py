@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS ehr.diagnoses (
     icd_code text NOT NULL,
     icd_version integer NOT NULL,
     ds date NOT NULL,
-    PRIMARY KEY (hadm_id, seq_num)
+    PRIMARY KEY (hadm_id, seq_num, icd_code, icd_version)
 );
 CREATE INDEX IF NOT EXISTS diagnoses_ds_idx ON ehr.diagnoses (ds);
 <BLANKLINE>

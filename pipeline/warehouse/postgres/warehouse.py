@@ -125,11 +125,47 @@ class PostgresWarehouse(Warehouse):
             if self._schema_comment() != fingerprint:
                 self.migrate_to_partitioned()
                 super().ensure_schema()
+                self.migrate_primary_keys()
                 self.execute_script(f"COMMENT ON SCHEMA ehr IS '{fingerprint}'")
                 self._checked_tables.clear()
         finally:
             self._scalar("SELECT pg_advisory_unlock($1)", [SCHEMA_LOCK_KEY])
             self._con.commit()
+
+    def migrate_primary_keys(self) -> dict[str, tuple[str, ...]]:
+        """Give live plain tables the primary key their contract now declares (e.g. prescriptions keyed by
+        order component, diagnoses by code); returns the tables changed and their new key.
+
+        ``CREATE TABLE IF NOT EXISTS`` leaves an existing table's key alone, and a load into a table whose
+        old key is narrower than the rows' grain would fail on real data. The key columns are made NOT NULL
+        first; rows that break the new key (none can: the old key was stricter) would fail the change,
+        which is then reported and nothing is altered.
+        """
+        from pipeline.contracts import INPUT_TABLES, OUTPUT_TABLES, contract
+
+        changed: dict[str, tuple[str, ...]] = {}
+        for table in INPUT_TABLES + OUTPUT_TABLES:
+            options = contract(table).warehouse.postgres
+            wanted = tuple(options.primary_key)
+            if not wanted or options.partition_by:
+                continue
+            live = self.query(
+                "SELECT a.attname AS name, c.conname AS constraint_name FROM pg_constraint c "
+                "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+                "WHERE c.conrelid = to_regclass(?) AND c.contype = 'p' "
+                "ORDER BY array_position(c.conkey, a.attnum)",
+                [f"ehr.{table}"],
+            ).to_pylist()
+            if not live or tuple(r["name"] for r in live) == wanted:
+                continue  # no key (a table created elsewhere) or already the contract's
+            not_null = "; ".join(f"ALTER TABLE ehr.{table} ALTER COLUMN {c} SET NOT NULL" for c in wanted)
+            self.execute_script(
+                f"{not_null}; ALTER TABLE ehr.{table} DROP CONSTRAINT {live[0]['constraint_name']}, "
+                f"ADD PRIMARY KEY ({', '.join(wanted)})"
+            )
+            changed[table] = wanted
+            log.warning("primary key of ehr.%s migrated to (%s)", table, ", ".join(wanted))
+        return changed
 
     def migrate_to_partitioned(self) -> dict[str, int]:
         """Move tables that exist unpartitioned but which the DDL partitions by ds into the new layout.

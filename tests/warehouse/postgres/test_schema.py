@@ -168,3 +168,31 @@ def test_postgres_schema_migrate_an_unpartitioned_table_with_its_rows_and_grants
                 con.execute(f"DROP OWNED BY {reader}")
             with psycopg.connect(pg_url, autocommit=True) as con:
                 con.execute(f"DROP ROLE IF EXISTS {reader}")
+
+
+def test_postgres_schema_primary_keys_follow_the_contract_on_a_live_warehouse(pg_url: str) -> None:
+    """A warehouse built when prescriptions were keyed by pharmacy_id alone gets the component key on the
+    next ensure_schema, and then loads the components of one order."""
+    import psycopg
+
+    with scratch_database("ehr_test_pk") as url:
+        with PostgresWarehouse(url):
+            pass  # the current schema
+        with psycopg.connect(url, autocommit=True) as con:  # as an older version left it
+            con.execute("ALTER TABLE ehr.prescriptions DROP CONSTRAINT prescriptions_pkey, "
+                        "ADD PRIMARY KEY (prescription_id)")
+            con.execute("ALTER TABLE ehr.prescriptions ALTER COLUMN drug_type DROP NOT NULL")
+            con.execute("COMMENT ON SCHEMA ehr IS 'an older version'")
+        with PostgresWarehouse(url) as w:
+            key = w.query(
+                "SELECT a.attname AS name FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid "
+                "AND a.attnum = ANY(c.conkey) WHERE c.conrelid = 'ehr.prescriptions'::regclass AND c.contype = 'p' "
+                "ORDER BY array_position(c.conkey, a.attnum)").column("name").to_pylist()
+            assert key == ["prescription_id", "drug_type", "drug"]
+            day = make_day("prescriptions", DAY1, rows=2)
+            components = day.set_column(day.schema.get_field_index("prescription_id"), "prescription_id",
+                                        pa.array([7, 7], pa.int64()))
+            components = components.set_column(components.schema.get_field_index("drug_type"), "drug_type",
+                                               pa.array(["MAIN", "BASE"]))
+            w.replace_days({"prescriptions": components}, DAY1)
+            assert count_rows(w, "prescriptions", DAY1) == 2
