@@ -42,7 +42,9 @@ def read_source(settings: Settings, start: date, end: date, run_id: str) -> Extr
     from pipeline.sources import extract_range, open_source
 
     reader = open_source(settings.source_layout, settings.source_dir, settings.source_url, settings.source_schemas)
-    result = extract_range(reader, start, end, day_shift=settings.source_day_shift)
+    result = extract_range(reader, start, end, day_shift=settings.source_day_shift,
+                           max_malformed_share=settings.max_quarantine_share,
+                           min_rows_for_share=settings.min_rows_for_share_check)
     result.rejects = result.rejects.set_column(
         result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
     )
@@ -62,7 +64,7 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
         counts = result.counts()
         for name, c in counts.items():
             rec.add(name, c["rows_extracted"], c["rows_typed"], c["rows_set_aside"],
-                    {"rows_unattributed": c["rows_unattributed"]} if c["rows_unattributed"] else None)
+                    {k: c[k] for k in ("rows_unattributed", "rows_malformed") if c[k]} or None)
     return {name: c["rows_extracted"] for name, c in counts.items()}
 
 
