@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 from pipeline import lake
 from pipeline.config import Settings, load_settings
 from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
-from pipeline.tasks.runs import DataQualityError, PipelineError, RunRecorder, new_run_id, recorded
+from pipeline.tasks.runs import (
+    ConfigurationError,
+    DataQualityError,
+    PipelineError,
+    RunRecorder,
+    new_run_id,
+    recorded,
+)
 
 if TYPE_CHECKING:
     from pipeline.sources import ExtractResult
@@ -226,7 +233,7 @@ def map_part(stage: PartStage, ds: date, part: int, *, run_id: str, settings: Se
             f"{stage.name}: no {stage.reads} part {part} for {ds} (have {len(parts)}); rerun validate first"
         )
     if not stage.model_ready(model_dir):
-        raise PipelineError(f"{stage.name}: no {stage.model} model at {model_dir}; {stage.model_fix}")
+        raise ConfigurationError(f"{stage.name}: no {stage.model} model at {model_dir}; {stage.model_fix}")
     with recorded(settings, run_id, ds, f"{stage.name}[part-{part}]", stage.writes) as rec:
         output = transform(parts[part])
         schema = arrow_schema(stage.writes)
@@ -331,7 +338,7 @@ def risk(ds: date, part: int, *, run_id: str, settings: Settings | None = None) 
     try:  # checked before any work: equal or zero thresholds would leave a band empty
         thresholds = band_thresholds(settings.risk_band_medium, settings.risk_band_high)
     except RiskError as exc:
-        raise PipelineError(f"risk: {exc}") from None
+        raise ConfigurationError(f"risk: {exc}") from None
 
     def score(part_path: Path) -> PartOutput:
         admissions = pq.read_table(part_path, schema=arrow_schema("admissions"))
@@ -473,7 +480,10 @@ def _conservation_problems(runs: list[dict[str, Any]], extracted: Mapping[str, i
 def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = None, ner_enabled: bool = True,
             risk_enabled: bool = True, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The DAG's stages in order for one day (what ``ehr-pipeline run`` does)."""
+    from pipeline.tasks.preflight import check_ready
+
     settings = settings or load_settings()
+    check_ready(settings, ner=ner_enabled, risk=risk_enabled)
     run_id = run_id or new_run_id(ds)
     step = on_step or (lambda _name: None)
     step("extract")

@@ -308,7 +308,9 @@ def test_nightly_map_part_failure_is_recorded_and_leaves_no_part(two_parts, stre
     assert not lake.list_parts(settings.lake_dir, nightly.ENRICHED, "note_entities", D2)
     runs = _runs(settings)
     assert [(r["stage"], r["table_name"], r["status"]) for r in runs] == [("echo[part-1]", "note_entities", "failed")]
-    assert json.loads(runs[0]["detail"]) == {"error": "RuntimeError: model crashed on part"}
+    # a library's message may quote the data it choked on: only the error type is recorded
+    assert json.loads(runs[0]["detail"]) == {
+        "error": "RuntimeError (message withheld: it may quote source data; see the task log)"}
 
 
 @pytest.mark.parametrize(("task", "switch", "zeros"), [
