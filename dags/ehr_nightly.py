@@ -53,6 +53,16 @@ def _bad_data_fails_without_retry() -> Iterator[None]:
         raise AirflowFailException(safe_error(exc)) from None
 
 
+@contextmanager
+def _one_run_per_day() -> Iterator[None]:
+    """The day's lock (:mod:`pipeline.tasks.daylock`) while a whole-day task works: a CLI run of the same day
+    waits for it, and it for the CLI run. The mapped NER/risk parts of one run share the day."""
+    from pipeline.tasks.daylock import day_lock
+
+    with day_lock(load_settings(), _ds(), run_id=_run_id()):
+        yield
+
+
 @dag(
     dag_id="ehr_nightly",
     schedule=SETTINGS.schedule,
@@ -77,15 +87,16 @@ def ehr_nightly() -> None:
 
         with _bad_data_fails_without_retry():
             check_ready(load_settings())  # models and settings before any work
-            return nightly.extract(_ds(), run_id=_run_id())
+            with _one_run_per_day():
+                return nightly.extract(_ds(), run_id=_run_id())
 
     @task
     def validate() -> dict[str, list[int]]:
         from pipeline.tasks import nightly
 
-        with _bad_data_fails_without_retry():
+        with _bad_data_fails_without_retry(), _one_run_per_day():
             parts = nightly.validate(_ds(), run_id=_run_id())
-        nightly.clear_enriched(_ds())
+            nightly.clear_enriched(_ds())
         return parts
 
     @task
@@ -114,14 +125,14 @@ def ehr_nightly() -> None:
     def load() -> dict[str, int]:
         from pipeline.tasks import nightly
 
-        with _bad_data_fails_without_retry():
+        with _bad_data_fails_without_retry(), _one_run_per_day():
             return nightly.load(_ds(), run_id=_run_id())
 
     @task
     def report() -> dict:
         from pipeline.tasks import nightly
 
-        with _bad_data_fails_without_retry():
+        with _bad_data_fails_without_retry(), _one_run_per_day():
             return nightly.report(_ds(), run_id=_run_id())
 
     extracted = extract()

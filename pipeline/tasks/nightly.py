@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RAW, VALIDATED, ENRICHED = "raw", "validated", "enriched"
+ENRICHED_TABLES = ("note_entities", "admission_risk")
+ENRICHING_STAGES = ("ner[", "risk[")  # the mapped stages' run records: "ner[part-0]", ...
 REJECTS, OPEN_ADMISSIONS, QUARANTINE, RESULTS = "_rejects", "_open_admissions", "_quarantine", "_results"
 
 
@@ -374,10 +376,10 @@ def load(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str
         tables["quarantine"] = lake.read_partition(root, VALIDATED, QUARANTINE, ds, arrow_schema("quarantine"))
         tables["validation_results"] = lake.read_partition(root, VALIDATED, RESULTS, ds,
                                                            arrow_schema("validation_results"))
-        for name in ("note_entities", "admission_risk"):
-            # an enriched table is replaced only when its stage ran for this day
-            if lake.list_parts(root, ENRICHED, name, ds):
-                tables[name] = lake.read_partition(root, ENRICHED, name, ds, arrow_schema(name))
+        for name in ENRICHED_TABLES:
+            # always replaced: a rerun whose stage was skipped, or that quarantined a note, leaves nothing of
+            # the earlier run's enrichment behind (no parts = none for the day)
+            tables[name] = lake.read_partition(root, ENRICHED, name, ds, arrow_schema(name), missing_ok=True)
         with open_warehouse(settings.warehouse) as wh:
             written = wh.replace_days(tables, ds)
         for name, n in written.items():
@@ -420,8 +422,13 @@ def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[s
             quarantined = {r["source_table"]: r["n"] for r in wh.query(
                 "SELECT source_table, count(*) AS n FROM ehr.quarantine WHERE ds = ? GROUP BY source_table", [ds]
             ).to_pylist()}
+            stage_runs = wh.query(
+                "SELECT stage, table_name, status, rows_out FROM ehr.pipeline_runs WHERE ds = ? AND "
+                "(stage = 'load' OR stage LIKE 'ner[%' OR stage LIKE 'risk[%') ORDER BY stage", [ds]
+            ).to_pylist()
         loaded = {c["table_name"]: c["n"] for c in counts}
         problems = _conservation_problems(runs, extracted, loaded, quarantined)
+        problems += stage_count_problems(stage_runs, loaded)
         if problems:
             raise DataQualityError(f"report: conservation check failed for ds={ds}: " + "; ".join(problems))
         drift = reporting.check_drift(settings, ds, run_id=run_id)
@@ -476,16 +483,48 @@ def _conservation_problems(runs: list[dict[str, Any]], extracted: Mapping[str, i
     return problems
 
 
+def stage_count_problems(stage_runs: list[dict[str, Any]], loaded: Mapping[str, int]) -> list[str]:
+    """The counts each stage recorded for the day against the rows in the warehouse, one line per mismatch.
+
+    ``load``: rows written per table = rows in ``ehr.<table>``. ``ner[...]``/``risk[...]``: the parts' rows
+    written add up to the rows in ``note_entities``/``admission_risk``; with no record (stage skipped) the
+    table holds none of the day. A failed part is a problem of its own.
+    """
+    problems = []
+    for run in stage_runs:
+        if run["stage"] == "load" and run["table_name"] in loaded and run["rows_out"] is not None \
+                and int(run["rows_out"]) != loaded[run["table_name"]]:
+            problems.append(f"{run['table_name']}: load wrote {run['rows_out']} rows, "
+                            f"ehr.{run['table_name']} holds {loaded[run['table_name']]}")
+    for prefix, table in zip(ENRICHING_STAGES, ENRICHED_TABLES, strict=True):
+        parts = [r for r in stage_runs if r["stage"].startswith(prefix)]
+        if failed := [r["stage"] for r in parts if r["status"] != "success"]:
+            problems.append(f"{table}: {', '.join(failed)} did not succeed")
+            continue
+        recorded_rows = sum(int(r["rows_out"] or 0) for r in parts)
+        if recorded_rows != loaded.get(table, 0):
+            problems.append(f"{table}: {prefix.rstrip('[')} recorded {recorded_rows} rows over {len(parts)} "
+                            f"part(s), ehr.{table} holds {loaded.get(table, 0)}")
+    return problems
+
+
 # --- whole days outside the scheduler -------------------------------------------------------------
 def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = None, ner_enabled: bool = True,
             risk_enabled: bool = True, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The DAG's stages in order for one day (what ``ehr-pipeline run`` does)."""
+    from pipeline.tasks.daylock import day_lock
     from pipeline.tasks.preflight import check_ready
 
     settings = settings or load_settings()
     check_ready(settings, ner=ner_enabled, risk=risk_enabled)
     run_id = run_id or new_run_id(ds)
     step = on_step or (lambda _name: None)
+    with day_lock(settings, ds, run_id=run_id, on_wait=step):  # one run per day at a time
+        return _run_day_locked(ds, run_id, settings, ner_enabled, risk_enabled, step)
+
+
+def _run_day_locked(ds: date, run_id: str, settings: Settings, ner_enabled: bool, risk_enabled: bool,
+                    step: Callable[[str], None]) -> dict[str, Any]:
     step("extract")
     extract(ds, run_id=run_id, settings=settings)
     step("validate")
@@ -506,8 +545,14 @@ def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = 
 
 
 def _clear_enriched(settings: Settings, ds: date) -> None:
-    for name in ("note_entities", "admission_risk"):
+    """The day's enrichment starts over: its lake parts and its NER/risk run records go (the warehouse rows
+    follow at load, which replaces the enriched tables whether or not their stage ran)."""
+    from pipeline.warehouse import open_warehouse
+
+    for name in ENRICHED_TABLES:
         lake.clear_partition(settings.lake_dir, ENRICHED, name, ds)
+    with open_warehouse(settings.warehouse) as wh:
+        wh.forget_runs(ds, ENRICHING_STAGES)
 
 
 def clear_enriched(ds: date, *, settings: Settings | None = None) -> None:

@@ -165,6 +165,7 @@ def test_nightly_empty_day_after_nightly_history_succeeds_with_zero_rows(tmp_pat
 
 def _load_dag_module(monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("EHR_WORKDIR", str(tmp_path / "w"))  # the tasks' day lock lives beside its warehouse
     spec = importlib.util.spec_from_file_location("ehr_nightly_under_test", DAGS_DIR / "ehr_nightly.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
