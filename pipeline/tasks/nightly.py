@@ -382,9 +382,25 @@ def load(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str
             tables[name] = lake.read_partition(root, ENRICHED, name, ds, arrow_schema(name), missing_ok=True)
         with open_warehouse(settings.warehouse) as wh:
             written = wh.replace_days(tables, ds)
+        removed = drop_raw_free_text(settings, ds)
         for name, n in written.items():
-            rec.add(name, tables[name].num_rows, n, 0)
+            rec.add(name, tables[name].num_rows, n, 0, {"raw_partition_removed": True} if name in removed else None)
     return written
+
+
+def drop_raw_free_text(settings: Settings, ds: date) -> list[str]:
+    """Raw-lake retention: once the day is loaded, its raw partitions of tables with free text go
+    (``EHR_RAW_RETENTION=until_loaded``, the default), so the full text of quarantined notes or comments is
+    not kept beside the warehouse. Passed rows are in the warehouse; quarantined ones keep only the hash of
+    their free text. Rerunning the day's validation then needs its extract again. ``keep`` keeps them."""
+    from pipeline.contracts import free_text_columns
+
+    if settings.raw_retention == "keep":
+        return []
+    removed = [name for name in INPUT_TABLES if free_text_columns(name)]
+    for name in removed:
+        lake.clear_partition(settings.lake_dir, RAW, name, ds)
+    return removed
 
 
 # --- report --------------------------------------------------------------------------------------

@@ -156,7 +156,8 @@ def validate_batch(
                 admission_times=_admission_times(state.batch_admissions, known_admissions),
                 parent_rules={parent: state.rules(parent) for parent in PARENT_KEYS},
             )
-            context = DerivationContext(ds=ds, config=config, references=references, ds_range_start=ds_range_start)
+            context = DerivationContext(ds=ds, config=config, references=references, ds_range_start=ds_range_start,
+                                        table=name)
             table_passed, table_quarantine = _validate_table(
                 name, table, contract, context, runner, run_id, results, failures
             )

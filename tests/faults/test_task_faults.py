@@ -20,6 +20,7 @@ from tests.tasks.test_nightly import _load_dag_module
 
 D2 = date(2026, 1, 2)
 SSN = "123-45-6789"
+REAL_LOOKING_SSN = "531-62-4489"  # Presidio rightly ignores 123-45-6789 as a known dummy
 PHONE = "(617) 555-0142"
 
 
@@ -135,3 +136,54 @@ def test_faults_dag_extract_checks_models_before_extracting(monkeypatch, tmp_pat
     with pytest.raises(AirflowFailException, match="no NER model"):
         module.dag.get_task("extract").python_callable()
     assert not extracted
+
+
+# --- free text outside notes ---------------------------------------------------------------------
+def test_faults_every_free_text_column_goes_through_the_phi_gate() -> None:
+    from pipeline.config import SCHEMAS_DIR
+    from pipeline.contracts import INPUT_TABLES, free_text_columns
+    from pipeline.validate.suites import load_suite
+
+    gated = [name for name in INPUT_TABLES if free_text_columns(name)]
+    assert set(gated) >= {"notes", "labs"}
+    for name in gated:
+        suite = load_suite(SCHEMAS_DIR / "expectations", name)
+        assert "_phi_entities" in suite.columns(), f"{name} has free text but no PHI gate rule"
+
+
+def test_faults_ssn_in_lab_comments_is_quarantined_not_loaded(tmp_path: Path) -> None:
+    labs = LABS.replace('"said ""ok"" \\ fine"', f'"call back re SSN {REAL_LOOKING_SSN}"')
+    assert REAL_LOOKING_SSN in labs
+    settings = _settings(tmp_path, write_folder(tmp_path / "src", {**FILES, "hosp/labevents.csv.gz": labs}))
+    nightly.run_day(D2, settings=settings, ner_enabled=False, risk_enabled=False)
+    with open_warehouse(settings.warehouse) as wh:
+        q = wh.query("SELECT record_key, rule, detail, payload FROM ehr.quarantine WHERE source_table = 'labs'")
+        q = q.to_pylist()
+        assert [(r["record_key"], r["rule"]) for r in q] == [("3", "phi_suspected")]
+        assert "US_SSN" in q[0]["detail"]
+        assert wh.query("SELECT count(*) AS n FROM ehr.labs WHERE labevent_id = 3").column("n")[0].as_py() == 0
+    assert REAL_LOOKING_SSN not in _everything_stored(settings)
+
+
+def test_faults_raw_free_text_partitions_are_removed_once_the_day_is_loaded(tmp_path: Path) -> None:
+    from pipeline import lake
+
+    source = write_folder(tmp_path / "src", {**FILES, "note/discharge.csv.gz": DISCHARGE.replace(
+        "denies chest pain.", f"denies chest pain. SSN {REAL_LOOKING_SSN}.")})
+    settings = _settings(tmp_path, source)
+    nightly.run_day(D2, settings=settings, ner_enabled=False, risk_enabled=False)
+    root = settings.lake_dir
+    assert not lake.list_parts(root, "raw", "notes", D2) and not lake.list_parts(root, "raw", "labs", D2)
+    assert lake.list_parts(root, "raw", "admissions", D2)  # tables without free text stay
+    import pyarrow.parquet as pq
+
+    lake_text = json.dumps([pq.read_table(p).to_pylist() for p in root.rglob("*.parquet")], default=str)
+    assert "1-DS-1" in lake_text  # the quarantine row is there (parquet is compressed: read, not grepped)
+    assert REAL_LOOKING_SSN not in lake_text  # the quarantined note's text is nowhere in the lake
+    with open_warehouse(settings.warehouse) as wh:
+        payload = wh.query("SELECT payload FROM ehr.quarantine WHERE record_key = '1-DS-1'").column("payload")
+    assert '"sha256"' in payload[0].as_py()  # the quarantine keeps its hash
+
+    kept = _settings(tmp_path / "keep", source, raw_retention="keep")
+    nightly.run_day(D2, settings=kept, ner_enabled=False, risk_enabled=False)
+    assert lake.list_parts(kept.lake_dir, "raw", "notes", D2)
