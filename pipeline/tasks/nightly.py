@@ -78,8 +78,12 @@ def extract(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[
 
 
 # --- validate ------------------------------------------------------------------------------------
-def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table) -> tuple[pa.Table, pa.Array]:
-    """Admissions and subjects known outside this batch: in the warehouse, or open in the source."""
+def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table,
+                  ds: date | None = None) -> tuple[pa.Table, pa.Array]:
+    """Admissions and subjects known outside this batch: in the warehouse, open in the source, or (given the
+    batch's ``ds``) validated in the lake on an earlier day not loaded yet (a backfill validates its days
+    before it loads any)."""
+    from pipeline.tasks import asof
     from pipeline.warehouse import open_warehouse
 
     referenced = pa.chunked_array(
@@ -94,7 +98,14 @@ def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admis
         known_subjects = wh.select_where_in("patients", "subject_id", subjects, ["subject_id"]).column("subject_id")
     # admissions still open in the source have no dischtime yet: the reference table allows nulls
     schema = pa.schema([f.with_nullable(True) for f in known.schema])
-    known = pa.concat_tables([known.cast(schema), open_admissions.select(cols).cast(schema)])
+    parts = [known.cast(schema), open_admissions.select(cols).cast(schema)]
+    if ds is not None:
+        validated = asof.history(settings, ds, "admissions", "hadm_id", referenced)
+        parts.append(validated.select(cols).cast(schema))
+        validated_subjects = asof.history(settings, ds, "patients", "subject_id", subjects)
+        known_subjects = pa.chunked_array(
+            [*known_subjects.chunks, validated_subjects.column("subject_id").combine_chunks()], type=pa.int64())
+    known = pa.concat_tables(parts)
     return known, pc.unique(known_subjects.combine_chunks()) if known_subjects.num_chunks else pa.array([], pa.int64())
 
 
@@ -114,7 +125,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
         tables = {name: lake.read_partition(root, RAW, name, ds, raw_arrow_schema(name)) for name in INPUT_TABLES}
         rejects = lake.read_partition(root, RAW, REJECTS, ds, arrow_schema("quarantine"))
         open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, ds)
-        known, known_subjects = known_context(settings, tables, open_adm)
+        known, known_subjects = known_context(settings, tables, open_adm, ds)
         with open_warehouse(settings.warehouse) as wh:
             trailing = wh.trailing_volumes(ds)
         try:
@@ -290,7 +301,9 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
 
 
 def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str, pa.Table]:
-    """Everything known at discharge for ``admissions``: today's validated rows plus warehouse history."""
+    """Everything known at discharge for ``admissions``: today's validated rows plus the history as of ``ds``
+    (:mod:`pipeline.tasks.asof`: earlier days only, from the lake, else bulk history in the warehouse)."""
+    from pipeline.tasks import asof
     from pipeline.warehouse import open_warehouse
 
     root = settings.lake_dir
@@ -301,14 +314,14 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
         return lake.filter_in(lake.read_partition(root, VALIDATED, name, ds, arrow_schema(name)), key, values)
 
     with open_warehouse(settings.warehouse) as wh:
-        hist_labs = wh.select_where_in("labs", "hadm_id", hadm)
-        hist_adm = wh.select_where_in("admissions", "subject_id", subjects)
-        hist_dx = wh.select_where_in("diagnoses", "hadm_id", hist_adm.column("hadm_id"))
-    labs = pa.concat_tables([hist_labs.filter(pc.not_equal(hist_labs.column("ds"), pa.scalar(ds, pa.date32()))),
-                             today("labs", "hadm_id", hadm)])
+        shift = settings.source_day_shift
+        hist_labs = asof.history(settings, ds, "labs", "hadm_id", hadm,
+                                 first=asof.first_day(admissions, shift, asof.LAB_MARGIN_DAYS), wh=wh)
+        hist_adm = asof.history(settings, ds, "admissions", "subject_id", subjects,
+                                first=asof.first_day(admissions, shift, asof.PRIOR_DAYS), wh=wh)
+    labs = pa.concat_tables([hist_labs, today("labs", "hadm_id", hadm)])
     today_adm = lake.read_partition(root, VALIDATED, "admissions", ds, arrow_schema("admissions"))
-    prior = pa.concat_tables([hist_adm.filter(pc.not_equal(hist_adm.column("ds"), pa.scalar(ds, pa.date32()))),
-                              lake.filter_in(today_adm, "subject_id", subjects)])
+    prior = pa.concat_tables([hist_adm, lake.filter_in(today_adm, "subject_id", subjects)])
     entities_parts = lake.list_parts(root, ENRICHED, "note_entities", ds)
     entities = ner_hadm_ids = None
     if entities_parts:
@@ -316,8 +329,7 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
                                                       arrow_schema("note_entities")), "hadm_id", hadm)
         # NER read every validated note of the day: admissions without a note have no NER count
         ner_hadm_ids = today("notes", "hadm_id", hadm).column("hadm_id")
-    diagnoses = pa.concat_tables([today("diagnoses", "hadm_id", hadm),
-                                  hist_dx.filter(pc.not_equal(hist_dx.column("ds"), pa.scalar(ds, pa.date32())))])
+    diagnoses = today("diagnoses", "hadm_id", hadm)  # filed on their admission's day: all of them are today's
     return {
         "admissions": admissions,
         "patients": today("patients", "subject_id", subjects),
@@ -546,6 +558,41 @@ def _run_day_locked(ds: date, run_id: str, settings: Settings, ner_enabled: bool
     step("validate")
     parts = validate(ds, run_id=run_id, settings=settings)
     _clear_enriched(settings, ds)
+    return _enrich_load_report(ds, run_id, settings, parts, ner_enabled, risk_enabled, step)
+
+
+def run_days(days_in_order: Iterable[date], *, settings: Settings | None = None, ner_enabled: bool = True,
+             risk_enabled: bool = True, on_step: Callable[[date, str], None] | None = None) -> list[dict[str, Any]]:
+    """A backfill: every day extracted and validated first, in calendar order, then enriched, loaded and
+    reported in the order given. Risk features are history as of each day (:mod:`pipeline.tasks.asof`) and
+    that history is all validated before any day is scored, so the scores do not depend on the order days
+    are given in (nor on which of them ran before)."""
+    from pipeline.tasks.daylock import day_lock
+    from pipeline.tasks.preflight import check_ready
+
+    settings = settings or load_settings()
+    check_ready(settings, ner=ner_enabled, risk=risk_enabled)
+    step = on_step or (lambda _day, _name: None)
+    days_in_order = list(dict.fromkeys(days_in_order))
+    run_ids = {day: new_run_id(day) for day in days_in_order}
+    parts: dict[date, dict[str, list[int]]] = {}
+    for day in sorted(days_in_order):
+        with day_lock(settings, day, run_id=run_ids[day], on_wait=lambda m, d=day: step(d, m)):
+            step(day, "extract")
+            extract(day, run_id=run_ids[day], settings=settings)
+            step(day, "validate")
+            parts[day] = validate(day, run_id=run_ids[day], settings=settings)
+            _clear_enriched(settings, day)
+    summaries = []
+    for day in days_in_order:
+        with day_lock(settings, day, run_id=run_ids[day], on_wait=lambda m, d=day: step(d, m)):
+            summaries.append(_enrich_load_report(day, run_ids[day], settings, parts[day], ner_enabled, risk_enabled,
+                                                 lambda name, d=day: step(d, name)))
+    return summaries
+
+
+def _enrich_load_report(ds: date, run_id: str, settings: Settings, parts: dict[str, list[int]], ner_enabled: bool,
+                        risk_enabled: bool, step: Callable[[str], None]) -> dict[str, Any]:
     if ner_enabled:
         for part in parts["notes_parts"]:
             step(f"ner part {part}")
