@@ -22,7 +22,7 @@ import gzip
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +98,41 @@ class MalformedRow:
     """A source row whose field count differs from the header's; only where it is, never what it holds."""
 
     file: str
-    record: int  # record number in the file, the header being record 1 (= the line when no value spans lines)
+    record: int  # record number in the file, the header being record 1 (blank lines not counted)
     fields: int
     expected: int
+    line: int | None = None  # the physical line the record starts on, when known
 
     @property
     def detail(self) -> str:
-        return f"{self.file} record {self.record}: {self.fields} fields, the header has {self.expected}"
+        where = f"line {self.line} (record {self.record})" if self.line is not None else f"record {self.record}"
+        return f"{self.file} {where}: {self.fields} fields, the header has {self.expected}"
+
+
+LINE_LOOKUP_MAX_BYTES = 256 << 20  # files up to this size are read again to turn record numbers into lines
+
+
+def _record_lines(path: Path, gz: bool, records: set[int]) -> dict[int, int]:
+    """record number (as the CSV reader counts them: header 1, blank lines skipped) → the line it starts on.
+    A second, slower read: only for files with malformed rows, and not for very large ones."""
+    opener = gzip.open if gz else open
+    found: dict[int, int] = {}
+    record = 0
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:  # type: ignore[operator]
+        reader = csv.reader(fh)
+        start = 1
+        try:
+            for row in reader:
+                if row:
+                    record += 1
+                    if record in records:
+                        found[record] = start
+                        if len(found) == len(records):
+                            break
+                start = reader.line_num + 1
+        except csv.Error:
+            pass
+    return found
 
 
 @dataclass
@@ -255,6 +283,9 @@ def iter_text_batches(path: Path, mapping: TableMapping, *, block_size: int = BL
                     f"{path} line {record}: a quoted value opens here and the file ends before it closes "
                     "(the file is cut off or a quote is unbalanced); nothing of the file was used"
                 )
+        if scan.malformed and path.stat().st_size <= LINE_LOOKUP_MAX_BYTES:
+            lines = _record_lines(path, gz, {m.record for m in scan.malformed})
+            scan.malformed[:] = [replace(m, line=lines.get(m.record)) for m in scan.malformed]
         if not yielded:
             empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(a, pa.binary()) for a in include.values()]))
             yield _canonical(empty, include, mapping)

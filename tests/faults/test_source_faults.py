@@ -71,7 +71,8 @@ def test_faults_malformed_row_is_set_aside_with_its_reason_and_the_day_goes_on(t
     notes_rejects = result.rejects.filter(pc.equal(result.rejects.column("source_table"), "notes"))
     assert notes_rejects.column("rule").to_pylist() == ["malformed_row"]
     detail = notes_rejects.column("detail")[0].as_py()
-    assert "discharge.csv.gz record 5: 7 fields, the header has 8" in detail
+    # the note above spans three lines: record 5 starts on line 7
+    assert "discharge.csv.gz line 7 (record 5): 7 fields, the header has 8" in detail
     assert SECRET[:10] not in detail and SECRET[:10] not in notes_rejects.column("payload")[0].as_py()
     assert result.tables["notes"].num_rows == 2  # the day's other notes are there
     assert result.counts()["notes"]["rows_malformed"] == 1
@@ -165,3 +166,11 @@ def test_faults_two_megabyte_note_is_read_whole(tmp_path: Path) -> None:
     # a value larger than the reader's block is refused by name, never cut or quoted
     with pytest.raises(SourceError, match="straddles two block boundaries"):
         extract_range(FolderReader(root, block_size=1 << 16), date(2026, 1, 3))
+
+
+def test_faults_malformed_row_line_counts_blank_lines_and_multi_line_values(tmp_path: Path) -> None:
+    bad_row = "9-DS-1,1,100,DS,1\n"
+    root = write_folder(tmp_path / "src", {**FILES, "note/discharge.csv.gz": DISCHARGE + "\n\n" + bad_row})
+    rejects = _extract(root).rejects
+    assert rejects.filter(pc.equal(rejects.column("rule"), "malformed_row")).column("detail").to_pylist() == [
+        f"{root / 'note' / 'discharge.csv.gz'} line 9 (record 5): 5 fields, the header has 8"]

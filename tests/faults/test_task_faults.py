@@ -47,7 +47,7 @@ def test_faults_malformed_note_row_is_quarantined_and_leaks_nowhere(tmp_path: Pa
     with open_warehouse(settings.warehouse) as wh:
         q = wh.query("SELECT rule, detail, record_key FROM ehr.quarantine WHERE source_table = 'notes'").to_pylist()
     assert q == [{"rule": "malformed_row", "record_key": "record 5",
-                  "detail": f"{source / 'note' / 'discharge.csv.gz'} record 5: 7 fields, the header has 8"}]
+                  "detail": f"{source / 'note' / 'discharge.csv.gz'} line 7 (record 5): 7 fields, the header has 8"}]
     stored = _everything_stored(settings) + "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     assert SSN not in stored and PHONE not in stored
 
