@@ -93,6 +93,19 @@ def test_faults_rerun_with_skip_ner_removes_the_days_entities_and_ner_record(day
     assert _entities(settings) == 0 and _ner_records(settings) == []
 
 
+@pytest.mark.postgres
+def test_faults_rerun_with_skip_ner_on_postgres(day) -> None:
+    from tests.services import scratch_database
+
+    settings, _ = day
+    with scratch_database("ehr_test_skipner") as url:
+        settings = settings.model_copy(update={"warehouse_url": url})
+        nightly.run_day(D2, settings=settings, risk_enabled=False)
+        assert _entities(settings) == 2 and _ner_records(settings) == [("ner[part-0]", 2)]
+        nightly.run_day(D2, settings=settings, ner_enabled=False, risk_enabled=False)
+        assert _entities(settings) == 0 and _ner_records(settings) == []
+
+
 def test_faults_three_reruns_leave_identical_counts(day) -> None:
     settings, _ = day
     seen = []
