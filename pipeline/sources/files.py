@@ -211,13 +211,16 @@ def _unterminated_quote_record(path: Path, gz: bool) -> int | None:
     with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:  # type: ignore[operator]
         reader = csv.reader(fh, strict=True)
         last_line = 0
-        try:
-            for _ in reader:
-                last_line = reader.line_num
-        except csv.Error as exc:
-            if "unexpected end of data" in str(exc):
-                return last_line + 1
-        return None
+        while True:
+            try:
+                next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    return last_line + 1
+                # another oddity (text after a closing quote): the fast reader took it literally, so go on
+            last_line = reader.line_num
 
 
 _SAFE_ARROW_REASON = re.compile(r"^(CSV parse error: Expected \d+ columns, got \d+|CSV parse error: Empty CSV file"

@@ -55,6 +55,14 @@ def test_faults_cut_with_escaped_quotes_after_the_opening_one_names_the_opening_
         _extract(root)
 
 
+def test_faults_cut_after_an_odd_quote_earlier_in_the_file_is_still_refused(tmp_path: Path) -> None:
+    text = DISCHARGE.replace('"Discharge Diagnosis: AKI"', '"Discharge Diagnosis"x AKI')  # text after a quote
+    text += '4-DS-1,3,300,DS,2,2026-01-03 11:00:00,,"Plan:\nthen'
+    root = write_folder(tmp_path / "src", _plain({**FILES, "note/discharge.csv.gz": text}))
+    with pytest.raises(SourceError, match=r"discharge\.csv line 7:"):
+        _extract(root)
+
+
 def test_faults_stray_quote_in_an_unquoted_value_is_not_taken_for_a_cut(tmp_path: Path) -> None:
     labs = LABS.replace("1.4,1.4,mg/dL", '1.4",1.4,mg/dL', 1)  # an odd number of quotes, file complete
     root = write_folder(tmp_path / "src", _plain({**FILES, "hosp/labevents.csv.gz": labs}))
