@@ -147,7 +147,8 @@ def backfill(
     workdir: WorkdirOpt = None,
     bulk: Annotated[bool, typer.Option(help="Load the range as one batch without NER and risk (history seeding).")] = False,
 ) -> None:
-    """Run a range of days, one after another (or as one bulk batch with --bulk)."""
+    """Run a range of days: every day extracted and validated first, then enriched, loaded and reported (or as
+    one bulk batch with --bulk)."""
     from pipeline.tasks import history, nightly
 
     settings = _settings(workdir)
