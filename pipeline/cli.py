@@ -176,7 +176,8 @@ def backfill(
     workdir: WorkdirOpt = None,
     bulk: Annotated[bool, typer.Option(help="Load the range as one batch without NER and risk (history seeding).")] = False,
 ) -> None:
-    """Run a range of days, one after another (or as one bulk batch with --bulk)."""
+    """Run a range of days: every day extracted and validated first, then enriched, loaded and reported (or as
+    one bulk batch with --bulk)."""
     from pipeline.tasks import history, nightly
 
     settings = _settings(workdir)
@@ -190,10 +191,15 @@ def backfill(
         return
     all_days = nightly.days(first, last)
     with _progress() as progress:
-        bar = progress.add_task("days", total=len(all_days))
-        for day in all_days:
-            nightly.run_day(day, settings=settings, on_step=lambda name, d=day: progress.update(bar, description=f"{d} {name}"))
-            progress.advance(bar)
+        # every day extracted and validated first, then enriched, loaded and reported (order-independent risk)
+        bar = progress.add_task("days", total=2 * len(all_days))
+
+        def step(day: date, name: str) -> None:
+            progress.update(bar, description=f"{day} {name}")
+            if name in ("validate", "report"):
+                progress.advance(bar)
+
+        nightly.run_days(all_days, settings=settings, on_step=step)
     console.print(f"run report: {settings.reports_dir / 'index.html'}", soft_wrap=True)
 
 

@@ -119,6 +119,13 @@ class Settings(ValidationSettings, BaseSettings):
     start_date: date = date(2026, 1, 1)
     catchup: bool = False
     retries: int = Field(default=2, ge=0)
+    day_lock_wait_seconds: int = Field(
+        default=1800, ge=0, description="how long a run waits for another run of the same day before failing"
+    )
+    raw_retention: Literal["until_loaded", "keep"] = Field(
+        default="until_loaded",
+        description="raw lake partitions of tables with free text: removed once the day loaded, or kept",
+    )
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     gpu_pool_slots: int = Field(default=2, gt=0)

@@ -255,3 +255,22 @@ def iter_record_batches(path: Path, batch_size: int = 1024) -> Iterator[pa.Recor
 
 def filter_in(table: pa.Table, column: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:
     return table.filter(pc.is_in(table.column(column), value_set=pc.unique(values)))
+
+
+def list_days(root: Path, stage: Stage, table_name: str, *, first: date | None = None,
+              before: date | None = None) -> list[date]:
+    """The days with a complete partition of ``stage/table_name`` (``first`` <= day < ``before``), in order."""
+    folder = root / stage / table_name
+    if not folder.is_dir():
+        return []
+    out = []
+    for entry in folder.iterdir():
+        if not entry.name.startswith("ds="):
+            continue
+        try:
+            day = date.fromisoformat(entry.name[3:])
+        except ValueError:
+            continue
+        if (first is None or day >= first) and (before is None or day < before) and _state(entry) == "complete":
+            out.append(day)
+    return sorted(out)

@@ -72,9 +72,9 @@ def test_contracts_timestamps_are_microseconds_without_time_zone() -> None:
     assert set(timestamps) == {pa.timestamp("us")}
 
 
-def test_contracts_free_text_is_declared_for_note_text_only() -> None:
+def test_contracts_free_text_is_declared_for_note_text_and_lab_comments() -> None:
     free = {(name, col) for name, spec in all_contracts().items() for col in spec.free_text_columns}
-    assert free == {("notes", "text")}
+    assert free == {("notes", "text"), ("labs", "comments")}
 
 
 def _write(tmp_path: Path, name: str, spec: dict) -> Path:

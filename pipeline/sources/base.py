@@ -62,6 +62,7 @@ _INT64_MAX_DIGITS = "9223372036854775807"
 _INT64_MIN_DIGITS = "9223372036854775808"  # of -2**63
 
 UNDATABLE_RULE = "undatable_row"
+MALFORMED_RULE = "malformed_row"
 QUARANTINE_SCHEMA = arrow_schema("quarantine")
 
 
@@ -141,6 +142,7 @@ class ExtractResult:
     not_yet_due: dict[str, int] = field(default_factory=dict)  # rows of stays not yet discharged
     undatable_day: date | None = None  # the day undated rows are reported on (the source's first day)
     absent: dict[str, str] = field(default_factory=dict)  # optional tables the source lacks → why
+    malformed: dict[str, int] = field(default_factory=dict)  # rows in the source with a wrong field count
 
     def counts(self) -> dict[str, dict[str, int]]:
         out = {}
@@ -148,7 +150,8 @@ class ExtractResult:
             rejected = int(pc.sum(pc.equal(self.rejects.column("source_table"), name)).as_py() or 0)
             out[name] = {"rows_extracted": table.num_rows + rejected, "rows_typed": table.num_rows,
                          "rows_set_aside": rejected, "rows_unattributed": self.unattributed.get(name, 0),
-                         "rows_not_yet_due": self.not_yet_due.get(name, 0)}
+                         "rows_not_yet_due": self.not_yet_due.get(name, 0),
+                         "rows_malformed": self.malformed.get(name, 0)}
         return out
 
 
@@ -220,6 +223,31 @@ _RULE_FOR_TYPE = {
 }
 
 
+CONTROL_RULE = "control_character"
+# C0 controls but tab, line feed and carriage return, and DEL. PostgreSQL's text cannot hold NUL at all and
+# the others make a value look different from what it is; one rule here gives both backends the same rows.
+_CONTROL_RE = "[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]"
+
+
+def _control_characters(raw: pa.Table, table: str) -> pa.Array | None:
+    """Per row: ``column <name>: ...`` naming the first column holding a control character, else null."""
+    found = None
+    for col in contract(table).columns:
+        if col.name == "ds" or col.name not in raw.column_names:
+            continue
+        values = raw.column(col.name)
+        if not pa.types.is_string(values.type):
+            continue
+        hit = pc.fill_null(pc.match_substring_regex(_array(values), _CONTROL_RE), False)
+        if not _count(hit):
+            continue
+        why = pa.scalar(f"column {col.name}: holds a control character (NUL, or another C0 code but tab and "
+                        "line ends, or DEL)")
+        found = pa.nulls(raw.num_rows, pa.string()) if found is None else found
+        found = pc.if_else(pc.and_(hit, pc.is_null(found)), why, found)
+    return found
+
+
 def type_table(raw: pa.Table, table: str) -> Typed:
     """Type the text columns of ``raw`` against the contract of ``table`` (all columns but ``ds``)."""
     n = raw.num_rows
@@ -229,6 +257,11 @@ def type_table(raw: pa.Table, table: str) -> Typed:
         enc = pc.fill_null(raw.column("_bad_encoding").combine_chunks(), False)
         bad_rule = pc.if_else(enc, pa.scalar("invalid_encoding"), bad_rule)
         bad_detail = pc.if_else(enc, pa.scalar("a text value is not valid UTF-8"), bad_detail)
+    control = _control_characters(raw, table)
+    if control is not None:
+        newly = pc.and_(pc.is_valid(control), pc.is_null(bad_rule))
+        bad_rule = pc.if_else(newly, pa.scalar(CONTROL_RULE), bad_rule)
+        bad_detail = pc.if_else(newly, control, bad_detail)
     if "_reader_rule" in raw.column_names:  # a reader's own finding (e.g. a derived value it could not compute)
         rr = raw.column("_reader_rule").combine_chunks()
         newly = pc.and_(pc.is_valid(rr), pc.is_null(bad_rule))
@@ -449,8 +482,58 @@ def _date_dependants(raw: pa.Table, own_day: pa.Array | None, adm: _Admissions, 
     return _with_undatable_day(day, undatable, adm.undatable_day), undatable
 
 
-def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = None, *, day_shift: int = 0) -> ExtractResult:
-    """Extract every canonical table for the days ``ds_start``..``ds_end`` (inclusive)."""
+def _malformed_list(reader: SourceReader, table: str) -> list:
+    listed = getattr(reader, "malformed_rows", None)
+    return listed(table) if listed is not None else []
+
+
+def _malformed(reader: SourceReader, start: date, end: date, report_day: date | None, max_share: float | None,
+               min_rows: int) -> dict[str, pa.Table]:
+    """Rows the reader set aside for a wrong field count, as quarantine rows of the source's first day.
+
+    Such a row cannot be dated (which of its values is which is unknown), so like an undatable row it is
+    reported once, on the source's first day; every run counts it (``rows_malformed``). A file with more
+    malformed rows than ``max_share`` of its rows is refused: it is not the CSV its header says.
+    """
+    out: dict[str, pa.Table] = {}
+    for table in INPUT_TABLES:
+        rows = _malformed_list(reader, table)
+        if not rows:
+            continue
+        read = getattr(reader, "rows_read", lambda _t: 0)(table) + len(rows)
+        if max_share is not None and read >= min_rows and len(rows) / read > max_share:
+            raise SourceError(
+                f"{rows[0].file}: {len(rows)} of {read} rows have the wrong number of fields (more than "
+                f"{max_share:.0%}; the first at record {rows[0].record}): the file is not the CSV its header says"
+            )
+        log.warning("malformed rows set aside", extra={"table": table, "rows": len(rows),
+                                                       "first_record": rows[0].record})
+        if report_day is None or not start <= report_day <= end:
+            continue
+        n = len(rows)
+        out[table] = pa.table(
+            {
+                "ds": pa.array([report_day] * n, pa.date32()),
+                "source_table": pa.array([table] * n, pa.string()),
+                "record_key": pa.array([f"record {r.record}" for r in rows], pa.string()),
+                "rule": pa.array([MALFORMED_RULE] * n, pa.string()),
+                "detail": pa.array([r.detail for r in rows], pa.string()),
+                # the row's values cannot be told apart, and may hold note text: none of them is kept
+                "payload": pa.array([json.dumps({"file": r.file, "record": r.record, "fields": r.fields,
+                                                 "expected_fields": r.expected}) for r in rows], pa.string()),
+                "run_id": pa.array([""] * n, pa.string()),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
+    return out
+
+
+def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = None, *, day_shift: int = 0,
+                  max_malformed_share: float | None = None, min_rows_for_share: int = 20) -> ExtractResult:
+    """Extract every canonical table for the days ``ds_start``..``ds_end`` (inclusive).
+
+    ``max_malformed_share``: refuse a file in which more than this share of rows has a wrong field count.
+    """
     ds_end = ds_end or ds_start
     if ds_end < ds_start:
         raise ValueError(f"ds_end {ds_end} is before ds_start {ds_start}")
@@ -534,6 +617,8 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
     rejects.append(rej)
     tallies["patients"] = _Tally()
 
+    malformed = _malformed(reader, ds_start, ds_end, adm.undatable_day, max_malformed_share, min_rows_for_share)
+    rejects.extend(malformed.values())
     undatable_rows = sum(t.unattributed for t in tallies.values())
     if undatable_rows and adm.undatable_day is None:
         raise SourceError(
@@ -544,7 +629,7 @@ def extract_range(reader: SourceReader, ds_start: date, ds_end: date | None = No
     result = ExtractResult(
         ds_start, ds_end, tables, pa.concat_tables(rejects), _open_admissions(adm, ds_end, day_shift),
         {name: t.unattributed for name, t in tallies.items()}, {name: t.not_yet_due for name, t in tallies.items()},
-        adm.undatable_day, absent_tables(reader),
+        adm.undatable_day, absent_tables(reader), {name: len(_malformed_list(reader, name)) for name in INPUT_TABLES},
     )
     for name, why in result.absent.items():
         log.warning("source table %s absent: %s", name, why)

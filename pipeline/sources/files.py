@@ -7,6 +7,12 @@ keep their leading zeros and V/E prefixes. Files are read as a stream of record 
 keeps only each batch's rows of the wanted days. Compression is recognised by the file's first bytes (gzip
 magic), not by the case of its name, so ``ADMISSIONS.CSV.GZ`` reads like ``admissions.csv.gz``. Bytes that
 are not UTF-8 never crash the read: the row is flagged (``_bad_encoding``) and later set aside.
+
+Ambiguity is refused, never guessed: a header naming a column twice (case-insensitively) and a file that
+ends inside a quoted value (a plain CSV cut off mid-note) are source errors naming the file and line. A
+row with the wrong number of fields is set aside (``malformed_row``, with its record number and field
+count) and the rest of the file is read. No error or record quotes a row's content: only file, line,
+column and counts.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +34,7 @@ import yaml
 from pipeline.config import SCHEMAS_DIR
 from pipeline.sources.base import SourceError, decode_utf8
 
+MALFORMED_RULE = "malformed_row"
 BLOCK_SIZE = 16 << 20  # bytes of CSV per record batch: large enough to amortise, small enough to stream
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -117,8 +125,74 @@ def _header(path: Path, gz: bool) -> tuple[list[str], int]:
     return next(csv.reader(io.StringIO(line))), len(first)
 
 
+@dataclass(frozen=True)
+class MalformedRow:
+    """A source row whose field count differs from the header's; only where it is, never what it holds."""
+
+    file: str
+    record: int  # record number in the file, the header being record 1 (blank lines not counted)
+    fields: int
+    expected: int
+    line: int | None = None  # the physical line the record starts on, when known
+
+    @property
+    def detail(self) -> str:
+        where = f"line {self.line} (record {self.record})" if self.line is not None else f"record {self.record}"
+        return f"{self.file} {where}: {self.fields} fields, the header has {self.expected}"
+
+
+LINE_LOOKUP_MAX_BYTES = 256 << 20  # files up to this size are read again to turn record numbers into lines
+
+
+def _record_lines(path: Path, gz: bool, records: set[int]) -> dict[int, int]:
+    """record number (as the CSV reader counts them: header 1, blank lines skipped) → the line it starts on.
+    A second, slower read: only for files with malformed rows, and not for very large ones."""
+    opener = gzip.open if gz else open
+    found: dict[int, int] = {}
+    record = 0
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:  # type: ignore[operator]
+        reader = csv.reader(fh)
+        start = 1
+        try:
+            for row in reader:
+                if row:
+                    record += 1
+                    if record in records:
+                        found[record] = start
+                        if len(found) == len(records):
+                            break
+                start = reader.line_num + 1
+        except csv.Error:
+            pass
+    return found
+
+
+@dataclass
+class FileScan:
+    """What reading one file found besides its rows: set-aside rows and the rows read."""
+
+    malformed: list[MalformedRow] = field(default_factory=list)
+    rows_read: int = 0
+
+
+def _check_unique_header(path: Path, header: list[str]) -> None:
+    """Two columns with one (case-insensitive) name make every value of that name ambiguous: refuse."""
+    seen: dict[str, int] = {}
+    duplicates: list[str] = []
+    for position, name in enumerate(header, start=1):
+        key = name.strip().lower()
+        if key in seen:
+            duplicates.append(f"{name.strip()!r} (columns {seen[key]} and {position})")
+        else:
+            seen[key] = position
+    if duplicates:
+        raise SourceError(f"{path} line 1: the header names a column twice: {', '.join(duplicates)}; "
+                          "fix the export (which of the two holds the values cannot be guessed)")
+
+
 def _columns_to_read(path: Path, header: list[str], mapping: TableMapping) -> dict[str, str]:
     """canonical → actual header name of the mapped columns present; a missing required one is an error."""
+    _check_unique_header(path, header)
     by_lower = {name.strip().lower(): name for name in header}
     include: dict[str, str] = {}
     missing: list[str] = []
@@ -134,22 +208,91 @@ def _columns_to_read(path: Path, header: list[str], mapping: TableMapping) -> di
     return include
 
 
-def iter_text_batches(path: Path, mapping: TableMapping, *, block_size: int = BLOCK_SIZE) -> Iterator[pa.Table]:
+class _QuoteCounter(io.RawIOBase):
+    """A read-through stream counting double quotes, to tell whether the file ends inside a quoted value.
+
+    In CSV every quote belongs to a quoted value: its opening and closing quote, or an escaped pair. So a
+    file that ends inside a quoted value has an odd number of them; an even count proves it does not.
+    (An odd count can also come from a stray quote inside an unquoted value, which readers take literally:
+    :func:`_unterminated_quote_record` then reads the file again to tell the two apart.)
+    """
+
+    def __init__(self, raw: pa.NativeFile) -> None:
+        super().__init__()
+        self._raw = raw
+        self.quotes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.quotes += data.count(b'"')
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _unterminated_quote_record(path: Path, gz: bool) -> int | None:
+    """The line where a quoted value opens that the file never closes, or None (error path only: slow)."""
+    opener = gzip.open if gz else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as fh:  # type: ignore[operator]
+        reader = csv.reader(fh, strict=True)
+        last_line = 0
+        while True:
+            try:
+                next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    return last_line + 1
+                # another oddity (text after a closing quote): the fast reader took it literally, so go on
+            last_line = reader.line_num
+
+
+_SAFE_ARROW_REASON = re.compile(r"^(CSV parse error: Expected \d+ columns, got \d+|CSV parse error: Empty CSV file"
+                                r"|[A-Za-z ]*(gzip|zlib|decompress|compress)[A-Za-z ]*"
+                                r"|straddling object straddles two block boundaries)", re.IGNORECASE)
+
+
+def safe_reason(exc: BaseException) -> str:
+    """What went wrong, without the row content some reader errors quote (``... got 7: <the row>``)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    match = _SAFE_ARROW_REASON.match(first)
+    return match.group(0) if match else f"{type(exc).__name__} (its message may quote source data: withheld)"
+
+
+def iter_text_batches(path: Path, mapping: TableMapping, *, block_size: int = BLOCK_SIZE,
+                      scan: FileScan | None = None) -> Iterator[pa.Table]:
     """The file's mapped columns as text, renamed to canonical names, one table per CSV block.
 
     Absent optional columns are null. At least one (possibly empty) table is yielded, so a header-only
-    file still gives the columns.
+    file still gives the columns. Rows with the wrong number of fields are skipped and listed in
+    ``scan.malformed``; a file that ends inside a quoted value raises :class:`SourceError` once read.
     """
+    scan = scan if scan is not None else FileScan()
     gz = _is_gzip(path)
     header, header_bytes = _header(path, gz)
     include = _columns_to_read(path, header, mapping)
-    stream = pa.input_stream(str(path), compression="gzip" if gz else None)
+    stream = _QuoteCounter(pa.input_stream(str(path), compression="gzip" if gz else None))
+
+    def malformed(row: pacsv.InvalidRow) -> str:
+        # row.text is the row itself: it stays here
+        scan.malformed.append(MalformedRow(str(path), int(row.number or 0), row.actual_columns,
+                                           row.expected_columns))
+        return "skip"
+
     try:
         reader = pacsv.open_csv(
-            stream,
-            # the first block must hold the whole header line
-            read_options=pacsv.ReadOptions(block_size=max(block_size, 2 * header_bytes)),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            io.BufferedReader(stream, buffer_size=1 << 20),
+            # the first block must hold the whole header line; one thread, so rows are numbered
+            read_options=pacsv.ReadOptions(block_size=max(block_size, 2 * header_bytes), use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=malformed),
             convert_options=pacsv.ConvertOptions(
                 column_types={actual: pa.binary() for actual in include.values()},
                 include_columns=list(include.values()),
@@ -165,13 +308,26 @@ def iter_text_batches(path: Path, mapping: TableMapping, *, block_size: int = BL
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
+            scan.rows_read += batch.num_rows
             yield _canonical(batch, include, mapping)
             yielded = True
+        if stream.quotes % 2:
+            record = _unterminated_quote_record(path, gz)
+            if record is not None:
+                raise SourceError(
+                    f"{path} line {record}: a quoted value opens here and the file ends before it closes "
+                    "(the file is cut off or a quote is unbalanced); nothing of the file was used"
+                )
+        if scan.malformed and path.stat().st_size <= LINE_LOOKUP_MAX_BYTES:
+            mine = [m for m in scan.malformed if m.file == str(path)]  # a table may span several files
+            lines = _record_lines(path, gz, {m.record for m in mine})
+            scan.malformed[:] = [replace(m, line=lines.get(m.record)) if m.file == str(path) else m
+                                 for m in scan.malformed]
         if not yielded:
             empty = pa.RecordBatch.from_pylist([], schema=pa.schema([(a, pa.binary()) for a in include.values()]))
             yield _canonical(empty, include, mapping)
     except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        raise SourceError(f"{path}: not a readable CSV file: {exc}") from None
+        raise SourceError(f"{path}: not a readable CSV file: {safe_reason(exc)}") from None
     finally:
         stream.close()
 
@@ -224,6 +380,7 @@ class FolderReader:
         self.layout = layout
         self.block_size = block_size
         self.mapping = load_mapping(layout)
+        self.scans: dict[str, FileScan] = {}
 
     def _present(self, table: str) -> list[Path]:
         spec = self.mapping[table]
@@ -249,8 +406,9 @@ class FolderReader:
             yield _canonical(pa.RecordBatch.from_pylist([], schema=pa.schema([])), {}, spec)
             return
         titles = self._titles(spec) if spec.titles else None
+        self.scans[table] = scan = FileScan()  # of the latest read of the table (all its files)
         for path in paths:
-            for batch in iter_text_batches(path, spec, block_size=self.block_size):
+            for batch in iter_text_batches(path, spec, block_size=self.block_size, scan=scan):
                 yield batch if titles is None else _with_titles(batch, titles, spec.titles)
 
     def _titles(self, spec: TableMapping) -> pa.Table | None:
@@ -265,6 +423,15 @@ class FolderReader:
         mapping = TableMapping(spec.titles.file, names, frozenset({"version"}))
         parts = [t.drop_columns(["_bad_encoding"]) for t in iter_text_batches(path, mapping, block_size=self.block_size)]
         return pa.concat_tables(parts).combine_chunks()
+
+    def malformed_rows(self, table: str) -> list[MalformedRow]:
+        """Rows of ``table`` set aside by the latest :meth:`batches` for a wrong field count."""
+        scan = self.scans.get(table)
+        return list(scan.malformed) if scan else []
+
+    def rows_read(self, table: str) -> int:
+        scan = self.scans.get(table)
+        return scan.rows_read if scan else 0
 
     def read(self, table: str) -> pa.Table:
         """All rows at once (small tables and tests; extraction streams :meth:`batches`)."""

@@ -25,7 +25,14 @@ import pyarrow.parquet as pq
 from pipeline import lake
 from pipeline.config import Settings, load_settings
 from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
-from pipeline.tasks.runs import DataQualityError, PipelineError, RunRecorder, new_run_id, recorded
+from pipeline.tasks.runs import (
+    ConfigurationError,
+    DataQualityError,
+    PipelineError,
+    RunRecorder,
+    new_run_id,
+    recorded,
+)
 
 if TYPE_CHECKING:
     from pipeline.sources import ExtractResult
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RAW, VALIDATED, ENRICHED = "raw", "validated", "enriched"
+ENRICHED_TABLES = ("note_entities", "admission_risk")
+ENRICHING_STAGES = ("ner[", "risk[")  # the mapped stages' run records: "ner[part-0]", ...
 REJECTS, OPEN_ADMISSIONS, QUARANTINE, RESULTS = "_rejects", "_open_admissions", "_quarantine", "_results"
 ABSENT = "_absent"  # raw: the optional tables (modules) the source does not have, and why
 ABSENT_SCHEMA = pa.schema([pa.field("source_table", pa.string()), pa.field("detail", pa.string())])
@@ -52,7 +61,9 @@ def read_source(settings: Settings, start: date, end: date, run_id: str) -> Extr
         if missing:
             raise SourceError(f"EHR_REQUIRE_NOTES=true, but {missing}: add MIMIC-IV-Note (note/discharge.csv.gz, "
                               "note/radiology.csv.gz) to the source or unset EHR_REQUIRE_NOTES")
-    result = extract_range(reader, start, end, day_shift=settings.source_day_shift)
+    result = extract_range(reader, start, end, day_shift=settings.source_day_shift,
+                           max_malformed_share=settings.max_quarantine_share,
+                           min_rows_for_share=settings.min_rows_for_share_check)
     result.rejects = result.rejects.set_column(
         result.rejects.column_names.index("run_id"), "run_id", pa.array([run_id] * result.rejects.num_rows, pa.string())
     )
@@ -90,8 +101,9 @@ def absent_table(absent: Mapping[str, str]) -> pa.Table:
 def extract_detail(result: ExtractResult, name: str, counts: Mapping[str, int]) -> dict[str, Any] | None:
     """pipeline_runs.detail of an extract run's table: unattributed rows, and the warning of an absent table."""
     detail: dict[str, Any] = {}
-    if counts["rows_unattributed"]:
-        detail["rows_unattributed"] = counts["rows_unattributed"]
+    for key in ("rows_unattributed", "rows_malformed"):
+        if counts[key]:
+            detail[key] = counts[key]
     if name in result.absent:
         detail["warnings"] = [absent_warning(name, result.absent[name])]
     return detail or None
@@ -104,8 +116,12 @@ def read_absent(settings: Settings, ds: date) -> dict[str, str]:
 
 
 # --- validate ------------------------------------------------------------------------------------
-def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table) -> tuple[pa.Table, pa.Array]:
-    """Admissions and subjects known outside this batch: in the warehouse, or open in the source."""
+def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admissions: pa.Table,
+                  ds: date | None = None) -> tuple[pa.Table, pa.Array]:
+    """Admissions and subjects known outside this batch: in the warehouse, open in the source, or (given the
+    batch's ``ds``) validated in the lake on an earlier day not loaded yet (a backfill validates its days
+    before it loads any)."""
+    from pipeline.tasks import asof
     from pipeline.warehouse import open_warehouse
 
     referenced = pa.chunked_array(
@@ -120,7 +136,14 @@ def known_context(settings: Settings, tables: Mapping[str, pa.Table], open_admis
         known_subjects = wh.select_where_in("patients", "subject_id", subjects, ["subject_id"]).column("subject_id")
     # admissions still open in the source have no dischtime yet: the reference table allows nulls
     schema = pa.schema([f.with_nullable(True) for f in known.schema])
-    known = pa.concat_tables([known.cast(schema), open_admissions.select(cols).cast(schema)])
+    parts = [known.cast(schema), open_admissions.select(cols).cast(schema)]
+    if ds is not None:
+        validated = asof.history(settings, ds, "admissions", "hadm_id", referenced)
+        parts.append(validated.select(cols).cast(schema))
+        validated_subjects = asof.history(settings, ds, "patients", "subject_id", subjects)
+        known_subjects = pa.chunked_array(
+            [*known_subjects.chunks, validated_subjects.column("subject_id").combine_chunks()], type=pa.int64())
+    known = pa.concat_tables(parts)
     return known, pc.unique(known_subjects.combine_chunks()) if known_subjects.num_chunks else pa.array([], pa.int64())
 
 
@@ -141,7 +164,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
         rejects = lake.read_partition(root, RAW, REJECTS, ds, arrow_schema("quarantine"))
         open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, ds)
         absent = read_absent(settings, ds)
-        known, known_subjects = known_context(settings, tables, open_adm)
+        known, known_subjects = known_context(settings, tables, open_adm, ds)
         with open_warehouse(settings.warehouse) as wh:
             trailing = wh.trailing_volumes(ds)
         try:
@@ -265,7 +288,7 @@ def map_part(stage: PartStage, ds: date, part: int, *, run_id: str, settings: Se
             f"{stage.name}: no {stage.reads} part {part} for {ds} (have {len(parts)}); rerun validate first"
         )
     if not stage.model_ready(model_dir):
-        raise PipelineError(f"{stage.name}: no {stage.model} model at {model_dir}; {stage.model_fix}")
+        raise ConfigurationError(f"{stage.name}: no {stage.model} model at {model_dir}; {stage.model_fix}")
     with recorded(settings, run_id, ds, f"{stage.name}[part-{part}]", stage.writes) as rec:
         output = transform(parts[part])
         schema = arrow_schema(stage.writes)
@@ -320,7 +343,9 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
 
 
 def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str, pa.Table]:
-    """Everything known at discharge for ``admissions``: today's validated rows plus warehouse history."""
+    """Everything known at discharge for ``admissions``: today's validated rows plus the history as of ``ds``
+    (:mod:`pipeline.tasks.asof`: earlier days only, from the lake, else bulk history in the warehouse)."""
+    from pipeline.tasks import asof
     from pipeline.warehouse import open_warehouse
 
     root = settings.lake_dir
@@ -331,14 +356,14 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
         return lake.filter_in(lake.read_partition(root, VALIDATED, name, ds, arrow_schema(name)), key, values)
 
     with open_warehouse(settings.warehouse) as wh:
-        hist_labs = wh.select_where_in("labs", "hadm_id", hadm)
-        hist_adm = wh.select_where_in("admissions", "subject_id", subjects)
-        hist_dx = wh.select_where_in("diagnoses", "hadm_id", hist_adm.column("hadm_id"))
-    labs = pa.concat_tables([hist_labs.filter(pc.not_equal(hist_labs.column("ds"), pa.scalar(ds, pa.date32()))),
-                             today("labs", "hadm_id", hadm)])
+        shift = settings.source_day_shift
+        hist_labs = asof.history(settings, ds, "labs", "hadm_id", hadm,
+                                 first=asof.first_day(admissions, shift, asof.LAB_MARGIN_DAYS), wh=wh)
+        hist_adm = asof.history(settings, ds, "admissions", "subject_id", subjects,
+                                first=asof.first_day(admissions, shift, asof.PRIOR_DAYS), wh=wh)
+    labs = pa.concat_tables([hist_labs, today("labs", "hadm_id", hadm)])
     today_adm = lake.read_partition(root, VALIDATED, "admissions", ds, arrow_schema("admissions"))
-    prior = pa.concat_tables([hist_adm.filter(pc.not_equal(hist_adm.column("ds"), pa.scalar(ds, pa.date32()))),
-                              lake.filter_in(today_adm, "subject_id", subjects)])
+    prior = pa.concat_tables([hist_adm, lake.filter_in(today_adm, "subject_id", subjects)])
     entities_parts = lake.list_parts(root, ENRICHED, "note_entities", ds)
     entities = ner_hadm_ids = None
     if entities_parts:
@@ -346,8 +371,7 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
                                                       arrow_schema("note_entities")), "hadm_id", hadm)
         # NER read every validated note of the day: admissions without a note have no NER count
         ner_hadm_ids = today("notes", "hadm_id", hadm).column("hadm_id")
-    diagnoses = pa.concat_tables([today("diagnoses", "hadm_id", hadm),
-                                  hist_dx.filter(pc.not_equal(hist_dx.column("ds"), pa.scalar(ds, pa.date32())))])
+    diagnoses = today("diagnoses", "hadm_id", hadm)  # filed on their admission's day: all of them are today's
     return {
         "admissions": admissions,
         "patients": today("patients", "subject_id", subjects),
@@ -370,7 +394,7 @@ def risk(ds: date, part: int, *, run_id: str, settings: Settings | None = None) 
     try:  # checked before any work: equal or zero thresholds would leave a band empty
         thresholds = band_thresholds(settings.risk_band_medium, settings.risk_band_high)
     except RiskError as exc:
-        raise PipelineError(f"risk: {exc}") from None
+        raise ConfigurationError(f"risk: {exc}") from None
 
     def score(part_path: Path) -> PartOutput:
         admissions = pq.read_table(part_path, schema=arrow_schema("admissions"))
@@ -406,15 +430,31 @@ def load(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[str
         tables["quarantine"] = lake.read_partition(root, VALIDATED, QUARANTINE, ds, arrow_schema("quarantine"))
         tables["validation_results"] = lake.read_partition(root, VALIDATED, RESULTS, ds,
                                                            arrow_schema("validation_results"))
-        for name in ("note_entities", "admission_risk"):
-            # an enriched table is replaced only when its stage ran for this day
-            if lake.list_parts(root, ENRICHED, name, ds):
-                tables[name] = lake.read_partition(root, ENRICHED, name, ds, arrow_schema(name))
+        for name in ENRICHED_TABLES:
+            # always replaced: a rerun whose stage was skipped, or that quarantined a note, leaves nothing of
+            # the earlier run's enrichment behind (no parts = none for the day)
+            tables[name] = lake.read_partition(root, ENRICHED, name, ds, arrow_schema(name), missing_ok=True)
         with open_warehouse(settings.warehouse) as wh:
             written = wh.replace_days(tables, ds)
+        removed = drop_raw_free_text(settings, ds)
         for name, n in written.items():
-            rec.add(name, tables[name].num_rows, n, 0)
+            rec.add(name, tables[name].num_rows, n, 0, {"raw_partition_removed": True} if name in removed else None)
     return written
+
+
+def drop_raw_free_text(settings: Settings, ds: date) -> list[str]:
+    """Raw-lake retention: once the day is loaded, its raw partitions of tables with free text go
+    (``EHR_RAW_RETENTION=until_loaded``, the default), so the full text of quarantined notes or comments is
+    not kept beside the warehouse. Passed rows are in the warehouse; quarantined ones keep only the hash of
+    their free text. Rerunning the day's validation then needs its extract again. ``keep`` keeps them."""
+    from pipeline.contracts import free_text_columns
+
+    if settings.raw_retention == "keep":
+        return []
+    removed = [name for name in INPUT_TABLES if free_text_columns(name)]
+    for name in removed:
+        lake.clear_partition(settings.lake_dir, RAW, name, ds)
+    return removed
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -452,8 +492,13 @@ def report(ds: date, *, run_id: str, settings: Settings | None = None) -> dict[s
             quarantined = {r["source_table"]: r["n"] for r in wh.query(
                 "SELECT source_table, count(*) AS n FROM ehr.quarantine WHERE ds = ? GROUP BY source_table", [ds]
             ).to_pylist()}
+            stage_runs = wh.query(
+                "SELECT stage, table_name, status, rows_out FROM ehr.pipeline_runs WHERE ds = ? AND "
+                "(stage = 'load' OR stage LIKE 'ner[%' OR stage LIKE 'risk[%') ORDER BY stage", [ds]
+            ).to_pylist()
         loaded = {c["table_name"]: c["n"] for c in counts}
         problems = _conservation_problems(runs, extracted, loaded, quarantined)
+        problems += stage_count_problems(stage_runs, loaded)
         if problems:
             raise DataQualityError(f"report: conservation check failed for ds={ds}: " + "; ".join(problems))
         drift = reporting.check_drift(settings, ds, run_id=run_id)
@@ -508,18 +553,88 @@ def _conservation_problems(runs: list[dict[str, Any]], extracted: Mapping[str, i
     return problems
 
 
+def stage_count_problems(stage_runs: list[dict[str, Any]], loaded: Mapping[str, int]) -> list[str]:
+    """The counts each stage recorded for the day against the rows in the warehouse, one line per mismatch.
+
+    ``load``: rows written per table = rows in ``ehr.<table>``. ``ner[...]``/``risk[...]``: the parts' rows
+    written add up to the rows in ``note_entities``/``admission_risk``; with no record (stage skipped) the
+    table holds none of the day. A failed part is a problem of its own.
+    """
+    problems = []
+    for run in stage_runs:
+        if run["stage"] == "load" and run["table_name"] in loaded and run["rows_out"] is not None \
+                and int(run["rows_out"]) != loaded[run["table_name"]]:
+            problems.append(f"{run['table_name']}: load wrote {run['rows_out']} rows, "
+                            f"ehr.{run['table_name']} holds {loaded[run['table_name']]}")
+    for prefix, table in zip(ENRICHING_STAGES, ENRICHED_TABLES, strict=True):
+        parts = [r for r in stage_runs if r["stage"].startswith(prefix)]
+        if failed := [r["stage"] for r in parts if r["status"] != "success"]:
+            problems.append(f"{table}: {', '.join(failed)} did not succeed")
+            continue
+        recorded_rows = sum(int(r["rows_out"] or 0) for r in parts)
+        if recorded_rows != loaded.get(table, 0):
+            problems.append(f"{table}: {prefix.rstrip('[')} recorded {recorded_rows} rows over {len(parts)} "
+                            f"part(s), ehr.{table} holds {loaded.get(table, 0)}")
+    return problems
+
+
 # --- whole days outside the scheduler -------------------------------------------------------------
 def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = None, ner_enabled: bool = True,
             risk_enabled: bool = True, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The DAG's stages in order for one day (what ``ehr-pipeline run`` does)."""
+    from pipeline.tasks.daylock import day_lock
+    from pipeline.tasks.preflight import check_ready
+
     settings = settings or load_settings()
+    check_ready(settings, ner=ner_enabled, risk=risk_enabled)
     run_id = run_id or new_run_id(ds)
     step = on_step or (lambda _name: None)
+    with day_lock(settings, ds, run_id=run_id, on_wait=step):  # one run per day at a time
+        return _run_day_locked(ds, run_id, settings, ner_enabled, risk_enabled, step)
+
+
+def _run_day_locked(ds: date, run_id: str, settings: Settings, ner_enabled: bool, risk_enabled: bool,
+                    step: Callable[[str], None]) -> dict[str, Any]:
     step("extract")
     extract(ds, run_id=run_id, settings=settings)
     step("validate")
     parts = validate(ds, run_id=run_id, settings=settings)
     _clear_enriched(settings, ds)
+    return _enrich_load_report(ds, run_id, settings, parts, ner_enabled, risk_enabled, step)
+
+
+def run_days(days_in_order: Iterable[date], *, settings: Settings | None = None, ner_enabled: bool = True,
+             risk_enabled: bool = True, on_step: Callable[[date, str], None] | None = None) -> list[dict[str, Any]]:
+    """A backfill: every day extracted and validated first, in calendar order, then enriched, loaded and
+    reported in the order given. Risk features are history as of each day (:mod:`pipeline.tasks.asof`) and
+    that history is all validated before any day is scored, so the scores do not depend on the order days
+    are given in (nor on which of them ran before)."""
+    from pipeline.tasks.daylock import day_lock
+    from pipeline.tasks.preflight import check_ready
+
+    settings = settings or load_settings()
+    check_ready(settings, ner=ner_enabled, risk=risk_enabled)
+    step = on_step or (lambda _day, _name: None)
+    days_in_order = list(dict.fromkeys(days_in_order))
+    run_ids = {day: new_run_id(day) for day in days_in_order}
+    parts: dict[date, dict[str, list[int]]] = {}
+    for day in sorted(days_in_order):
+        with day_lock(settings, day, run_id=run_ids[day], on_wait=lambda m, d=day: step(d, m)):
+            step(day, "extract")
+            extract(day, run_id=run_ids[day], settings=settings)
+            step(day, "validate")
+            parts[day] = validate(day, run_id=run_ids[day], settings=settings)
+            _clear_enriched(settings, day)
+    summaries = []
+    for day in days_in_order:
+        with day_lock(settings, day, run_id=run_ids[day], on_wait=lambda m, d=day: step(d, m)):
+            summaries.append(_enrich_load_report(day, run_ids[day], settings, parts[day], ner_enabled, risk_enabled,
+                                                 lambda name, d=day: step(d, name)))
+    return summaries
+
+
+def _enrich_load_report(ds: date, run_id: str, settings: Settings, parts: dict[str, list[int]], ner_enabled: bool,
+                        risk_enabled: bool, step: Callable[[str], None]) -> dict[str, Any]:
     if ner_enabled:
         for part in parts["notes_parts"]:
             step(f"ner part {part}")
@@ -535,8 +650,14 @@ def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = 
 
 
 def _clear_enriched(settings: Settings, ds: date) -> None:
-    for name in ("note_entities", "admission_risk"):
+    """The day's enrichment starts over: its lake parts and its NER/risk run records go (the warehouse rows
+    follow at load, which replaces the enriched tables whether or not their stage ran)."""
+    from pipeline.warehouse import open_warehouse
+
+    for name in ENRICHED_TABLES:
         lake.clear_partition(settings.lake_dir, ENRICHED, name, ds)
+    with open_warehouse(settings.warehouse) as wh:
+        wh.forget_runs(ds, ENRICHING_STAGES)
 
 
 def clear_enriched(ds: date, *, settings: Settings | None = None) -> None:

@@ -36,6 +36,38 @@ class DataQualityError(PipelineError):
     """
 
 
+class ConfigurationError(PipelineError):
+    """A setting or a model is missing or wrong: found before any work where possible; retrying cannot help."""
+
+
+def _typed_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose messages the pipeline writes itself: file, line, column, counts and what to do, no row."""
+    from pipeline.config import ConfigError
+    from pipeline.risk.errors import RiskError
+    from pipeline.sources.base import SourceError
+
+    # and the system's own: a path, a signal, memory; never a value
+    return PipelineError, SourceError, ConfigError, RiskError, OSError, MemoryError
+
+
+def is_deterministic(exc: BaseException) -> bool:
+    """Will the same input fail the same way again? Source, data-quality and configuration errors will:
+    retrying them only delays the page. Anything else (a lost connection, a killed worker) may pass."""
+    from pipeline.config import ConfigError
+    from pipeline.risk.errors import RiskError
+    from pipeline.sources.base import SourceError
+
+    return isinstance(exc, (DataQualityError, ConfigurationError, SourceError, ConfigError, RiskError))
+
+
+def safe_error(exc: BaseException) -> str:
+    """The error as it may be stored and shown: the pipeline's own messages carry no row content; a library's
+    may (a parser or driver quoting the value it choked on), so only its type is kept."""
+    if isinstance(exc, _typed_errors()):
+        return f"{type(exc).__name__}: {exc}"[:2000]
+    return f"{type(exc).__name__} (message withheld: it may quote source data; see the task log)"
+
+
 def new_run_id(ds: date, prefix: str = "cli") -> str:
     return f"{prefix}__{ds.isoformat()}__{uuid.uuid4().hex[:8]}"
 
@@ -96,7 +128,7 @@ def recorded(settings: Settings, run_id: str, ds: date, stage: str, table_name: 
     except Exception as exc:
         if not (isinstance(exc, DataQualityError) and rec.rows and all(r["status"] == "failed" for r in rec.rows)):
             rec.rows = []
-            rec.add(table_name, None, None, None, {"error": f"{type(exc).__name__}: {exc}"[:2000]}, status="failed")
+            rec.add(table_name, None, None, None, {"error": safe_error(exc)}, status="failed")
         try:
             rec.write()
         except Exception:

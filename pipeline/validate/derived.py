@@ -15,7 +15,7 @@ rule is an ordinary expectation on it (``expect_column_values_to_not_be_null`` =
 ``_valuenum_finite``       is_finite(valuenum); null when valuenum is null
 ``_text_chars``            characters of note text
 ``_text_nonblank_chars``   characters of note text after trimming whitespace
-``_phi_entities``          PHI entity types found in the note (comma-joined) or null
+``_phi_entities``          PHI entity types found in the row's free text (comma-joined) or null
 ``_duplicate``             by the table's primary key (its contract): ``repeat`` for the second and later
                            copies of a row identical in every column, ``conflict`` for every row of a key
                            carried by rows that differ, null otherwise (a row with a null key part: null)
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.contracts import TIMESTAMP_TYPE
+from pipeline.contracts import TIMESTAMP_TYPE, free_text_columns
 from pipeline.validate.config import ValidationConfig
 from pipeline.validate.phi import load_phi_scanner
 
@@ -57,7 +57,7 @@ class DerivationContext:
     config: ValidationConfig
     references: References
     ds_range_start: date | None = None  # set for a bulk batch of several days ending at ds
-    table: str | None = None  # the table being validated (its contract gives the primary key)
+    table: str | None = None  # the canonical table being validated (its contract: primary key, free text)
 
 
 Builder = Callable[[pa.Table, DerivationContext], pa.Array]
@@ -142,10 +142,21 @@ def text_nonblank_chars(table: pa.Table, ctx: DerivationContext) -> pa.Array:
 
 
 def phi_entities(table: pa.Table, ctx: DerivationContext) -> pa.Array:
-    texts = table["text"].combine_chunks() if isinstance(table["text"], pa.ChunkedArray) else table["text"]
-    # Over-long notes are quarantined anyway (note_too_long); scanning them would only cost time.
-    too_long = pc.fill_null(pc.greater(pc.utf8_length(texts), ctx.config.note_max_chars), False)
-    return load_phi_scanner(ctx.config.suites_dir).scan(texts, skip=too_long)
+    """Every column the table's contract marks ``free_text`` goes through the PHI gate (notes.text,
+    labs.comments, ...). One column: its entity types; several: ``column=TYPES`` per column with findings."""
+    columns = [c for c in free_text_columns(ctx.table) if c in table.column_names] if ctx.table else ["text"]
+    found: list[pa.Array] = []
+    for column in columns:
+        texts = table[column].combine_chunks() if isinstance(table[column], pa.ChunkedArray) else table[column]
+        # Over-long texts are quarantined anyway (note_too_long); scanning them would only cost time.
+        too_long = pc.fill_null(pc.greater(pc.utf8_length(texts), ctx.config.note_max_chars), False)
+        entities = load_phi_scanner(ctx.config.suites_dir).scan(texts, skip=too_long)
+        found.append(entities if len(columns) == 1 else pc.binary_join_element_wise(column, entities, "="))
+    if not found:
+        return pa.nulls(table.num_rows, pa.string())
+    if len(found) == 1:
+        return found[0]
+    return pc.binary_join_element_wise(*found, pa.scalar("; "), null_handling="skip")
 
 
 def duplicate(table: pa.Table, ctx: DerivationContext) -> pa.Array:

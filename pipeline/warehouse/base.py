@@ -72,6 +72,11 @@ class Warehouse(ABC):
         whole earlier picture of that stage and day, never only the table names it happens to repeat.
         """
 
+    @abstractmethod
+    def forget_runs(self, ds: date, stage_prefixes: Sequence[str]) -> int:
+        """Delete the day's ``pipeline_runs`` rows of every stage starting with one of ``stage_prefixes``
+        (``"ner["``: every mapped NER part), so a rerun that does not run them leaves no stale record."""
+
     # reading -------------------------------------------------------------------------------
     @abstractmethod
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:

@@ -74,6 +74,15 @@ class DuckDBWarehouse(Warehouse):
             con.execute("ROLLBACK")
             raise
 
+    def forget_runs(self, ds: date, stage_prefixes: Sequence[str]) -> int:
+        n = 0
+        for prefix in stage_prefixes:
+            left = self._con.execute(
+                "DELETE FROM ehr.pipeline_runs WHERE ds = ? AND starts_with(stage, ?) RETURNING 1", [ds, prefix]
+            ).fetchall()
+            n += len(left)
+        return n
+
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
         return self._con.sql(sql, params=list(params) or None).to_arrow_table()
 

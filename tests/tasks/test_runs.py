@@ -44,13 +44,13 @@ def test_runs_recorded_failure_replaces_the_stage_rows_with_one_failed_row(tmp_p
     settings = load_settings(workdir=tmp_path)
     with recorded(settings, "run-1", DAY, "ner[part-0]", "note_entities") as rec:
         rec.add("note_entities", 5, 9, 0)
-    with pytest.raises(RuntimeError, match="out of memory"), \
+    with pytest.raises(MemoryError, match="out of memory"), \
             recorded(settings, "run-2", DAY, "ner[part-0]", "note_entities") as rec:
         rec.add("note_entities", 5, 4, 0)  # counted before the failure: not kept
-        raise RuntimeError("out of memory")
+        raise MemoryError("out of memory")
     (row,) = _runs(settings)
     assert row[:7] == ("run-2", "ner[part-0]", "note_entities", "failed", None, None, None)
-    assert json.loads(row[7]) == {"error": "RuntimeError: out of memory"}
+    assert json.loads(row[7]) == {"error": "MemoryError: out of memory"}
 
 
 def test_runs_recorded_data_quality_failure_keeps_its_own_failed_rows(tmp_path) -> None:

@@ -18,10 +18,10 @@ from .conftest import CLEAN_NOTE, note, quarantined, run
 SSN = "531-62-4489"
 
 
-def test_redaction_contract_marks_note_text_only():
+def test_redaction_contract_marks_note_text_and_lab_comments():
     assert free_text_columns("notes") == ("text",)
-    assert all(free_text_columns(name) == () for name in ("patients", "admissions", "diagnoses", "labs",
-                                                          "prescriptions"))
+    assert free_text_columns("labs") == ("comments",)
+    assert all(free_text_columns(name) == () for name in ("patients", "admissions", "diagnoses", "prescriptions"))
 
 
 def test_redaction_replaces_text_with_hash_and_length_keeps_other_columns():
@@ -33,7 +33,10 @@ def test_redaction_replaces_text_with_hash_and_length_keeps_other_columns():
     assert redacted[1]["text"] is None  # a missing text stays visibly missing
     assert redacted[2]["text"]["chars"] == 4
     labs = pa.table({"labevent_id": [1], "comments": ["free comment"]})
-    assert redact_free_text("labs", labs).equals(labs)
+    assert redact_free_text("labs", labs).to_pylist() == [{"labevent_id": 1, "comments": {
+        "sha256": hashlib.sha256(b"free comment").hexdigest(), "chars": 12}}]
+    prescriptions = pa.table({"pharmacy_id": [1], "drug": ["Furosemide"]})
+    assert redact_free_text("prescriptions", prescriptions).equals(prescriptions)
 
 
 def test_redaction_phi_note_payload_has_no_text(clean_rows):

@@ -335,6 +335,22 @@ class PostgresWarehouse(Warehouse):
             con.rollback()
             raise
 
+    def forget_runs(self, ds: date, stage_prefixes: Sequence[str]) -> int:
+        con = self._con
+        con.rollback()
+        n = 0
+        try:
+            with con.cursor() as cur:
+                for prefix in stage_prefixes:
+                    cur.execute("DELETE FROM ehr.pipeline_runs WHERE ds = $1 AND left(stage, length($2)) = $2",
+                                [ds, prefix])
+                    n += max(cur.rowcount, 0)
+            con.commit()
+        except adbc_driver_manager.Error as exc:
+            con.rollback()
+            raise self._fail("forgetting pipeline_runs failed, rolled back", exc) from None
+        return n
+
     # reading --------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
         try:
