@@ -278,25 +278,42 @@ def eval_ner(
     model: Annotated[Path | None, typer.Option(help="Model folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     notes: Annotated[int, typer.Option(help="Held-out notes to evaluate on.")] = 300,
+    real: Annotated[Path | None, typer.Option(
+        "--real", help="Score on an Anafora-annotated folder of real notes instead (one folder per note).")] = None,
 ) -> None:
-    """Precision/recall/F1 and assertion accuracy on the held-out template/term split."""
+    """Precision/recall/F1 and assertion accuracy on the held-out template/term split (or real notes: --real)."""
     from pipeline.nlp.train import evaluate_ner
-    from pipeline.synth.notes import held_out_notes
 
     settings = _settings(workdir)
-    result = evaluate_ner(model or settings.ner_model_dir, held_out_notes(notes))
+    if real is not None:
+        from pipeline.nlp.anafora import AnaforaError, read_anafora_dir
+
+        try:
+            gold = read_anafora_dir(real)
+        except AnaforaError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--real") from exc
+        title = f"NER on {len(gold)} annotated real notes ({real})"
+    else:
+        from pipeline.synth.notes import held_out_notes
+
+        gold = held_out_notes(notes)
+        title = "NER on the held-out split (unseen templates and terms)"
+    result = evaluate_ner(model or settings.ner_model_dir, gold)
     if as_json:
         print(json.dumps(result, default=str))
         return
-    table = Table(title="NER on the held-out split (unseen templates and terms)")
-    for col in ("label", "exact P", "exact R", "exact F1", "overlap F1"):
+    table = Table(title=title)
+    for col in ("label", "exact P", "exact R", "exact F1", "overlap P", "overlap R", "overlap F1", "negation acc"):
         table.add_column(col)
     for label, m in result.get("per_label", {}).items():
-        scores = (m["exact"]["precision"], m["exact"]["recall"], m["exact"]["f1"], m["overlap"]["f1"])
-        table.add_row(label, *(f"{score:.3f}" for score in scores))
+        scores = (m["exact"]["precision"], m["exact"]["recall"], m["exact"]["f1"],
+                  m["overlap"]["precision"], m["overlap"]["recall"], m["overlap"]["f1"])
+        negation = result["assertion_per_label"][label]["is_negated"]
+        table.add_row(label, *(f"{score:.3f}" for score in scores), "-" if negation is None else f"{negation:.3f}")
     console.print(table)
+    per_flag = "  ".join(f"{flag.removeprefix('is_')} {acc:.3f}" for flag, acc in result["assertion_per_flag"].items())
     console.print(f"exact F1 {result['exact_f1']:.3f}  overlap F1 {result['overlap_f1']:.3f}  "
-                  f"assertion accuracy {result['assertion_accuracy']:.3f}")
+                  f"assertion accuracy {result['assertion_accuracy']:.3f}  per flag: {per_flag}")
 
 
 @app.command("train-risk")

@@ -21,7 +21,7 @@ import torch
 from pipeline.device import resolve_device
 from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch, build_batch, plan_batches, prefetch
-from pipeline.nlp.errors import E001, E002
+from pipeline.nlp.errors import E001, E002, E010, E011
 from pipeline.nlp.fused import fuse_token_classifier
 from pipeline.nlp.labels import LabelScheme
 from pipeline.nlp.windows import NoteTokens, make_windows, sentence_starts
@@ -97,6 +97,45 @@ def read_model_card(path: Path) -> dict:
     return {}
 
 
+WEIGHTS_CHECKSUM_KEY = "weights_sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A checkpoint whose weights differ from the checksums its model card recorded at training time."""
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_checksums(path: Path) -> dict[str, str]:
+    """sha256 of every safetensors file in the model folder, by file name (what the model card records)."""
+    return {p.name: file_sha256(p) for p in sorted(Path(path).glob("*.safetensors"))}
+
+
+def verify_weights(path: Path, card: dict) -> bool:
+    """Check the folder's weights against the card's checksums; raise ModelIntegrityError on any difference.
+
+    Returns False (nothing to check against) for a card without checksums, e.g. a model from elsewhere.
+    """
+    expected = card.get(WEIGHTS_CHECKSUM_KEY)
+    if not expected:
+        return False
+    for name, digest in expected.items():
+        file = Path(path) / name
+        if not file.is_file():
+            raise ModelIntegrityError(E011.format(path=path, file=name))
+        found = file_sha256(file)
+        if found != digest:
+            raise ModelIntegrityError(E010.format(file=name, path=path, expected=digest[:16] + "…",
+                                                  found=found[:16] + "…"))
+    return True
+
+
 class NerModel:
     """A local token-classification checkpoint ready for batched inference. Load once per task."""
 
@@ -155,13 +194,16 @@ class NerModel:
             raise FileNotFoundError(E001.format(path=path))
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(E002.format(path=path))
+        card = read_model_card(path)
+        # Before the weights are read: a changed checkpoint is refused, never half-trusted.
+        if not verify_weights(path, card):
+            log.warning("NER model %s: its card records no weights checksum, so its integrity is not checked", path)
         torch_device = resolve_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model = AutoModelForTokenClassification.from_pretrained(
             path, local_files_only=True, use_safetensors=True, trust_remote_code=False
         )
         model.eval().to(torch_device)
-        card = read_model_card(path)
         limits = [int(model.config.max_position_embeddings)]
         if 0 < int(getattr(tokenizer, "model_max_length", 0) or 0) < 1_000_000:
             limits.append(int(tokenizer.model_max_length))
@@ -316,5 +358,9 @@ def _widest(config) -> int | None:
 
 
 def _config_digest(path: Path) -> str:
-    digest = hashlib.sha256((Path(path) / "config.json").read_bytes()).hexdigest()
+    """A version for a model without a card: config and weights, so a changed checkpoint gets a new version."""
+    digest = hashlib.sha256((Path(path) / "config.json").read_bytes())
+    for name, file_digest in weights_checksums(path).items():
+        digest.update(f"|{name}:{file_digest}".encode())
+    digest = digest.hexdigest()
     return f"sha256-{digest[:12]}"
