@@ -252,10 +252,12 @@ def train_ner(
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH or <workdir>/models/ner).")] = None,
     notes: Annotated[int, typer.Option(min=1, help="Synthetic training notes (the train split).")] = 600,
     eval_notes: Annotated[int, typer.Option(min=0, help="Held-out notes for the model card's metrics (0: none).")] = 200,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps, fixed (default: the demo model's "
+                                              "schedule; the machine's load never changes it).")] = None,
     seed: Annotated[int, typer.Option()] = 13,
 ) -> None:
-    """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes."""
+    """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes (a fixed schedule)."""
+    from pipeline.nlp.train import DEFAULT_FROZEN_LAYERS, DEFAULT_STEPS
     from pipeline.nlp.train import train_ner as run_train
     from pipeline.synth.notes import held_out_notes, training_notes
 
@@ -265,7 +267,8 @@ def train_ner(
         bar = progress.add_task("training NER", total=None)
         metrics = run_train(
             target, training_notes(notes, seed), eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
-            corpus=f"pipeline.synth.notes.training_notes({notes}, seed={seed})", epochs=epochs, seed=seed,
+            corpus=f"pipeline.synth.notes.training_notes({notes}, seed={seed})", steps=steps or DEFAULT_STEPS,
+            seed=seed, frozen_layers=DEFAULT_FROZEN_LAYERS,
             progress=lambda done, total, *_: progress.update(bar, completed=done, total=total),
         )
     console.print(f"saved {target}")
@@ -280,6 +283,7 @@ def eval_ner(
     notes: Annotated[int, typer.Option(help="Held-out notes to evaluate on.")] = 300,
     real: Annotated[Path | None, typer.Option(
         "--real", help="Score on an Anafora-annotated folder of real notes instead (one folder per note).")] = None,
+    rules: Annotated[bool, typer.Option(help="Run the rule layer after the model, as the NER stage does.")] = True,
 ) -> None:
     """Precision/recall/F1 and assertion accuracy on the held-out template/term split (or real notes: --real)."""
     from pipeline.nlp.train import evaluate_ner
@@ -298,7 +302,7 @@ def eval_ner(
 
         gold = held_out_notes(notes)
         title = "NER on the held-out split (unseen templates and terms)"
-    result = evaluate_ner(model or settings.ner_model_dir, gold)
+    result = evaluate_ner(model or settings.ner_model_dir, gold, rules=rules)
     if as_json:
         print(json.dumps(result, default=str))
         return
@@ -364,14 +368,20 @@ def bench_ner(
     eval_notes: Annotated[int, typer.Option(help="Held-out notes for the F1 change of precision switches.")] = 150,
     model: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH).")] = None,
     out: Path = Path("BENCHMARKS.md"),
+    real: Annotated[Path | None, typer.Option(
+        "--real", help="Anafora folder of real notes for the precision switches' F1 change (default: the vendored "
+        "tests/fixtures/ctakes-dev when present).")] = None,
 ) -> None:
-    """Naive HF pipeline vs our transformer step vs our whole NER stage (+ CPU precision switches)."""
+    """Naive HF pipeline vs our transformer step vs our whole NER stage (+ CPU precision switches bf16, int8)."""
     from pipeline.bench.ner import run_ner_benchmark
+    from pipeline.config import REPO_ROOT
 
     settings = _settings(workdir)
     model_dir = model or settings.ner_model_dir
+    vendored = REPO_ROOT / "tests" / "fixtures" / "ctakes-dev"
+    real_dir = real or (vendored if vendored.is_dir() else None)
     with console.status(f"benchmarking NER on {notes} notes"):
-        result = run_ner_benchmark(model_dir, notes, out, eval_notes=eval_notes)
+        result = run_ner_benchmark(model_dir, notes, out, eval_notes=eval_notes, real_dir=real_dir)
     console.print_json(json.dumps(result, default=str))
     console.print(f"written to {out}")
 

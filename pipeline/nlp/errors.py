@@ -20,4 +20,5 @@ E010 = (
 E011 = (
     "E011: the model card of {path} lists weights {file} that are missing. Restore the folder or retrain it."
 )
-E009 = "E009: NER precision {precision!r} is not one of auto, fp32, bf16, fp16 (fp16 only on CUDA). Set EHR_NER_PRECISION."
+E009 = ("E009: NER precision {precision!r} is not one of auto, fp32, bf16, fp16, int8 (fp16 only on CUDA, int8 only "
+        "on CPU). Set EHR_NER_PRECISION.")

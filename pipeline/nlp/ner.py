@@ -71,6 +71,7 @@ class _PreparedChunk:
     batches: list[TokenBatch]
     sentence_chars: list[np.ndarray | None]
     stats: ChunkStats = field(default_factory=ChunkStats)
+    texts: Sequence[str | None] = ()
 
 
 def _empty_tokens() -> NoteTokens:
@@ -153,8 +154,11 @@ class NerModel:
         path: Path | None = None,
         precision: str = "auto",
         fused_cpu: bool = True,
+        rules=None,
     ) -> None:
         self.model = model
+        # the rule layer after the model (pipeline.nlp.refine.RuleLayer), or None for the model's raw spans
+        self.rules = rules
         self.tokenizer = tokenizer
         self.name = name
         self.version = version
@@ -165,6 +169,10 @@ class NerModel:
         self.scheme = LabelScheme.from_id2label(model.config.id2label)
         self.oom = devices.OomGuard(token_budget)
         self.autocast_dtype = devices.autocast_dtype(device, precision)
+        self.precision = precision
+        if precision == "int8":
+            self.model = model = devices.quantize_linear_int8(model)
+            fused_cpu = False  # the fused kernels read fp32 weights
         # fp32 on CPU: the same logits from fused oneDNN kernels (None → the transformers forward)
         self.fused = fuse_token_classifier(model, device, self.autocast_dtype) if fused_cpu else None
         self.cls_id = int(tokenizer.cls_token_id)
@@ -185,8 +193,13 @@ class NerModel:
         stride: int = DEFAULT_STRIDE,
         precision: str = "auto",
         fused_cpu: bool = True,
+        rules: bool = True,
     ) -> NerModel:
-        """Load a local safetensors checkpoint (no hub, no remote code); name and version come from its card."""
+        """Load a local safetensors checkpoint (no hub, no remote code); name and version come from its card.
+
+        The weights are checked against the card's sha256 first (a changed file is refused). `rules`: run the rule
+        layer of pipeline/nlp/refine.py (schemas/nlp/ner_rules.json and vocab/) after the model.
+        """
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         path = Path(path)
@@ -221,6 +234,7 @@ class NerModel:
             path=path,
             precision=precision,
             fused_cpu=fused_cpu,
+            rules=_rule_layer() if rules else None,
         )
 
     # -- tokenisation and windows (runs in the prefetch thread) ------------------------------------------------
@@ -276,7 +290,7 @@ class NerModel:
             model_tokens=int(sum(b.tokens for b in batches)),
         )
         return _PreparedChunk(
-            notes, window_note, window_start, _cat(own_starts), _cat(own_ends), batches, sentence_chars, stats
+            notes, window_note, window_start, _cat(own_starts), _cat(own_ends), batches, sentence_chars, stats, texts
         )
 
     # -- model ----------------------------------------------------------------------------------------------------
@@ -308,6 +322,11 @@ class NerModel:
         ]
         for entities, sentence_chars in zip(found, chunk.sentence_chars, strict=True):
             entities.sentence_chars = sentence_chars
+        if self.rules is not None:
+            from pipeline.nlp.refine import refine_entities
+
+            found = [refine_entities(text, entities, self.rules) if text else entities
+                     for text, entities in zip(chunk.texts, found, strict=True)]
         return found
 
     def _decode(self, note: NoteTokens, label_ids: np.ndarray, probs: np.ndarray) -> NoteEntities:
@@ -345,6 +364,12 @@ class NerModel:
             return []
         chunk = self._prepare(texts)
         return self._run_chunk(chunk)
+
+
+def _rule_layer():
+    from pipeline.nlp.refine import default_layer
+
+    return default_layer()
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

