@@ -320,6 +320,73 @@ def eval_ner(
                   f"assertion accuracy {result['assertion_accuracy']:.3f}  per flag: {per_flag}")
 
 
+@app.command("annotate")
+def annotate_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Text files, folders (their *.txt files) or - for stdin.")],
+    workdir: WorkdirOpt = None,
+    output_format: Annotated[str, typer.Option("--format", help="jsonl (one entity per line), parquet or table.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Output file (needed for parquet; default stdout).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH).")] = None,
+) -> None:
+    """Entities, assertion flags and sections of any text with the configured NER model (pipeline.nlp.annotate)."""
+    import sys
+
+    output_format = output_format.lower()
+    if output_format not in ("jsonl", "parquet", "table"):
+        raise typer.BadParameter("use jsonl, parquet or table", param_hint="--format")
+    if output_format == "parquet" and out is None:
+        raise typer.BadParameter("parquet needs --out FILE", param_hint="--out")
+    docs: list[tuple[str, str]] = []
+    for raw in paths:
+        if raw == "-":
+            docs.append(("-", sys.stdin.read()))
+            continue
+        path = Path(raw)
+        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist", param_hint="PATHS")
+        for file in files:
+            try:
+                docs.append((str(file), file.read_text(encoding="utf-8")))
+            except UnicodeDecodeError as exc:
+                raise typer.BadParameter(f"{file} is not UTF-8 text ({exc.reason})", param_hint="PATHS") from None
+    if not docs:
+        raise typer.BadParameter("no text files found", param_hint="PATHS")
+    from pipeline.nlp.api import annotate, annotations_table
+
+    overrides = {"ner_model_path": model} if model is not None else {}
+    settings = _settings(workdir, **overrides)
+    if not settings.ner_model_dir.is_dir():
+        err.print(f"[red]no NER model at {settings.ner_model_dir}[/red]: train one with `ehr-pipeline train-ner` "
+                  "or set EHR_NER_MODEL_PATH (or --model)")
+        raise typer.Exit(2)
+    entities = annotate([text for _, text in docs], settings=settings)
+    table = annotations_table([doc for doc, _ in docs], entities)
+    if output_format == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, out)
+        err.print(f"{table.num_rows} entities from {len(docs)} document(s) written to {out}")
+        return
+    if output_format == "jsonl":
+        lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
+        if out is None:
+            sys.stdout.write(lines)
+        else:
+            out.write_text(lines)
+            err.print(f"{table.num_rows} entities from {len(docs)} document(s) written to {out}")
+        return
+    view = Table(title=f"{table.num_rows} entities in {len(docs)} document(s)")
+    for col in ("doc", "span", "text", "label", "flags", "section"):
+        view.add_column(col)
+    for row in table.to_pylist():
+        flags = ",".join(f.removeprefix("is_") for f in ("is_negated", "is_uncertain", "is_historical", "is_family",
+                                                          "is_hypothetical") if row[f])
+        view.add_row(row["doc"], f"{row['start_char']}-{row['end_char']}", row["text"], row["label"], flags,
+                     row["section"] or "")
+    Console(file=out.open("w") if out else None, width=160).print(view)
+
+
 @app.command("train-risk")
 def train_risk(workdir: WorkdirOpt = None, out: Annotated[Path | None, typer.Option()] = None) -> None:
     """Train the calibrated readmission / mortality model on the warehouse history."""
