@@ -251,6 +251,8 @@ def train_ner(
     workdir: WorkdirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH or <workdir>/models/ner).")] = None,
     notes: Annotated[int, typer.Option(min=1, help="Synthetic training notes (the train split).")] = 600,
+    clinic_notes: Annotated[int, typer.Option(min=0, help="Synthetic clinic notes in shorthand (train split) "
+                                              "added to the discharge summaries.")] = 300,
     eval_notes: Annotated[int, typer.Option(min=0, help="Held-out notes for the model card's metrics (0: none).")] = 200,
     steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps, fixed (default: the demo model's "
                                               "schedule; the machine's load never changes it).")] = None,
@@ -259,15 +261,19 @@ def train_ner(
     """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes (a fixed schedule)."""
     from pipeline.nlp.train import DEFAULT_FROZEN_LAYERS, DEFAULT_STEPS
     from pipeline.nlp.train import train_ner as run_train
+    from pipeline.synth.clinic import clinic_notes as make_clinic_notes
     from pipeline.synth.notes import held_out_notes, training_notes
 
     settings = _settings(workdir)
     target = out or settings.ner_model_dir
+    train = training_notes(notes, seed) + (make_clinic_notes(clinic_notes, seed) if clinic_notes else [])
+    corpus = f"pipeline.synth.notes.training_notes({notes}, seed={seed})" + (
+        f" + pipeline.synth.clinic.clinic_notes({clinic_notes}, seed={seed})" if clinic_notes else "")
     with _progress() as progress:
         bar = progress.add_task("training NER", total=None)
         metrics = run_train(
-            target, training_notes(notes, seed), eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
-            corpus=f"pipeline.synth.notes.training_notes({notes}, seed={seed})", steps=steps or DEFAULT_STEPS,
+            target, train, eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
+            corpus=corpus, steps=steps or DEFAULT_STEPS,
             seed=seed, frozen_layers=DEFAULT_FROZEN_LAYERS,
             progress=lambda done, total, *_: progress.update(bar, completed=done, total=total),
         )

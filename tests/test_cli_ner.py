@@ -23,7 +23,7 @@ def test_cli_ner_train_uses_the_train_split_and_held_out_notes(monkeypatch, tmp_
 
     monkeypatch.setattr("pipeline.nlp.train.train_ner", fake_train)
     result = CliRunner().invoke(app, ["train-ner", "--workdir", str(tmp_path), "--notes", "3", "--eval-notes", "2",
-                                      "--seed", "5", "--steps", "7"])
+                                      "--seed", "5", "--steps", "7", "--clinic-notes", "0"])
     assert result.exit_code == 0, result.output
     assert calls["out_dir"] == (tmp_path / "models" / "ner").resolve()
     assert _texts(calls["notes"]) == _texts(training_notes(3, seed=5))
