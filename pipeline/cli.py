@@ -257,6 +257,9 @@ def train_ner(
     steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps, fixed (default: the demo model's "
                                               "schedule; the machine's load never changes it).")] = None,
     seed: Annotated[int, typer.Option()] = 13,
+    real: Annotated[Path | None, typer.Option(
+        "--real", help="Anafora folder of real notes to measure the model on for its card (never trained on; default: "
+        "the vendored tests/fixtures/ctakes-dev when present).")] = None,
 ) -> None:
     """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes (a fixed schedule)."""
     from pipeline.nlp.train import DEFAULT_FROZEN_LAYERS, DEFAULT_STEPS
@@ -267,13 +270,20 @@ def train_ner(
     settings = _settings(workdir)
     target = out or settings.ner_model_dir
     train = training_notes(notes, seed) + (make_clinic_notes(clinic_notes, seed) if clinic_notes else [])
+    from pipeline.config import REPO_ROOT
+    from pipeline.nlp.anafora import read_anafora_dir
+
+    vendored = REPO_ROOT / "tests" / "fixtures" / "ctakes-dev"
+    real_dir = real or (vendored if vendored.is_dir() else None)
+    real_notes = read_anafora_dir(real_dir) if real_dir is not None else None
     corpus = f"pipeline.synth.notes.training_notes({notes}, seed={seed})" + (
         f" + pipeline.synth.clinic.clinic_notes({clinic_notes}, seed={seed})" if clinic_notes else "")
     with _progress() as progress:
         bar = progress.add_task("training NER", total=None)
         metrics = run_train(
             target, train, eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
-            corpus=corpus, steps=steps or DEFAULT_STEPS,
+            corpus=corpus, steps=steps or DEFAULT_STEPS, real_eval_notes=real_notes,
+            real_eval_name=str(real_dir) if real_dir is not None else "",
             seed=seed, frozen_layers=DEFAULT_FROZEN_LAYERS,
             progress=lambda done, total, *_: progress.update(bar, completed=done, total=total),
         )

@@ -81,5 +81,5 @@ def test_int8_quantizes_the_linear_layers_and_keeps_running(tiny_model_dir):
     fp32 = NerModel.load(tiny_model_dir, device="cpu", precision="fp32", rules=False)
     text = "Chest pain and shortness of breath, treated with aspirin. " * 3
     assert len(model.predict([text])) == 1 and len(fp32.predict([text])) == 1
-    with pytest.raises(ValueError, match="E009.*int8 only on CPU"):
+    with pytest.raises(ValueError, match=r"E009.*int8 only on CPU"):
         autocast_dtype(torch.device("cuda"), "int8")
