@@ -77,6 +77,8 @@ class RuleLayer:
         self.therapeutic = re.compile(rf"[a-z]{{3,}}(?:{'|'.join(rules['therapeutic_suffixes'])})$")
         self.diagnostic = re.compile(rf"[a-z]{{3,}}(?:{'|'.join(rules['diagnostic_suffixes'])})$")
         self.drug_min_chars = int(rules.get("drug_min_chars", 5))
+        self.treatment_heads = frozenset(w.lower() for w in rules.get("treatment_heads", []))
+        self.test_heads = frozenset(w.lower() for w in rules.get("test_heads", []))
         self.drugs = frozenset(d for d in drugs if d not in self.never)
         self.procedures = procedures
         self.labs = frozenset(lab for lab in labs if lab not in self.never and len(lab) >= 3)
@@ -147,6 +149,11 @@ class RuleLayer:
             return "TREATMENT"
         if any(self.diagnostic.match(w) for w in words) or lowered in self.labs:
             return "TEST"
+        # the head noun of a procedure phrase ("breast reduction", "saphenous vein ligation", "skin biopsy")
+        if words[-1] in self.test_heads or lowered in self.test_heads:
+            return "TEST"
+        if words[-1] in self.treatment_heads or lowered in self.treatment_heads:
+            return "TREATMENT"
         return label
 
     def trim(self, text: str, start: int, end: int) -> tuple[int, int]:

@@ -75,3 +75,10 @@ def test_refine_trims_doses_and_keeps_the_sentence_starts(layer):
     out = refine_entities(text, found, layer)
     assert text[out.starts[0]:out.ends[0]] == "vancomycin" and out.sentence_chars.tolist() == [0]
     assert refine_entities("", found, layer) is found
+
+
+def test_refine_procedure_head_nouns_and_normal_exam_shorthand(layer):
+    text = "PSH: knee replacement, skin biopsy. CV: RRR. Lungs: CTAB."
+    got = _run(layer, text, [("knee replacement", "PROBLEM"), ("skin biopsy", "PROBLEM"), ("RRR", "PROBLEM"),
+                             ("CTAB", "PROBLEM")])
+    assert got == [("knee replacement", "TREATMENT"), ("skin biopsy", "TEST")]
