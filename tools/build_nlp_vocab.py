@@ -35,6 +35,8 @@ NOT_DRUGS = {
     "mdi", "w", "minerals", "complex", "jelly", "test", "dose", "unit", "units", "units/ml", "nasal", "rectal",
     "vaginal", "and", "with", "in", "of", "for", "per", "the", "to", "b", "acid", "vitamin", "protein",
     "alcohol", "artificial", "oxygen", "aluminum", "adde", "acetonide", "caff", "tear", "tears", "blood",
+    "withdrawal", "free", "milk", "throat", "yellow", "salmon", "oxide", "glycol", "ferric",
+    "chl", "neutra", "glydo", "phenol", "lozenge", "wash", "mouthwash", "swish", "swallow", "sugar",
 }
 NOT_PROCEDURES = {"analysis", "paralysis", "dialysis"}
 SURGICAL = re.compile(r"^[a-z]+(?:ectomy|ectomies|otomy|otomies|ostomy|ostomies|plasty|plasties|pexy|rrhaphy|"

@@ -84,7 +84,8 @@ class RuleLayer:
         self.labs = frozenset(lab for lab in labs if lab not in self.never and len(lab) >= 3)
         # whole-word, case-insensitive finder for the names the layer may add (longest first)
         addable = sorted(
-            (d for d in self.drugs if len(d) >= self.drug_min_chars and " " not in d), key=len, reverse=True
+            (d for d in self.drugs if len(d) >= self.drug_min_chars and " " not in d and d not in self.labs),
+            key=len, reverse=True,
         )
         self._drug_finder = re.compile(rf"\b(?:{'|'.join(map(re.escape, addable))})\b", re.IGNORECASE) if addable \
             else None
@@ -108,8 +109,11 @@ class RuleLayer:
         span = text[start:end]
         if not re.search(r"[A-Za-z]", span):
             return True
-        words = self.words(span)
-        if not words or all(w in self.never or _NUMBER.match(w) for w in words):
+        raw_words = _WORD.findall(span)
+        # an all-caps abbreviation is not the stop word it spells ("AS" aortic stenosis, "IT", "US")
+        if not raw_words or all((w.lower() in self.never and not (len(w) > 1 and w.isupper() and
+                                                                  w.lower() in self.stop)) or _NUMBER.match(w)
+                                for w in raw_words):
             return True
         if span.strip().lower() in self.headers and self.is_header_position(text, start, end):
             return True
@@ -117,13 +121,8 @@ class RuleLayer:
 
     @staticmethod
     def is_header_position(text: str, start: int, end: int) -> bool:
-        """Followed by a colon, or alone on its line: where a section title sits."""
-        after = text[end : end + 3].lstrip(" \t")
-        if after.startswith(":"):
-            return True
-        line_start = text.rfind("\n", 0, start) + 1
-        line_end = text.find("\n", end)
-        return not text[line_start:start].strip() and not text[end : None if line_end < 0 else line_end].strip()
+        """Followed by a colon, where a section title sits (a word alone on its line may be a diagnosis list item)."""
+        return text[end : end + 3].lstrip(" \t").startswith(":")
 
     def in_non_concept_shorthand(self, text: str, start: int, end: int) -> bool:
         """The span lies inside shorthand such as f/u, s/p, h/o (not a concept, whatever the model says)."""
@@ -142,6 +141,8 @@ class RuleLayer:
         if not words:
             return label
         lowered = " ".join(words)
+        if lowered in self.labs and lowered in self.drugs:
+            return label  # "albumin", "glucose": a lab or a drug, as the context says
         if lowered in self.drugs or (words[0] in self.drugs and all(
                 w in self.drugs or w in self.dose_words or _NUMBER.match(w) for w in words[1:])):
             return "TREATMENT"
@@ -161,7 +162,8 @@ class RuleLayer:
         while start < end and not text[start].isalnum():
             start += 1
         while end > start:
-            while end > start and not text[end - 1].isalnum() and text[end - 1] != "%":
+            while end > start and not text[end - 1].isalnum() and text[end - 1] != "%" and not (
+                    text[end - 1] == ")" and "(" in text[start:end]):
                 end -= 1
             match = re.search(r"[A-Za-z0-9.%/]+$", text[start:end])
             if match is None or match.start() == 0:
