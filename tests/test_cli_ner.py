@@ -70,6 +70,7 @@ def test_cli_ner_eval_table_shows_the_scores_per_label(monkeypatch, tmp_path):
 def test_cli_ner_eval_real_reads_an_anafora_folder(monkeypatch, tmp_path):
     from pipeline.config import REPO_ROOT
 
+    monkeypatch.setenv("COLUMNS", "400")  # Rich's error box must not wrap the message
     seen: dict = {}
 
     def fake_eval(model_dir, notes, **kwargs):

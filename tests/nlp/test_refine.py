@@ -27,7 +27,7 @@ def _run(layer, text, spans):
 
 
 def test_refine_drops_headers_demographics_fragments_and_hard_negatives(layer):
-    text = 'HPI: 64 yo black female seen for f/u of gout. Ate chocolate at home on the couch. " Pulm: CTA.'
+    text = 'HPI: 64 yo black female seen re f/u of gout. Ate chocolate at home on the couch. " Pulm: CTA.'
     got = _run(layer, text, [("HPI", "PROBLEM"), ("64 yo black female", "PROBLEM"), ("f", "PROBLEM"),
                              ("u", "PROBLEM"), ("gout", "PROBLEM"), ("chocolate", "TREATMENT"), ("home", "TREATMENT"),
                              ("couch", "TREATMENT"), ('"', "PROBLEM"), ("Pulm", "PROBLEM")])
