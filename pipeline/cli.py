@@ -286,21 +286,40 @@ def train_ner(
     workdir: WorkdirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH or <workdir>/models/ner).")] = None,
     notes: Annotated[int, typer.Option(min=1, help="Synthetic training notes (the train split).")] = 600,
+    clinic_notes: Annotated[int, typer.Option(min=0, help="Synthetic clinic notes in shorthand (train split) "
+                                              "added to the discharge summaries.")] = 300,
     eval_notes: Annotated[int, typer.Option(min=0, help="Held-out notes for the model card's metrics (0: none).")] = 200,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimizer steps, fixed (default: the demo model's "
+                                              "schedule; the machine's load never changes it).")] = None,
     seed: Annotated[int, typer.Option()] = 13,
+    real: Annotated[Path | None, typer.Option(
+        "--real", help="Anafora folder of real notes to measure the model on for its card (never trained on; default: "
+        "the vendored tests/fixtures/ctakes-dev when present).")] = None,
 ) -> None:
-    """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes."""
+    """Fine-tune the packaged MiniLM-L6 encoder for PROBLEM/TREATMENT/TEST on generated notes (a fixed schedule)."""
+    from pipeline.nlp.train import DEFAULT_FROZEN_LAYERS, DEFAULT_STEPS
     from pipeline.nlp.train import train_ner as run_train
+    from pipeline.synth.clinic import clinic_notes as make_clinic_notes
     from pipeline.synth.notes import held_out_notes, training_notes
 
     settings = _settings(workdir)
     target = out or settings.ner_model_dir
+    train = training_notes(notes, seed) + (make_clinic_notes(clinic_notes, seed) if clinic_notes else [])
+    from pipeline.config import REPO_ROOT
+    from pipeline.nlp.anafora import read_anafora_dir
+
+    vendored = REPO_ROOT / "tests" / "fixtures" / "ctakes-dev"
+    real_dir = real or (vendored if vendored.is_dir() else None)
+    real_notes = read_anafora_dir(real_dir) if real_dir is not None else None
+    corpus = f"pipeline.synth.notes.training_notes({notes}, seed={seed})" + (
+        f" + pipeline.synth.clinic.clinic_notes({clinic_notes}, seed={seed})" if clinic_notes else "")
     with _progress() as progress:
         bar = progress.add_task("training NER", total=None)
         metrics = run_train(
-            target, training_notes(notes, seed), eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
-            corpus=f"pipeline.synth.notes.training_notes({notes}, seed={seed})", epochs=epochs, seed=seed,
+            target, train, eval_notes=held_out_notes(eval_notes, seed + 1) if eval_notes else None,
+            corpus=corpus, steps=steps or DEFAULT_STEPS, real_eval_notes=real_notes,
+            real_eval_name=str(real_dir) if real_dir is not None else "",
+            seed=seed, frozen_layers=DEFAULT_FROZEN_LAYERS,
             progress=lambda done, total, *_: progress.update(bar, completed=done, total=total),
         )
     console.print(f"saved {target}")
@@ -313,25 +332,110 @@ def eval_ner(
     model: Annotated[Path | None, typer.Option(help="Model folder.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     notes: Annotated[int, typer.Option(help="Held-out notes to evaluate on.")] = 300,
+    real: Annotated[Path | None, typer.Option(
+        "--real", help="Score on an Anafora-annotated folder of real notes instead (one folder per note).")] = None,
+    rules: Annotated[bool, typer.Option(help="Run the rule layer after the model, as the NER stage does.")] = True,
 ) -> None:
-    """Precision/recall/F1 and assertion accuracy on the held-out template/term split."""
+    """Precision/recall/F1 and assertion accuracy on the held-out template/term split (or real notes: --real)."""
     from pipeline.nlp.train import evaluate_ner
-    from pipeline.synth.notes import held_out_notes
 
     settings = _settings(workdir)
-    result = evaluate_ner(model or settings.ner_model_dir, held_out_notes(notes))
+    if real is not None:
+        from pipeline.nlp.anafora import AnaforaError, read_anafora_dir
+
+        try:
+            gold = read_anafora_dir(real)
+        except AnaforaError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--real") from exc
+        title = f"NER on {len(gold)} annotated real notes ({real})"
+    else:
+        from pipeline.synth.notes import held_out_notes
+
+        gold = held_out_notes(notes)
+        title = "NER on the held-out split (unseen templates and terms)"
+    result = evaluate_ner(model or settings.ner_model_dir, gold, rules=rules)
     if as_json:
         print(json.dumps(result, default=str))
         return
-    table = Table(title="NER on the held-out split (unseen templates and terms)")
-    for col in ("label", "exact P", "exact R", "exact F1", "overlap F1"):
+    table = Table(title=title)
+    for col in ("label", "exact P", "exact R", "exact F1", "overlap P", "overlap R", "overlap F1", "negation acc"):
         table.add_column(col)
     for label, m in result.get("per_label", {}).items():
-        scores = (m["exact"]["precision"], m["exact"]["recall"], m["exact"]["f1"], m["overlap"]["f1"])
-        table.add_row(label, *(f"{score:.3f}" for score in scores))
+        scores = (m["exact"]["precision"], m["exact"]["recall"], m["exact"]["f1"],
+                  m["overlap"]["precision"], m["overlap"]["recall"], m["overlap"]["f1"])
+        negation = result["assertion_per_label"][label]["is_negated"]
+        table.add_row(label, *(f"{score:.3f}" for score in scores), "-" if negation is None else f"{negation:.3f}")
     console.print(table)
+    per_flag = "  ".join(f"{flag.removeprefix('is_')} {acc:.3f}" for flag, acc in result["assertion_per_flag"].items())
     console.print(f"exact F1 {result['exact_f1']:.3f}  overlap F1 {result['overlap_f1']:.3f}  "
-                  f"assertion accuracy {result['assertion_accuracy']:.3f}")
+                  f"assertion accuracy {result['assertion_accuracy']:.3f}  per flag: {per_flag}")
+
+
+@app.command("annotate")
+def annotate_cmd(
+    paths: Annotated[list[str], typer.Argument(help="Text files, folders (their *.txt files) or - for stdin.")],
+    workdir: WorkdirOpt = None,
+    output_format: Annotated[str, typer.Option("--format", help="jsonl (one entity per line), parquet or table.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Output file (needed for parquet; default stdout).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH).")] = None,
+) -> None:
+    """Entities, assertion flags and sections of any text with the configured NER model (pipeline.nlp.annotate)."""
+    import sys
+
+    output_format = output_format.lower()
+    if output_format not in ("jsonl", "parquet", "table"):
+        raise typer.BadParameter("use jsonl, parquet or table", param_hint="--format")
+    if output_format == "parquet" and out is None:
+        raise typer.BadParameter("parquet needs --out FILE", param_hint="--out")
+    docs: list[tuple[str, str]] = []
+    for raw in paths:
+        if raw == "-":
+            docs.append(("-", sys.stdin.read()))
+            continue
+        path = Path(raw)
+        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist", param_hint="PATHS")
+        for file in files:
+            try:
+                docs.append((str(file), file.read_text(encoding="utf-8")))
+            except UnicodeDecodeError as exc:
+                raise typer.BadParameter(f"{file} is not UTF-8 text ({exc.reason})", param_hint="PATHS") from None
+    if not docs:
+        raise typer.BadParameter("no text files found", param_hint="PATHS")
+    from pipeline.nlp.api import annotate, annotations_table
+
+    overrides = {"ner_model_path": model} if model is not None else {}
+    settings = _settings(workdir, **overrides)
+    if not settings.ner_model_dir.is_dir():
+        err.print(f"[red]no NER model at {settings.ner_model_dir}[/red]: train one with `ehr-pipeline train-ner` "
+                  "or set EHR_NER_MODEL_PATH (or --model)")
+        raise typer.Exit(2)
+    entities = annotate([text for _, text in docs], settings=settings)
+    table = annotations_table([doc for doc, _ in docs], entities)
+    if output_format == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, out)
+        err.print(f"{table.num_rows} entities from {len(docs)} document(s) written to {out}")
+        return
+    if output_format == "jsonl":
+        lines = "".join(json.dumps(row) + "\n" for row in table.to_pylist())
+        if out is None:
+            sys.stdout.write(lines)
+        else:
+            out.write_text(lines)
+            err.print(f"{table.num_rows} entities from {len(docs)} document(s) written to {out}")
+        return
+    view = Table(title=f"{table.num_rows} entities in {len(docs)} document(s)")
+    for col in ("doc", "span", "text", "label", "flags", "section"):
+        view.add_column(col)
+    for row in table.to_pylist():
+        flags = ",".join(f.removeprefix("is_") for f in ("is_negated", "is_uncertain", "is_historical", "is_family",
+                                                          "is_hypothetical") if row[f])
+        view.add_row(row["doc"], f"{row['start_char']}-{row['end_char']}", row["text"], row["label"], flags,
+                     row["section"] or "")
+    Console(file=out.open("w") if out else None, width=160).print(view)
 
 
 @app.command("train-risk")
@@ -382,14 +486,20 @@ def bench_ner(
     eval_notes: Annotated[int, typer.Option(help="Held-out notes for the F1 change of precision switches.")] = 150,
     model: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_NER_MODEL_PATH).")] = None,
     out: Path = Path("BENCHMARKS.md"),
+    real: Annotated[Path | None, typer.Option(
+        "--real", help="Anafora folder of real notes for the precision switches' F1 change (default: the vendored "
+        "tests/fixtures/ctakes-dev when present).")] = None,
 ) -> None:
-    """Naive HF pipeline vs our transformer step vs our whole NER stage (+ CPU precision switches)."""
+    """Naive HF pipeline vs our transformer step vs our whole NER stage (+ CPU precision switches bf16, int8)."""
     from pipeline.bench.ner import run_ner_benchmark
+    from pipeline.config import REPO_ROOT
 
     settings = _settings(workdir)
     model_dir = model or settings.ner_model_dir
+    vendored = REPO_ROOT / "tests" / "fixtures" / "ctakes-dev"
+    real_dir = real or (vendored if vendored.is_dir() else None)
     with console.status(f"benchmarking NER on {notes} notes"):
-        result = run_ner_benchmark(model_dir, notes, out, eval_notes=eval_notes)
+        result = run_ner_benchmark(model_dir, notes, out, eval_notes=eval_notes, real_dir=real_dir)
     console.print_json(json.dumps(result, default=str))
     console.print(f"written to {out}")
 

@@ -141,8 +141,9 @@ class Settings(ValidationSettings, BaseSettings):
     risk_enabled: bool = True
     ner_max_length: int | None = Field(default=None, gt=16)
     ner_token_budget: int | None = Field(default=None, gt=0)
-    ner_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: fp32 on CPU, bf16/fp16 autocast on CUDA; bf16 on CPU is an opt-in speed-up"
+    ner_precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
+        default="auto", description="auto: fp32 on CPU, bf16/fp16 autocast on CUDA; bf16 on CPU is an opt-in speed-up;"
+        " int8: dynamic int8 quantization of the linear layers (CPU only)"
     )
     ner_fused_cpu: bool = Field(
         default=True,

@@ -185,15 +185,19 @@ def _same_entities(left: list, right: list) -> int:
 
 
 def _precision_switch(model_dir: Path, texts: list[str], chunks: list[list[str]], precision: str, bound: float,
-                      eval_notes: list, device: str) -> dict[str, Any]:
-    """Speed of (b) under a CPU precision switch, and its F1 change on the held-out notes."""
-    model = NerModel.load(Path(model_dir), device=device, precision=precision)
+                      eval_notes: list, device: str, real_notes: list | None = None) -> dict[str, Any]:
+    """Speed of (b) under a CPU precision switch, and its F1 change on the held-out (and real-dev) notes."""
+    model = NerModel.load(Path(model_dir), device=device, precision=precision, rules=False)
     model.predict(texts[:4])
     timed = _time_step(model, chunks, passes=1)
     quality = evaluate_ner(model_dir, eval_notes, device=device, precision=precision)
-    return {"precision": precision, "seconds": timed["seconds"], "model_tokens_per_s": timed["model_tokens_per_s"],
-            "share_of_fp32_bound": timed["model_tokens_per_s"] / bound, "exact_f1": quality["exact_f1"],
-            "overlap_f1": quality["overlap_f1"]}
+    out = {"precision": precision, "seconds": timed["seconds"], "model_tokens_per_s": timed["model_tokens_per_s"],
+           "share_of_fp32_bound": timed["model_tokens_per_s"] / bound, "exact_f1": quality["exact_f1"],
+           "overlap_f1": quality["overlap_f1"]}
+    if real_notes:
+        real = evaluate_ner(model_dir, real_notes, device=device, precision=precision)
+        out["real_overlap_f1"] = real["overlap_f1"]
+    return out
 
 
 _OP_GROUPS = {
@@ -235,15 +239,18 @@ def _native_bf16() -> bool:
 def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("BENCHMARKS.md"),
                       device: str = "cpu", seed: int = 7, eval_notes: int = 150,
                       switches: tuple[str, ...] | None = None, passes: int = 3,
-                      matmul_size: int = 2048) -> dict[str, Any]:
+                      matmul_size: int = 2048, real_dir: Path | None = None) -> dict[str, Any]:
     """Measure (a) naive HF pipeline, (b) our transformer step, (c) our whole stage; write BENCHMARKS.md.
 
     (b) is the median of `passes` passes; where the fused CPU forward is on, (b) is also run once with the plain
     transformers forward for comparison. `switches`: extra precisions for (b) (default: bf16 when the CPU
     multiplies bf16 natively), each with the F1 change it costs on `eval_notes` held-out notes.
+    `switches`: extra precisions for (b) (default on CPU: bf16 autocast and int8 dynamic quantization), each with the
+    F1 change it costs on `eval_notes` held-out notes and, with `real_dir` (an Anafora folder), on real notes.
     """
     texts = varied_length_texts(n_notes, seed)
-    model = NerModel.load(Path(model_dir), device=device, precision="fp32")
+    # the transformer step alone: the rule layer after it is not what (a) runs, so it stays off for (a)-(c)
+    model = NerModel.load(Path(model_dir), device=device, precision="fp32", rules=False)
     annotator = AssertionAnnotator.create()
     results: dict[str, Any] = {"n_notes": n_notes, "chars": int(sum(map(len, texts))), "device": str(model.device),
                                "model": f"{model.name} {model.version}",
@@ -312,18 +319,31 @@ def run_ner_benchmark(model_dir: Path, n_notes: int = 200, out_md: Path = Path("
     results["rss_at_start_mb"] = rss_start
 
     if switches is None:
-        switches = ("bf16",) if model.device.type == "cpu" and _native_bf16() else ()
+        switches = ("bf16", "int8") if model.device.type == "cpu" else ()
     if switches:
         gold = held_out_notes(eval_notes)
         base = evaluate_ner(model_dir, gold, device=device, precision="fp32")
         results["fp32_quality"] = {"exact_f1": base["exact_f1"], "overlap_f1": base["overlap_f1"],
                                    "eval_notes": eval_notes}
+        real_notes = None
+        if real_dir is not None:
+            from pipeline.nlp.anafora import read_anafora_dir
+
+            real_notes = read_anafora_dir(real_dir)
+            real_base = evaluate_ner(model_dir, real_notes, device=device, precision="fp32")
+            results["fp32_quality"].update(real_dir=str(real_dir), real_notes=len(real_notes),
+                                           real_overlap_f1=real_base["overlap_f1"])
+        results["native_bf16"] = _native_bf16()
         results["switches"] = []
         for precision in switches:
-            switch = _precision_switch(model_dir, texts, chunks, precision, bound, gold, device)
+            switch = _precision_switch(model_dir, texts, chunks, precision, bound, gold, device, real_notes)
             switch["speedup_vs_b"] = b_seconds / switch["seconds"]
+            if "b_plain" in results:
+                switch["speedup_vs_b_plain"] = results["b_plain"]["seconds"] / switch["seconds"]
             switch["overlap_f1_change"] = switch["overlap_f1"] - base["overlap_f1"]
             switch["exact_f1_change"] = switch["exact_f1"] - base["exact_f1"]
+            if real_notes:
+                switch["real_overlap_f1_change"] = switch["real_overlap_f1"] - results["fp32_quality"]["real_overlap_f1"]
             results["switches"].append(switch)
     replace_section(Path(out_md), render_section(results))
     return results
@@ -396,11 +416,19 @@ Reproduce: `ehr-pipeline bench ner --notes {r['n_notes']}` (calls `pipeline.benc
 Optional CPU precision switches for (b) (`EHR_NER_PRECISION`), with the F1 change each costs on
 {q['eval_notes']} held-out notes (`eval-ner` split; fp32: exact F1 {q['exact_f1']:.4f}, overlap F1 {q['overlap_f1']:.4f}):
 
-| (b) with | seconds | model tokens/s | share of the fp32 bound | speed-up vs fp32 (b) | exact F1 change | overlap F1 change |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| (b) with | seconds | model tokens/s | share of the fp32 bound | speed-up vs fused fp32 (b) | vs plain fp32 forward | exact F1 change | overlap F1 change | real-dev overlap F1 change |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 """
+        kinds = {"bf16": "bf16 autocast" + ("" if r.get("native_bf16") else " (no native bf16 on this CPU)"),
+                 "int8": "int8 dynamic quantization of nn.Linear"}
         for sw in r["switches"]:
-            section += (f"| {sw['precision']} autocast | {sw['seconds']:.1f} | {sw['model_tokens_per_s']:.0f} | "
-                        f"{100 * sw['share_of_fp32_bound']:.0f}% | {sw['speedup_vs_b']:.2f}× | "
-                        f"{sw['exact_f1_change']:+.4f} | {sw['overlap_f1_change']:+.4f} |\n")
+            plain = f"{sw['speedup_vs_b_plain']:.2f}×" if "speedup_vs_b_plain" in sw else "-"
+            real = f"{sw['real_overlap_f1_change']:+.4f}" if "real_overlap_f1_change" in sw else "-"
+            section += (f"| {kinds.get(sw['precision'], sw['precision'])} | {sw['seconds']:.1f} | "
+                        f"{sw['model_tokens_per_s']:.0f} | {100 * sw['share_of_fp32_bound']:.0f}% | "
+                        f"{sw['speedup_vs_b']:.2f}× | {plain} | {sw['exact_f1_change']:+.4f} | "
+                        f"{sw['overlap_f1_change']:+.4f} | {real} |\n")
+        if q.get("real_dir"):
+            section += (f"\nReal-dev F1: {q['real_notes']} Anafora-annotated clinician notes ({q['real_dir']}); fp32 "
+                        f"overlap F1 {q['real_overlap_f1']:.4f}.\n")
     return section

@@ -6,6 +6,8 @@
     stats = NerStats()
     for out in annotate_partition(batches, model, annotator, run_id=run_id, stats=stats): ...
 
+Annotating any text with the configured model: `annotate(texts)` (pipeline/nlp/api.py).
+
 Training and evaluation (`train_ner`, `evaluate_ner`) are imported lazily. The benchmark is `pipeline.bench.ner`.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pipeline.nlp.api import annotate, annotations_table
 from pipeline.nlp.assertion import AssertionAnnotator
 from pipeline.nlp.ner import NerModel, NoteEntities
 from pipeline.nlp.stage import NOTE_ENTITIES_SCHEMA, NerStats, annotate_partition
@@ -26,7 +29,9 @@ __all__ = [
     "NerModel",
     "NerStats",
     "NoteEntities",
+    "annotate",
     "annotate_partition",
+    "annotations_table",
     "evaluate_ner",
     "train_ner",
 ]

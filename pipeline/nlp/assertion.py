@@ -55,6 +55,50 @@ def load_context_rules(path: Path) -> list:
     return [ConTextRule.from_dict(rule) for rule in data["context_rules"]]
 
 
+def dropped_default_rules(path: Path) -> set[tuple[str, str]]:
+    """(literal, direction) of medspaCy default rules our rules file replaces (`drop_default_rules`)."""
+    data = json.loads(Path(path).read_text())
+    return {(d["literal"].lower(), d["direction"].upper()) for d in data.get("drop_default_rules", [])}
+
+
+def default_context_rules() -> list:
+    """The ConText rules medspaCy ships (its resources/en/context_rules.json)."""
+    import medspacy
+    from medspacy.context import ConTextRule
+
+    path = Path(medspacy.__file__).resolve().parents[1] / "resources" / "en" / "context_rules.json"
+    return ConTextRule.from_json(str(path))
+
+
+_SPACE = {"IS_SPACE": True, "OP": "*"}
+
+
+def whitespace_tolerant(rule, tokenizer):
+    """The same rule as a token pattern that lets runs of spaces and line breaks sit between its words.
+
+    Hard-wrapped and column-aligned notes write "negative   for" or "negative\nfor"; spaCy keeps such runs as
+    whitespace tokens, which a phrase literal does not skip. One-token cues and regex patterns stay as they are.
+    """
+    from medspacy.context import ConTextRule
+
+    pattern = rule.pattern
+    if pattern is None:
+        words = [t.lower_ for t in tokenizer(rule.literal) if not t.is_space]
+        if len(words) < 2:
+            return rule
+        pattern = [{"LOWER": w} for w in words]
+    elif not isinstance(pattern, list) or len(pattern) < 2:
+        return rule
+    spaced = []
+    for k, token in enumerate(pattern):
+        if k:
+            spaced.append(dict(_SPACE))
+        spaced.append(token)
+    data = rule.to_dict()
+    data["pattern"] = spaced
+    return ConTextRule.from_dict(data)
+
+
 def load_section_rules(path: Path) -> list:
     from medspacy.section_detection import SectionRule
 
@@ -106,7 +150,7 @@ class AssertionAnnotator:
         section_attributes: dict[str, dict[str, bool]] = {}
         if rules_dir is not None and (Path(rules_dir) / SECTION_ATTRS_FILE).exists():
             section_attributes = load_section_attributes(Path(rules_dir) / SECTION_ATTRS_FILE)
-        nlp.add_pipe("medspacy_context", config={"rules": "default" if default_rules else None})
+        nlp.add_pipe("medspacy_context", config={"rules": None})
         nlp.add_pipe(
             "medspacy_sectionizer",
             config={
@@ -117,12 +161,19 @@ class AssertionAnnotator:
                 "apply_sentence_boundary": True,
             },
         )
+        context_rules = default_context_rules() if default_rules else []
         if rules_dir is not None:
             rules_dir = Path(rules_dir)
             if (rules_dir / CONTEXT_RULES_FILE).exists():
-                nlp.get_pipe("medspacy_context").add(load_context_rules(rules_dir / CONTEXT_RULES_FILE))
-            if (rules_dir / SECTION_RULES_FILE).exists():
-                nlp.get_pipe("medspacy_sectionizer").add(load_section_rules(rules_dir / SECTION_RULES_FILE))
+                # our file may replace default rules (e.g. medspaCy's backward ": no", which wins over "no" in
+                # "Skin: no rashes, lesions")
+                dropped = dropped_default_rules(rules_dir / CONTEXT_RULES_FILE)
+                context_rules = [r for r in context_rules if (r.literal.lower(), r.direction.upper()) not in dropped]
+                context_rules += load_context_rules(rules_dir / CONTEXT_RULES_FILE)
+        if context_rules:
+            nlp.get_pipe("medspacy_context").add([whitespace_tolerant(r, nlp.tokenizer) for r in context_rules])
+        if rules_dir is not None and (Path(rules_dir) / SECTION_RULES_FILE).exists():
+            nlp.get_pipe("medspacy_sectionizer").add(load_section_rules(Path(rules_dir) / SECTION_RULES_FILE))
         return cls(nlp, section_attributes)
 
     def annotate(

@@ -12,4 +12,13 @@ E003 = (
 # E004, E005 (device errors) are D001, D002 of pipeline/device.py now; E008 is retired. Codes are not reused.
 E006 = "E006: a batch of one window of {tokens} tokens does not fit in device memory even after splitting."
 E007 = "E007: input batch lacks column {column!r} of the notes table (schemas/tables/notes.yaml)."
-E009 = "E009: NER precision {precision!r} is not one of auto, fp32, bf16, fp16 (fp16 only on CUDA). Set EHR_NER_PRECISION."
+E010 = (
+    "E010: NER weights {file} in {path} do not match the sha256 in its model card (expected {expected}, found "
+    "{found}): the file was changed or damaged after training. Restore it or retrain with `ehr-pipeline train-ner`; "
+    "a changed checkpoint is never loaded."
+)
+E011 = (
+    "E011: the model card of {path} lists weights {file} that are missing. Restore the folder or retrain it."
+)
+E009 = ("E009: NER precision {precision!r} is not one of auto, fp32, bf16, fp16, int8 (fp16 only on CUDA, int8 only "
+        "on CPU). Set EHR_NER_PRECISION.")

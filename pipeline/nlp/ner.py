@@ -21,7 +21,7 @@ import torch
 from pipeline.device import resolve_device
 from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch, build_batch, plan_batches, prefetch
-from pipeline.nlp.errors import E001, E002
+from pipeline.nlp.errors import E001, E002, E010, E011
 from pipeline.nlp.fused import fuse_token_classifier
 from pipeline.nlp.labels import LabelScheme
 from pipeline.nlp.windows import NoteTokens, make_windows, sentence_starts
@@ -71,6 +71,7 @@ class _PreparedChunk:
     batches: list[TokenBatch]
     sentence_chars: list[np.ndarray | None]
     stats: ChunkStats = field(default_factory=ChunkStats)
+    texts: Sequence[str | None] = ()
 
 
 def _empty_tokens() -> NoteTokens:
@@ -97,6 +98,45 @@ def read_model_card(path: Path) -> dict:
     return {}
 
 
+WEIGHTS_CHECKSUM_KEY = "weights_sha256"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A checkpoint whose weights differ from the checksums its model card recorded at training time."""
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_checksums(path: Path) -> dict[str, str]:
+    """sha256 of every safetensors file in the model folder, by file name (what the model card records)."""
+    return {p.name: file_sha256(p) for p in sorted(Path(path).glob("*.safetensors"))}
+
+
+def verify_weights(path: Path, card: dict) -> bool:
+    """Check the folder's weights against the card's checksums; raise ModelIntegrityError on any difference.
+
+    Returns False (nothing to check against) for a card without checksums, e.g. a model from elsewhere.
+    """
+    expected = card.get(WEIGHTS_CHECKSUM_KEY)
+    if not expected:
+        return False
+    for name, digest in expected.items():
+        file = Path(path) / name
+        if not file.is_file():
+            raise ModelIntegrityError(E011.format(path=path, file=name))
+        found = file_sha256(file)
+        if found != digest:
+            raise ModelIntegrityError(E010.format(file=name, path=path, expected=digest[:16] + "…",
+                                                  found=found[:16] + "…"))
+    return True
+
+
 class NerModel:
     """A local token-classification checkpoint ready for batched inference. Load once per task."""
 
@@ -114,8 +154,11 @@ class NerModel:
         path: Path | None = None,
         precision: str = "auto",
         fused_cpu: bool = True,
+        rules=None,
     ) -> None:
         self.model = model
+        # the rule layer after the model (pipeline.nlp.refine.RuleLayer), or None for the model's raw spans
+        self.rules = rules
         self.tokenizer = tokenizer
         self.name = name
         self.version = version
@@ -126,6 +169,10 @@ class NerModel:
         self.scheme = LabelScheme.from_id2label(model.config.id2label)
         self.oom = devices.OomGuard(token_budget)
         self.autocast_dtype = devices.autocast_dtype(device, precision)
+        self.precision = precision
+        if precision == "int8":
+            self.model = model = devices.quantize_linear_int8(model)
+            fused_cpu = False  # the fused kernels read fp32 weights
         # fp32 on CPU: the same logits from fused oneDNN kernels (None → the transformers forward)
         self.fused = fuse_token_classifier(model, device, self.autocast_dtype) if fused_cpu else None
         self.cls_id = int(tokenizer.cls_token_id)
@@ -146,8 +193,13 @@ class NerModel:
         stride: int = DEFAULT_STRIDE,
         precision: str = "auto",
         fused_cpu: bool = True,
+        rules: bool = True,
     ) -> NerModel:
-        """Load a local safetensors checkpoint (no hub, no remote code); name and version come from its card."""
+        """Load a local safetensors checkpoint (no hub, no remote code); name and version come from its card.
+
+        The weights are checked against the card's sha256 first (a changed file is refused). `rules`: run the rule
+        layer of pipeline/nlp/refine.py (schemas/nlp/ner_rules.json and vocab/) after the model.
+        """
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         path = Path(path)
@@ -155,13 +207,16 @@ class NerModel:
             raise FileNotFoundError(E001.format(path=path))
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(E002.format(path=path))
+        card = read_model_card(path)
+        # Before the weights are read: a changed checkpoint is refused, never half-trusted.
+        if not verify_weights(path, card):
+            log.warning("NER model %s: its card records no weights checksum, so its integrity is not checked", path)
         torch_device = resolve_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model = AutoModelForTokenClassification.from_pretrained(
             path, local_files_only=True, use_safetensors=True, trust_remote_code=False
         )
         model.eval().to(torch_device)
-        card = read_model_card(path)
         limits = [int(model.config.max_position_embeddings)]
         if 0 < int(getattr(tokenizer, "model_max_length", 0) or 0) < 1_000_000:
             limits.append(int(tokenizer.model_max_length))
@@ -179,6 +234,7 @@ class NerModel:
             path=path,
             precision=precision,
             fused_cpu=fused_cpu,
+            rules=_rule_layer() if rules else None,
         )
 
     # -- tokenisation and windows (runs in the prefetch thread) ------------------------------------------------
@@ -234,7 +290,7 @@ class NerModel:
             model_tokens=int(sum(b.tokens for b in batches)),
         )
         return _PreparedChunk(
-            notes, window_note, window_start, _cat(own_starts), _cat(own_ends), batches, sentence_chars, stats
+            notes, window_note, window_start, _cat(own_starts), _cat(own_ends), batches, sentence_chars, stats, texts
         )
 
     # -- model ----------------------------------------------------------------------------------------------------
@@ -266,6 +322,11 @@ class NerModel:
         ]
         for entities, sentence_chars in zip(found, chunk.sentence_chars, strict=True):
             entities.sentence_chars = sentence_chars
+        if self.rules is not None:
+            from pipeline.nlp.refine import refine_entities
+
+            found = [refine_entities(text, entities, self.rules) if text else entities
+                     for text, entities in zip(chunk.texts, found, strict=True)]
         return found
 
     def _decode(self, note: NoteTokens, label_ids: np.ndarray, probs: np.ndarray) -> NoteEntities:
@@ -305,6 +366,12 @@ class NerModel:
         return self._run_chunk(chunk)
 
 
+def _rule_layer():
+    from pipeline.nlp.refine import default_layer
+
+    return default_layer()
+
+
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
@@ -316,5 +383,9 @@ def _widest(config) -> int | None:
 
 
 def _config_digest(path: Path) -> str:
-    digest = hashlib.sha256((Path(path) / "config.json").read_bytes()).hexdigest()
+    """A version for a model without a card: config and weights, so a changed checkpoint gets a new version."""
+    digest = hashlib.sha256((Path(path) / "config.json").read_bytes())
+    for name, file_digest in weights_checksums(path).items():
+        digest.update(f"|{name}:{file_digest}".encode())
+    digest = digest.hexdigest()
     return f"sha256-{digest[:12]}"

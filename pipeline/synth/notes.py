@@ -293,16 +293,19 @@ class _Composition:
         self.title_variety = rng.random() < 0.35
 
     # --- slot filling -----------------------------------------------------------------------------
-    def _drug_text(self, key: str, with_dose: bool, capital: bool) -> tuple[str, str, str]:
+    def _drug_text(self, key: str, with_dose: bool, capital: bool) -> tuple[str, str, str, str]:
+        """(name, term id, concept, dose): the entity is the drug's name; its dose (" 40 mg") follows as plain text,
+        as schemas/nlp/annotation_guidelines.md draws TREATMENT spans."""
         surface, term_id, concept = self.c.term_for(f"drug.{key}", self.rng)
         if not concept.startswith("drug."):
-            return surface, term_id, concept
+            return surface, term_id, concept, ""
         if capital:
             surface = surface[:1].upper() + surface[1:]
+        dose = ""
         if with_dose:
             row = _data.drugs()[concept[5:]].row
-            surface = f"{surface} {row['dose_val_rx']} {row['dose_unit_rx']}"
-        return surface, term_id, concept
+            dose = f" {row['dose_val_rx']} {row['dose_unit_rx']}"
+        return surface, term_id, concept, dose
 
     def _drug_in_split(self, key: str) -> bool:
         return bool(self.c._terms.get(f"drug.{key}"))
@@ -366,12 +369,13 @@ class _Composition:
         for i in range(count):
             if i:
                 self.b.add(", " if i < count - 1 else rng.choice((", or ", " or ", ", ", " and ")))
+            dose = ""
             if slot.kind in ("drug", "drugname"):
                 key = self._pick_drug()
                 if key is None:
                     surface, term_id, concept = self.c.term_for("iv_fluids", rng, "therapy")
                 else:
-                    surface, term_id, concept = self._drug_text(key, slot.kind == "drug", rng.random() < 0.3)
+                    surface, term_id, concept, dose = self._drug_text(key, slot.kind == "drug", rng.random() < 0.3)
             else:
                 concept, fallback = self._concept_for(slot.kind, slot.group)
                 surface, term_id, concept = self.c.term_for(concept, rng, fallback, slot.group)
@@ -382,6 +386,8 @@ class _Composition:
                 k = rng.randrange(1, len(surface) - 2)  # a realistic transposition typo
                 surface = surface[:k] + surface[k + 1] + surface[k] + surface[k + 2 :]
             self.b.entity(surface, label, slot.flags, term_id, concept, template_id)
+            if dose:
+                self.b.add(dose.upper() if upper else dose)
 
     def _plain(self, kind: str) -> str:
         he, He, his, His, _, sx, mr = _HE[self.ctx.sex]
@@ -641,8 +647,9 @@ class _Composition:
             return
         for i, key in enumerate(keys):
             b.add(f"{i + 1}. ")
-            surface, term_id, concept = self._drug_text(key, with_dose=True, capital=True)
+            surface, term_id, concept, dose = self._drug_text(key, with_dose=True, capital=True)
             b.entity(surface, "TREATMENT", frozenset(), term_id, concept, STRUCTURAL_PREFIX + struct_id)
+            b.add(dose)
             b.add(f" {_data.drugs()[key].row['sig']}\n" if concept.startswith("drug.") else "\n")
         if rng.random() < 0.2:
             b.add("\n")

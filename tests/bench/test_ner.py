@@ -28,8 +28,10 @@ def test_ner_matmul_rate_is_the_fastest_library():
 def test_ner_writes_section_with_switches(tiny_model_dir, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\n## NER\nold numbers\n\n## Validation\nkept\n")
-    result = run_ner_benchmark(tiny_model_dir, n_notes=6, out_md=out, eval_notes=3, switches=("bf16",), passes=2,
-                               matmul_size=256)
+    from pipeline.config import REPO_ROOT
+
+    result = run_ner_benchmark(tiny_model_dir, n_notes=6, out_md=out, eval_notes=3, switches=("bf16", "int8"),
+                               passes=2, matmul_size=256, real_dir=REPO_ROOT / "tests" / "fixtures" / "ctakes-dev")
     text = out.read_text()
     assert "old numbers" not in text and "## Validation\nkept" in text
     assert "(a) naive" in text and "(c) our whole stage" in text and "bf16 autocast" in text
@@ -47,3 +49,6 @@ def test_ner_writes_section_with_switches(tiny_model_dir, tmp_path):
         assert "EHR_NER_FUSED_CPU=false" in text
     switch = result["switches"][0]
     assert switch["precision"] == "bf16" and "overlap_f1_change" in switch
+    int8 = result["switches"][1]
+    assert int8["precision"] == "int8" and "real_overlap_f1_change" in int8 and "speedup_vs_b" in int8
+    assert "int8 dynamic quantization of nn.Linear" in text and "Real-dev F1: 5 Anafora-annotated" in text

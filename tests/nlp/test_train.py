@@ -93,3 +93,18 @@ def test_train_ner_end_to_end_on_tiny_corpus(tmp_path):
     assert card["training"]["frozen_word_embeddings"] and card["training"]["precision"] in ("bfloat16", "float32")
     model = NerModel.load(tmp_path / "m", device="cpu")
     assert model.name == card["name"] and model.version == card["version"]
+
+
+@pytest.mark.slow
+def test_train_ner_fixed_steps_are_reproducible_and_never_cut_by_the_clock(tmp_path):
+    from pipeline.nlp.train import train_ner
+
+    cards = [train_ner(tmp_path / name, notes=tiny_corpus() * 4, steps=3, seed=7, batch_size=4, frozen_layers=1,
+                       max_seconds=0.001) for name in ("a", "b")]
+    for card in cards:
+        # a tiny time budget is recorded, never obeyed: all planned steps run
+        assert card["training"]["steps"] == card["training"]["planned_steps"] == 3
+        assert card["training"]["over_time_budget"] is True and card["training"]["frozen_layers"] == 1
+    assert cards[0]["weights_sha256"] == cards[1]["weights_sha256"]
+    other = train_ner(tmp_path / "c", notes=tiny_corpus() * 4, steps=3, seed=8, batch_size=4, frozen_layers=1)
+    assert other["weights_sha256"] != cards[0]["weights_sha256"]
