@@ -25,7 +25,8 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
     Used to seed the warehouse with history before the nightly runs (and for risk-model training).
     Validation runs once over the whole range; volume checks are skipped (no per-day baseline).
     """
-    from pipeline.validate import ValidationConfig, validate_batch
+    from pipeline.tasks.phi import validation_config as phi_validation_config
+    from pipeline.validate import validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -35,7 +36,7 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
         known, known_subjects = known_context(settings, result.tables, result.open_admissions)
         outcome = validate_batch(
             result.tables, ds=end, run_id=run_id, pre_quarantine=result.rejects, known_admissions=known,
-            known_subject_ids=known_subjects, trailing_volumes={}, config=ValidationConfig.from_settings(settings),
+            known_subject_ids=known_subjects, trailing_volumes={}, config=phi_validation_config(settings),
             data_docs_dir=None, ds_range_start=start,
         )
         check_conservation(result.tables, result.rejects, outcome)

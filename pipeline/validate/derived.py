@@ -15,7 +15,7 @@ rule is an ordinary expectation on it (``expect_column_values_to_not_be_null`` =
 ``_valuenum_finite``       is_finite(valuenum); null when valuenum is null
 ``_text_chars``            characters of note text
 ``_text_nonblank_chars``   characters of note text after trimming whitespace
-``_phi_entities``          PHI entity types found in the note (comma-joined) or null
+``_phi_entities``          PHI evidence: types, counts, offsets, scores (no text), or null
 =========================  ===================================================================
 """
 
@@ -140,7 +140,7 @@ def phi_entities(table: pa.Table, ctx: DerivationContext) -> pa.Array:
     texts = table["text"].combine_chunks() if isinstance(table["text"], pa.ChunkedArray) else table["text"]
     # Over-long notes are quarantined anyway (note_too_long); scanning them would only cost time.
     too_long = pc.fill_null(pc.greater(pc.utf8_length(texts), ctx.config.note_max_chars), False)
-    return load_phi_scanner(ctx.config.suites_dir).scan(texts, skip=too_long)
+    return load_phi_scanner(ctx.config.suites_dir).scan(texts, skip=too_long, tagger=ctx.config.phi_tagger)
 
 
 BUILDERS: dict[str, Builder] = {
