@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from pipeline.nlp.phi import DEFAULT_STEPS, DEFAULT_THRESHOLD, PhiTagger, load_phi_tagger, train_phi
 from pipeline.synth.phi import PHI_TYPES, deidentified_sentences, phi_held_out_notes, phi_training_notes
 from pipeline.validate.config import DEFAULT_SUITES_DIR
@@ -73,8 +75,6 @@ def evaluate_phi(
     scanner = _scanner()
     tagger = load_phi_tagger(model, threshold=threshold) if isinstance(model, Path) else model
     notes = phi_held_out_notes(n_notes)
-    import pyarrow as pa
-
     started = time.perf_counter()
     found = scanner.findings(pa.array([n.text for n in notes], pa.string()), tagger=tagger)
     seconds = time.perf_counter() - started
@@ -152,13 +152,15 @@ def _goals(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def phi_cost(phi_model: Path, ner_model: Path | None, *, n_notes: int = 200, seed: int = 7) -> dict[str, Any]:
-    """Seconds per note of the whole PHI gate (blanking, rules, tagger) vs the NER model's predict, same notes.
+    """Milliseconds per note of the whole PHI gate (blanking, rules, tagger) vs the NER stage's work on the same
+    notes (the NER model's predict plus ConText assertion; the model alone is reported too).
 
     Without a trained NER checkpoint the base MiniLM-L6 encoder with an untrained head stands in: the NER
     forward costs the same whatever its weights.
     """
-    import pyarrow as pa
+    import torch
 
+    from pipeline.nlp.assertion import AssertionAnnotator
     from pipeline.nlp.ner import NerModel
     from pipeline.nlp.train import base_model_dir
     from pipeline.synth.notes import varied_length_texts
@@ -178,14 +180,23 @@ def phi_cost(phi_model: Path, ner_model: Path | None, *, n_notes: int = 200, see
     scanner.findings(array, tagger=tagger)
     gate = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ner.predict(texts)
+    found = ner.predict(texts)
     ner_seconds = time.perf_counter() - t0
+    annotator = AssertionAnnotator.create()
+    t0 = time.perf_counter()
+    for text, entities in zip(texts, found, strict=True):
+        annotator.annotate(text, entities.starts, entities.ends, entities.labels, entities.sentence_chars)
+    assertion_seconds = time.perf_counter() - t0
+    stage = ner_seconds + assertion_seconds
     return {
         "notes": n_notes, "mean_chars": round(sum(map(len, texts)) / n_notes),
         "ner_model": str(ner_path) if ner_model is not None and ner_model.exists() else "base MiniLM-L6 (6 layers)",
-        "ner_ms_per_note": round(1000 * ner_seconds / n_notes, 2),
+        "ner_model_ms_per_note": round(1000 * ner_seconds / n_notes, 2),
+        "ner_stage_ms_per_note": round(1000 * stage / n_notes, 2),
         "gate_ms_per_note": round(1000 * gate / n_notes, 2),
         "gate_rules_only_ms_per_note": round(1000 * rules / n_notes, 2),
-        "gate_over_ner": round(gate / ner_seconds, 3),
-        "goal": "<= 0.5",
+        "gate_over_ner_stage": round(gate / stage, 3),
+        "gate_over_ner_model": round(gate / ner_seconds, 3),
+        "goal": "gate_over_ner_stage <= 0.5",
+        "threads": torch.get_num_threads(),
     }
