@@ -343,6 +343,26 @@ Per {clinician} NP, hold metoprolol for SBP<100.
 Will f/u in {hosp_abbr} clinic {date}.
 Born {date}, retired teacher.
 Her PCP is Dr. {clinician} in {city}.
+PCP: {clinician}, MD
+Contact: {relative} ({rel}) {phone}
+{relative} ({rel}) called at 1900, given update.
+Sister-in-law {relative} visiting from {city}.
+MR. {PATIENT} IS A 72 YO MALE ADMITTED FOR SOB.
+Pt's {rel}, {relative}, requests call back at {phone}.
+Report called to {clinician} RN at {hospital}.
+Discharged to {hospital} in {city}.
+Pt states she was born in {city} and moved here in {yearq}.
+Dx with breast ca in {yearq}, s/p XRT.
+Hx of MI {date}; stent at {hosp_abbr}.
+Chart from {hosp_abbr} reviewed, TTE {date} EF 40%.
+Dr. {CLINICIAN} NOTIFIED OF LABS.
+Fellow {clinician} placed A-line without complication.
+Pt called {relative} on the phone, upset.
+Outpatient cardiologist: Dr. {clinician} ({phone}).
+Procedure scheduled {date} with {clinician}.
+Pt DOB {date}.
+Admit date {date}, LOS 4 days.
+Pager 2-{pager} for the night float.
 """
 
 _TEST_TEMPLATES = """
@@ -419,6 +439,34 @@ Troponin 0.03 -> 0.05 -> 0.04, CK 120.
 NGT to LIWS, 300 cc bilious output.
 Albuterol/atrovent nebs q4h and prn.
 2 RBC transfused for Hct 21.
+Pt admitted to MICU from ED for hypotension.
+Transferred to CCU overnight, MD aware.
+Wife at bedside, updated by RN and team.
+Daughter called for update, questions answered.
+Family in to visit this afternoon, supportive.
+Seen by PT, OT following; ambulating with assist.
+Renal and ID consults following; appreciate recs.
+Dr. on call notified of HR 130s, EKG done.
+Team aware of low UOP, bolus 500 cc NS given.
+HCP is son; code status discussed, remains DNR/DNI.
+Plan: f/u in GI clinic 2-3 weeks, PCP in 1 week.
+SW consulted re: dispo to rehab vs home with VNA.
+NEURO: PERRL 3mm brisk, MAE, follows commands.
+CV: NSR 80s, no ectopy, SBP 100-120s.
+RESP: LS coarse bilat, sx for thick tan sputum.
+GI/GU: abd soft, +BS, foley draining clear yellow urine.
+ID: Tmax 100.4, vanco/zosyn, BCx 2/2 pending.
+Access: R IJ TLC, L PIV 20g.
+Social: lives with wife, retired, no etoh.
+On 4L NC sats 94-96%, weaned to 2L.
+Given 2 mg morphine IV x2 with relief, pain 3/10.
+Ordered for CT head w/o contrast, results pending.
+Heme: Hct 27.2, stable, no s/s bleeding.
+Endo: RISS, FS 120-180s.
+Skin intact except for sacral decub stage II.
+MD paged x2, no response; charge RN aware.
+Pt states "I want to go home", emotional support given.
+Labs sent at 0400, K 3.8, Mg 1.9, repleted per sliding scale.
 """
 
 
@@ -448,6 +496,7 @@ class PhiNoteGenerator:
         self.templates = _templates(split)
         self.placeholder_share = placeholder_share
         self.filler = _filler_lines(split)
+        self.clinical = _clinical_lines(split)
 
     def _fill(self, slot: str) -> tuple[str, str, str] | None:
         """(value, label, kind) for a slot, or None for a relation word."""
@@ -541,7 +590,7 @@ class PhiNoteGenerator:
                 for start, end, label, kind in spans:
                     entities.append(PhiSpan(offset + start, offset + end, label, kind, text[start:end]))
             else:
-                text = rng.choice(self.filler)
+                text = rng.choice(self.clinical if rng.random() < 0.35 else self.filler)
             sep = rng.choice(("\n", "\n", " ", "  ", "\n\n"))
             pieces.append(text + sep)
             offset += len(text) + len(sep)
@@ -556,11 +605,18 @@ class PhiNoteGenerator:
 def _filler_lines(split: str) -> tuple[str, ...]:
     from pipeline.synth.notes import NoteComposer
 
-    lines = [line.strip() for line in _CLINICAL_LINES.strip().splitlines()]
     seed = 31 if split == "train" else 32
+    lines = []
     for note in NoteComposer(seed=seed, split=split).corpus(40):
         lines += [line.strip() for line in note.text.splitlines() if len(line.strip()) > 3]
     return tuple(lines)
+
+
+@cache
+def _clinical_lines(split: str) -> tuple[str, ...]:
+    """Nursing-note lines with identifier look-alikes; the held-out split's are not training's."""
+    clinical = [line.strip() for line in _CLINICAL_LINES.strip().splitlines()]
+    return tuple(clinical[split == "test" :: 2])
 
 
 def phi_training_notes(n_notes: int, seed: int = TRAIN_SEED) -> list[PhiNote]:
@@ -580,7 +636,7 @@ def deidentified_sentences(n: int, seed: int = EVAL_SEED) -> list[str]:
     out = []
     for i in range(n):
         if i % 3 == 2:
-            out.append(gen.rng.choice(gen.filler))
+            out.append(gen.rng.choice(gen.clinical if i % 2 else gen.filler))
         else:
             out.append(gen.sentence(gen.rng.choice(gen.templates)[1], deidentified=True)[0])
     return out
