@@ -373,6 +373,7 @@ def eval_phi(
     threshold: Annotated[float | None, typer.Option(help="Tagger threshold (default EHR_PHI_THRESHOLD).")] = None,
     rules_only: Annotated[bool, typer.Option("--rules-only", help="The deterministic recognizers alone.")] = False,
     cost: Annotated[bool, typer.Option("--cost", help="Also time the gate against the NER model per note.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write the '## PHI gate' section of this BENCHMARKS.md.")] = None,
 ) -> None:
     """PHI gate recall per type (note- and span-level) on held-out generated notes; false positives on
     de-identified text."""
@@ -387,6 +388,13 @@ def eval_phi(
                           threshold=threshold if threshold is not None else settings.phi_threshold)
     if cost and not rules_only:
         result["cost"] = phi_cost(path, settings.ner_model_dir)
+    if out is not None:
+        from pipeline.bench.phi import render_section
+        from pipeline.bench.sections import replace_section
+
+        rules = None if rules_only else evaluate_phi(None, n_notes=notes, n_deidentified=deidentified)
+        command = f"ehr-pipeline eval-phi --notes {notes} --deidentified {deidentified}" + (" --cost" if cost else "")
+        replace_section(out, render_section(result, rules, command=command + f" --out {out.name}"))
     if as_json:
         print(json.dumps(result, default=str))
         return

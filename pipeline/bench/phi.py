@@ -200,3 +200,59 @@ def phi_cost(phi_model: Path, ner_model: Path | None, *, n_notes: int = 200, see
         "goal": "gate_over_ner_stage <= 0.5",
         "threads": torch.get_num_threads(),
     }
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def render_section(result: dict[str, Any], rules_only: dict[str, Any] | None = None, command: str = "") -> str:
+    """The "## PHI gate" section of BENCHMARKS.md from an ``evaluate_phi`` result (with ``cost``)."""
+    held = result["held_out"]
+    model = result.get("model") or {}
+    lines = [
+        "## PHI gate",
+        "",
+        f"Reproduce: `{command or 'ehr-pipeline eval-phi --json --cost'}` (calls `pipeline.bench.phi.evaluate_phi` "
+        "and `phi_cost`). Held-out generated notes: the \"test\" split of `pipeline/synth/phi.py`, whose sentence "
+        "templates and surrogate values (names, cities, hospitals) training never sees; "
+        f"{held['notes']} notes, {held['notes_with_phi']} with identifiers, {held['identifiers']} identifiers. "
+        f"Model {model.get('name')} {model.get('version')}, threshold {result.get('threshold')} "
+        "(the default, `EHR_PHI_THRESHOLD`). The gate runs as validation runs it: placeholders blanked, tagger, "
+        "deterministic recognizers.",
+        "",
+        "Note-level recall: share of notes holding an identifier of the type in which the gate found one of "
+        "them (a finding of any type overlapping it). Span-level: share of identifiers found; typed: found by "
+        "the tagger with the right type.",
+        "",
+        "| type | notes | note recall | rules alone | span recall | typed | goal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    goals = {k: v["goal"] for k, v in result["goals"].items()}
+    for group, m in result["per_type"].items():
+        base = rules_only["per_type"][group]["note_recall"] if rules_only else None
+        lines.append(f"| {group} | {m['notes']} | {_fmt(m['note_recall'])} | {_fmt(base)} | "
+                     f"{_fmt(m['span_recall'])} | {_fmt(m['span_recall_typed'])} | {goals.get(group, '')} |")
+    fp = result["false_positives"]
+    lines += [
+        "",
+        f"False positives: {fp['deidentified_flagged']} of {fp['deidentified_texts']} placeholder-only texts "
+        f"flagged ({fp['deidentified_rate']:.2%}; goal ≤ 1%), finding types {fp['finding_types'] or '{}'}; "
+        f"{fp['clean_notes_flagged']} of {fp['clean_notes']} held-out notes without identifiers flagged.",
+    ]
+    if "cost" in result:
+        c = result["cost"]
+        lines += [
+            "",
+            f"Cost ({c['notes']} generated discharge-like notes, mean {c['mean_chars']} chars, CPU, "
+            f"{c['threads']} torch threads, one run on a shared 2-core machine): the whole gate "
+            f"{c['gate_ms_per_note']} ms/note (rules alone {c['gate_rules_only_ms_per_note']}), the NER stage's "
+            f"model + assertion {c['ner_stage_ms_per_note']} ms/note (model alone {c['ner_model_ms_per_note']}, "
+            f"{c['ner_model']}): gate / NER stage = **{c['gate_over_ner_stage']}** (goal ≤ 0.5), "
+            f"gate / NER model = {c['gate_over_ner_model']}. A second head on the NER encoder would save the "
+            "tagger's 2 layers but tie the gate to the NER checkpoint and run it before validation on every note.",
+        ]
+    met = [k for k, v in result["goals"].items() if v["met"]]
+    missed = [k for k, v in result["goals"].items() if not v["met"]]
+    lines += ["", f"Goals met: {', '.join(met) or 'none'}; missed: {', '.join(missed) or 'none'}.", ""]
+    return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.bench.phi import evaluate_phi
+from pipeline.bench.phi import evaluate_phi, render_section
 from pipeline.synth.phi import phi_held_out_notes
 from pipeline.validate.config import DEFAULT_SUITES_DIR
 from pipeline.validate.phi import load_phi_scanner
@@ -40,3 +40,6 @@ def test_eval_phi_oracle_and_silent_tagger():
     rules = evaluate_phi(None, n_notes=60, n_deidentified=30)
     assert silent["per_type"] == rules["per_type"] and rules["model"] is None
     assert rules["per_type"]["NAME"]["note_recall"] == 0.0 and not rules["goals"]["NAME"]["met"]
+    section = render_section(perfect, rules, command="ehr-pipeline eval-phi --notes 60")
+    assert section.startswith("## PHI gate\n") and "| NAME | " in section and "ehr-pipeline eval-phi --notes 60" in section
+    assert "missed: none" in section
