@@ -363,6 +363,33 @@ Procedure scheduled {date} with {clinician}.
 Pt DOB {date}.
 Admit date {date}, LOS 4 days.
 Pager 2-{pager} for the night float.
+{patient} ate 50% of breakfast, denies nausea.
+{patient} remains NPO for procedure.
+{PATIENT} RESTING IN BED WITH EYES CLOSED.
+{relative} (pt's {rel}) at bedside all shift.
+{relative}, pt's {rel}, is very involved in care.
+Mr {patient} was seen on rounds.
+Ms {patient} c/o pain 6/10, medicated.
+Dr {clinician} at bedside for procedure.
+Consulted {clinician} (ortho) for the fracture.
+Signed out to {clinician}, night float.
+Pt identified as {patient} with two identifiers.
+Pt brought in by {rel} from {hospital}.
+EMS from {hosp_abbr} reports pt found down.
+Sent over from {hosp_abbr} ED for higher level of care.
+Pt was at {hospital} for 2 weeks before transfer.
+Family lives in {city} and {city2}.
+Returned from {city} on {date}.
+Last visit {date}; next due {date2}.
+Echo from {date}: EF 55%.
+Started coumadin {date}, INR today 2.3.
+Call back number {phone}
+Reachable via beeper {pager}.
+{clinician}, RN, aware of the plan.
+Admitted to {unit} from the ED; transferred to {unit2} on hospital day 2.
+Seen by {unit} team, recs appreciated.
+F/u in {unit} clinic in 2 weeks.
+Transferred to {unit} for closer monitoring.
 """
 
 _TEST_TEMPLATES = """
@@ -467,6 +494,13 @@ Skin intact except for sacral decub stage II.
 MD paged x2, no response; charge RN aware.
 Pt states "I want to go home", emotional support given.
 Labs sent at 0400, K 3.8, Mg 1.9, repleted per sliding scale.
+ABG 7.28/52/68 on AC 450 x 16.
+VBG 7.31/49, lactate 2.1.
+Repeat ABG 7.41/38/95, weaned FiO2 to 35%.
+BP 98/54 (MAP 68), HR 102.
+UOP 30-40 cc/hr, I/O -500.
+Lives in a two-family home last year, now in an apartment.
+Moved in with her son last year.
 """
 
 
@@ -482,6 +516,13 @@ _RELATIONS = {
              "partner", "dtr", "father"),
 }
 _SLOT = re.compile(r"\{(\w+)\}")
+# Hospital units and services: the words that stand where a hospital or clinician would, and are not identifiers.
+_UNITS = {
+    "train": ("MICU", "SICU", "CCU", "CVICU", "ED", "ER", "OR", "PACU", "GI", "ID", "Renal", "Cards", "Neuro",
+              "PT", "OT", "SW", "NSICU", "TSICU", "Heme/Onc", "Ortho", "Rehab", "Step-down", "Medicine", "ICU"),
+    "test": ("MICU", "CCU", "ED", "GI", "ID", "PT", "Surgery", "Pulm", "CSRU", "Endo", "Derm", "Psych", "Onc",
+             "ICU", "Floor", "Urology", "ENT"),
+}
 
 
 class PhiNoteGenerator:
@@ -552,12 +593,15 @@ class PhiNoteGenerator:
             length += match.start() - pos
             pos = match.end()
             slot = match.group(1)
-            if slot.rstrip("0123456789") == "rel":
-                value = self.rng.choice(_RELATIONS[self.split])
+            if slot.rstrip("0123456789").lower() in ("rel", "unit"):
+                pool = _RELATIONS if slot.lower().startswith("rel") else _UNITS
+                value = self.rng.choice(pool[self.split])
+                value = value.upper() if slot.isupper() else value
                 out.append(value)
                 length += len(value)
                 continue
             value, label, kind = self._fill(slot)
+            value = value.upper() if slot.isupper() else value
             if deidentified or self.rng.random() < self.placeholder_share:
                 if kind == "date_year" and template[match.start() - 1 : match.start()] == "'":
                     value = "XX"
@@ -572,6 +616,17 @@ class PhiNoteGenerator:
         out.append(template[pos:])
         return "".join(out), spans
 
+    def _augment(self, template: str) -> str:
+        """Spelling variants clinicians use: titles with or without a period, lower-case titles, all caps."""
+        rng = self.rng
+        if rng.random() < 0.3:
+            template = re.sub(r"\b(Mr|Mrs|Ms|Dr)\. ", lambda m: m.group(1) + " ", template)
+        if rng.random() < 0.1:
+            template = re.sub(r"\b(Mr|Mrs|Ms|Dr)\b", lambda m: m.group(1).lower(), template)
+        if rng.random() < 0.1:
+            template = _SLOT.sub(lambda m: "{" + m.group(1).upper() + "}", template.upper())
+        return template
+
     def note(self) -> PhiNote:
         rng = self.rng
         pieces: list[str] = []
@@ -585,7 +640,7 @@ class PhiNoteGenerator:
         for slot in slots:
             if slot == "planted":
                 template_id, template = rng.choice(self.templates)
-                text, spans = self.sentence(template)
+                text, spans = self.sentence(self._augment(template))
                 template_ids.append(template_id)
                 for start, end, label, kind in spans:
                     entities.append(PhiSpan(offset + start, offset + end, label, kind, text[start:end]))

@@ -61,6 +61,7 @@ class PhiScanner:
         self.placeholder_re = re.compile("|".join(f"(?:{p})" for p in rules.get("placeholders", []))) \
             if rules.get("placeholders") else None
         self.shifted_years = re.compile(rules["shifted_years"]) if rules.get("shifted_years") else None
+        self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
         self.recognizers = _build_recognizers(rules)
 
     def blank(self, text: str) -> str:
@@ -111,6 +112,8 @@ class PhiScanner:
             for start, end, entity, score in tagged[row]:
                 if entity == "DATE" and self.shifted_years is not None and self.shifted_years.search(text[start:end]):
                     continue  # a MIMIC shifted date: a date of the record, not an identifier
+                if entity in ("NAME", "LOCATION") and text[start:end].strip(" .,;:").lower() in self.not_identifiers:
+                    continue  # a hospital unit, service or role (MICU, GI, PT ...)
                 found.append(PhiFinding(start, end, entity, score, "tagger"))
             out.append(sorted(found, key=lambda f: (f.start, f.end, f.entity)))
         return out

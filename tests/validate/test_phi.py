@@ -21,6 +21,7 @@ PLANTED = {
     "address": ("Lives alone at 42 Beacon Street in a walk-up.", "STREET_ADDRESS"),
     "date-us": ("Previous admission 03/14/2019 for CHF.", "DATE_REAL_YEAR"),
     "date-iso": ("Echo done 2019-03-14, EF 35%.", "DATE_REAL_YEAR"),
+    "age-over-89": ("Pt is a 92 yo woman from home.", "AGE_OVER_89"),
 }
 CLINICAL = [
     CLEAN_NOTE,
@@ -28,6 +29,7 @@ CLINICAL = [
     "Metoprolol 25 mg PO BID. Cr 1.2 -> 0.9. K 4.1 Na 140. BP 120/80 HR 72 RR 16 SpO2 98% RA at 06:10AM.",
     "___ 06:10AM BLOOD WBC-7.2 RBC-3.45 Hgb-10.2 Hct-31.0 MCV-90 Plt-250 Glucose-105 UreaN-25 Creat-1.2",
     "Admitted 2151-03-05 and discharged 3/14/2151; follow up in 1-2 weeks, INR goal 2-3, I/O 1200/800.",
+    "Pt is a 67 yo man, 89 y/o mother at home; insulin 90 units; BP 95/60.",
     "Specimen 123456789 sent. Heparin 5000 units SC TID. Weight 70.5 kg. EF 55%. Room 4 West.",
 ]
 
@@ -155,3 +157,14 @@ def test_phi_tagger_error_fails_the_gate(clean_rows):
     config = ValidationConfig(on_batch_failure="warn", min_rows_for_share_check=10_000, phi_tagger=FakeTagger(True))
     with pytest.raises(RuntimeError, match="model broke"):
         run(clean_rows, config=config)
+
+
+def test_phi_units_and_services_are_not_identifiers():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = "Admitted to MICU, seen by GI and Dr. Quist."
+    spans = [(text.index(w), text.index(w) + len(w), "LOCATION" if w != "Quist" else "NAME", 0.9)
+             for w in ("MICU", "GI", "Quist")]
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).scan(pa.array([text]), tagger=lambda texts: [spans]).to_pylist()
+    assert found == [f"NAME x1 [{text.index('Quist')}-{text.index('Quist') + 5} 0.90]"]
