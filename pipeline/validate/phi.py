@@ -62,6 +62,7 @@ class PhiScanner:
             if rules.get("placeholders") else None
         self.shifted_years = re.compile(rules["shifted_years"]) if rules.get("shifted_years") else None
         self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
+        self.date_must_match = re.compile(rules["date_must_match"]) if rules.get("date_must_match") else None
         self.recognizers = _build_recognizers(rules)
 
     def blank(self, text: str) -> str:
@@ -112,8 +113,13 @@ class PhiScanner:
             for start, end, entity, score in tagged[row]:
                 if entity == "DATE" and self.shifted_years is not None and self.shifted_years.search(text[start:end]):
                     continue  # a MIMIC shifted date: a date of the record, not an identifier
-                if entity in ("NAME", "LOCATION") and text[start:end].strip(" .,;:").lower() in self.not_identifiers:
+                value = text[start:end]
+                if not any(ch.isalnum() for ch in value):
+                    continue  # punctuation alone identifies nothing
+                if entity in ("NAME", "LOCATION") and value.strip(" .,;:").lower() in self.not_identifiers:
                     continue  # a hospital unit, service or role (MICU, GI, PT ...)
+                if entity == "DATE" and self.date_must_match is not None and not self.date_must_match.search(value):
+                    continue  # "last year", "today": no day, month or year written
                 found.append(PhiFinding(start, end, entity, score, "tagger"))
             out.append(sorted(found, key=lambda f: (f.start, f.end, f.entity)))
         return out

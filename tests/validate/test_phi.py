@@ -159,12 +159,14 @@ def test_phi_tagger_error_fails_the_gate(clean_rows):
         run(clean_rows, config=config)
 
 
-def test_phi_units_and_services_are_not_identifiers():
+def test_phi_units_services_and_dates_without_a_date_are_not_identifiers():
     from pipeline.validate.config import DEFAULT_SUITES_DIR
     from pipeline.validate.phi import load_phi_scanner
 
-    text = "Admitted to MICU, seen by GI and Dr. Quist."
-    spans = [(text.index(w), text.index(w) + len(w), "LOCATION" if w != "Quist" else "NAME", 0.9)
-             for w in ("MICU", "GI", "Quist")]
+    text = "Admitted to MICU last year, seen by GI and Dr. Quist / 3/14."
+    kinds = {"MICU": "LOCATION", "GI": "LOCATION", "Quist": "NAME", "last year": "DATE", "/ ": "DATE"}
+    spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in kinds.items()]
+    spans.append((text.index("3/14"), text.index("3/14") + 4, "DATE", 0.8))
     found = load_phi_scanner(DEFAULT_SUITES_DIR).scan(pa.array([text]), tagger=lambda texts: [spans]).to_pylist()
-    assert found == [f"NAME x1 [{text.index('Quist')}-{text.index('Quist') + 5} 0.90]"]
+    at, date_at = text.index("Quist"), text.index("3/14")
+    assert found == [f"DATE x1 [{date_at}-{date_at + 4} 0.80]; NAME x1 [{at}-{at + 5} 0.90]"]
