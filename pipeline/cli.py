@@ -415,7 +415,7 @@ def eval_phi(
     if "cost" in result:
         c = result["cost"]
         console.print(f"cost: gate {c['gate_ms_per_note']} ms/note vs NER stage {c['ner_stage_ms_per_note']} ms/note "
-                      f"(ratio {c['gate_over_ner_stage']}; NER model alone {c['ner_model_ms_per_note']} ms/note)")
+                      f"(NER model alone {c['ner_model_ms_per_note']} ms/note); gate / {c['compared_with']} = {c['gate_over_ner']}")
 
 
 @app.command("scan-phi")

@@ -9,6 +9,7 @@ saw) and on placeholder-only text, and ``phi_cost`` times it against the NER mod
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -162,44 +163,69 @@ def phi_cost(phi_model: Path, ner_model: Path | None, *, n_notes: int = 200, see
 
     from pipeline.nlp.assertion import AssertionAnnotator
     from pipeline.nlp.ner import NerModel
-    from pipeline.nlp.train import base_model_dir
     from pipeline.synth.notes import varied_length_texts
 
     texts = varied_length_texts(n_notes, seed=seed)
     scanner = _scanner()
     tagger = load_phi_tagger(phi_model)
-    ner_path = ner_model if ner_model is not None and ner_model.exists() else base_model_dir()
-    ner = NerModel.load(ner_path, device="cpu")
-    array = pa.array(texts, pa.string())
-    tagger.predict(texts[:4])
-    ner.predict(texts[:4])  # warm-up both
-    t0 = time.perf_counter()
-    scanner.findings(array)
-    rules = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scanner.findings(array, tagger=tagger)
-    gate = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    found = ner.predict(texts)
-    ner_seconds = time.perf_counter() - t0
-    annotator = AssertionAnnotator.create()
-    t0 = time.perf_counter()
-    for text, entities in zip(texts, found, strict=True):
-        annotator.annotate(text, entities.starts, entities.ends, entities.labels, entities.sentence_chars)
-    assertion_seconds = time.perf_counter() - t0
-    stage = ner_seconds + assertion_seconds
-    return {
-        "notes": n_notes, "mean_chars": round(sum(map(len, texts)) / n_notes),
-        "ner_model": str(ner_path) if ner_model is not None and ner_model.exists() else "base MiniLM-L6 (6 layers)",
-        "ner_model_ms_per_note": round(1000 * ner_seconds / n_notes, 2),
-        "ner_stage_ms_per_note": round(1000 * stage / n_notes, 2),
-        "gate_ms_per_note": round(1000 * gate / n_notes, 2),
-        "gate_rules_only_ms_per_note": round(1000 * rules / n_notes, 2),
-        "gate_over_ner_stage": round(gate / stage, 3),
-        "gate_over_ner_model": round(gate / ner_seconds, 3),
-        "goal": "gate_over_ner_stage <= 0.5",
-        "threads": torch.get_num_threads(),
-    }
+    ner_path = ner_model if ner_model is not None and (ner_model / "config.json").is_file() else None
+    with tempfile.TemporaryDirectory() as scratch:
+        ner = NerModel.load(ner_path or _stand_in_ner(Path(scratch)), device="cpu")
+        array = pa.array(texts, pa.string())
+        tagger.predict(texts[:4])
+        ner.predict(texts[:4])  # warm-up both
+        t0 = time.perf_counter()
+        scanner.findings(array)
+        rules = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scanner.findings(array, tagger=tagger)
+        gate = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        found = ner.predict(texts)
+        ner_seconds = time.perf_counter() - t0
+        annotator = AssertionAnnotator.create()
+        t0 = time.perf_counter()
+        for text, entities in zip(texts, found, strict=True):
+            annotator.annotate(text, entities.starts, entities.ends, entities.labels, entities.sentence_chars)
+        assertion_seconds = time.perf_counter() - t0
+        stage = ner_seconds + assertion_seconds
+        return {
+            "notes": n_notes, "mean_chars": round(sum(map(len, texts)) / n_notes),
+            "ner_model": str(ner_path) if ner_path else "stand-in: MiniLM-L6 (6 layers), untrained head",
+            "ner_model_ms_per_note": round(1000 * ner_seconds / n_notes, 2),
+            "ner_stage_ms_per_note": round(1000 * stage / n_notes, 2),
+            "gate_ms_per_note": round(1000 * gate / n_notes, 2),
+            "gate_rules_only_ms_per_note": round(1000 * rules / n_notes, 2),
+            "gate_over_ner_stage": round(gate / stage, 3),
+            "gate_over_ner_model": round(gate / ner_seconds, 3),
+            # with a stand-in's random head the assertion step sees random entities: judge against the model alone
+            "gate_over_ner": round(gate / (stage if ner_path else ner_seconds), 3),
+            "compared_with": "NER stage (model + assertion)" if ner_path else "NER model alone (stand-in)",
+            "goal": "gate_over_ner <= 0.5",
+            "threads": torch.get_num_threads(),
+        }
+
+
+def _stand_in_ner(out: Path) -> Path:
+    """The packaged MiniLM-L6 with an untrained PROBLEM/TREATMENT/TEST head: the NER forward's cost, any weights."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.nlp.labels import bio_labels
+    from pipeline.nlp.train import base_model_dir
+
+    labels = bio_labels()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            base_model_dir(), local_files_only=True, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)})
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_model_dir(), local_files_only=True).save_pretrained(out)
+    return out
 
 
 def _fmt(value: float | None) -> str:
@@ -248,8 +274,8 @@ def render_section(result: dict[str, Any], rules_only: dict[str, Any] | None = N
             f"{c['threads']} torch threads, one run on a shared 2-core machine): the whole gate "
             f"{c['gate_ms_per_note']} ms/note (rules alone {c['gate_rules_only_ms_per_note']}), the NER stage's "
             f"model + assertion {c['ner_stage_ms_per_note']} ms/note (model alone {c['ner_model_ms_per_note']}, "
-            f"{c['ner_model']}): gate / NER stage = **{c['gate_over_ner_stage']}** (goal ≤ 0.5), "
-            f"gate / NER model = {c['gate_over_ner_model']}. A second head on the NER encoder would save the "
+            f"{c['ner_model']}): gate / {c['compared_with']} = **{c['gate_over_ner']}** (goal ≤ 0.5); "
+            f"gate / NER stage {c['gate_over_ner_stage']}, gate / NER model {c['gate_over_ner_model']}. A second head on the NER encoder would save the "
             "tagger's 2 layers but tie the gate to the NER checkpoint and run it before validation on every note.",
         ]
     met = [k for k, v in result["goals"].items() if v["met"]]
