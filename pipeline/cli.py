@@ -349,6 +349,8 @@ def train_phi(
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_PHI_MODEL_PATH or <workdir>/models/phi).")] = None,
     notes: Annotated[int, typer.Option(min=1, help="Generated training notes (the train split).")] = 3000,
     steps: Annotated[int, typer.Option(min=1, help="Training steps (batches of 16 windows).")] = 900,
+    init: Annotated[Path | None, typer.Option(help="Continue from this PHI checkpoint instead of MiniLM-L6.")] = None,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 3e-4,
 ) -> None:
     """Train the PHI tagger on generated notes with planted surrogate identifiers."""
     from pipeline.bench.phi import train_phi_model
@@ -357,7 +359,7 @@ def train_phi(
     target = out or settings.phi_model_dir
     with _progress() as progress:
         bar = progress.add_task("training the PHI tagger", total=steps)
-        card = train_phi_model(target, n_notes=notes, steps=steps,
+        card = train_phi_model(target, n_notes=notes, steps=steps, init=init, learning_rate=learning_rate,
                                progress=lambda done, total, *_: progress.update(bar, completed=done, total=total))
     console.print(f"saved {target}")
     console.print_json(json.dumps(card, default=str))

@@ -40,13 +40,16 @@ def _scanner() -> PhiScanner:
 
 
 def train_phi_model(out_dir: Path, *, n_notes: int = DEFAULT_TRAIN_NOTES, steps: int = DEFAULT_STEPS,
-                    seed: int | None = None, progress=None) -> dict[str, Any]:
-    """Generate `n_notes` training notes, blank their placeholders and train the tagger into `out_dir`."""
+                    seed: int | None = None, init: Path | None = None, learning_rate: float = 3e-4,
+                    progress=None) -> dict[str, Any]:
+    """Generate `n_notes` training notes, blank their placeholders and train the tagger into `out_dir` (from
+    MiniLM-L6, or continuing from the PHI checkpoint `init`)."""
     scanner = _scanner()
     notes = phi_training_notes(n_notes) if seed is None else phi_training_notes(n_notes, seed=seed)
     blanked = [dataclasses.replace(note, text=scanner.blank(note.text)) for note in notes]
-    return train_phi(Path(out_dir), blanked, steps=steps, progress=progress,
-                     corpus=f"pipeline.synth.phi train split, {n_notes} generated notes with planted surrogates")
+    corpus = f"pipeline.synth.phi train split, {n_notes} generated notes with planted surrogates"
+    return train_phi(Path(out_dir), blanked, steps=steps, progress=progress, base_model=init,
+                     learning_rate=learning_rate, corpus=corpus + (f"; continued from {init}" if init else ""))
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:

