@@ -28,7 +28,7 @@ console = Console(stderr=False)
 err = Console(stderr=True)
 
 # The demo's PHI tagger: fewer steps than `train-phi`'s default to keep the demo short (BENCHMARKS.md has both).
-DEMO_PHI_NOTES, DEMO_PHI_STEPS = 1500, 400
+DEMO_PHI_NOTES, DEMO_PHI_STEPS = 1500, 300
 
 WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="Working directory (default .ehr or EHR_WORKDIR).")]
 
