@@ -46,6 +46,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "PYTHONWARNINGS": "ignore",
         }
     )
+    if (settings.phi_model_dir / "config.json").is_file():  # set only when present: a set path must load
+        env["EHR_PHI_MODEL_PATH"] = str(settings.phi_model_dir)
     return env
 
 

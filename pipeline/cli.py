@@ -31,6 +31,9 @@ app.add_typer(bench_app, name="bench")
 console = Console(stderr=False)
 err = Console(stderr=True)
 
+# The demo's PHI tagger: fewer steps than `train-phi`'s default to keep the demo short (BENCHMARKS.md has both).
+DEMO_PHI_NOTES, DEMO_PHI_STEPS = 1500, 300
+
 WorkdirOpt = Annotated[Path | None, typer.Option("--workdir", help="Working directory (default .ehr or EHR_WORKDIR).")]
 
 
@@ -478,6 +481,119 @@ def eval_risk(
                       f"{versus['replicates']} replicates, seed {versus['seed']})")
 
 
+# --- PHI gate ----------------------------------------------------------------------------------------
+@app.command("train-phi")
+def train_phi(
+    workdir: WorkdirOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_PHI_MODEL_PATH or <workdir>/models/phi).")] = None,
+    notes: Annotated[int, typer.Option(min=1, help="Generated training notes (the train split).")] = 3000,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps (batches of 16 windows).")] = 900,
+    init: Annotated[Path | None, typer.Option(help="Continue from this PHI checkpoint instead of MiniLM-L6.")] = None,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 3e-4,
+) -> None:
+    """Train the PHI tagger on generated notes with planted surrogate identifiers."""
+    from pipeline.bench.phi import train_phi_model
+
+    settings = _settings(workdir)
+    target = out or settings.phi_model_dir
+    with _progress() as progress:
+        bar = progress.add_task("training the PHI tagger", total=steps)
+        card = train_phi_model(target, n_notes=notes, steps=steps, init=init, learning_rate=learning_rate,
+                               progress=lambda done, total, *_: progress.update(bar, completed=done, total=total))
+    console.print(f"saved {target}")
+    console.print_json(json.dumps(card, default=str))
+
+
+@app.command("eval-phi")
+def eval_phi(
+    workdir: WorkdirOpt = None,
+    model: Annotated[Path | None, typer.Option(help="PHI model folder (default: the configured one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    notes: Annotated[int, typer.Option(min=1, help="Held-out generated notes.")] = 1000,
+    deidentified: Annotated[int, typer.Option(min=1, help="Placeholder-only texts for the false-positive rate.")] = 2000,
+    threshold: Annotated[float | None, typer.Option(help="Tagger threshold (default EHR_PHI_THRESHOLD).")] = None,
+    rules_only: Annotated[bool, typer.Option("--rules-only", help="The deterministic recognizers alone.")] = False,
+    cost: Annotated[bool, typer.Option("--cost", help="Also time the gate against the NER model per note.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write the '## PHI gate' section of this BENCHMARKS.md.")] = None,
+) -> None:
+    """PHI gate recall per type (note- and span-level) on held-out generated notes; false positives on
+    de-identified text."""
+    from pipeline.bench.phi import evaluate_phi, phi_cost
+
+    settings = _settings(workdir)
+    path = model or settings.phi_model_dir
+    if not rules_only and not path.exists():
+        err.print(f"[red]no PHI model at {path}[/red]: train one with `ehr-pipeline train-phi` (or use --rules-only)")
+        raise typer.Exit(2)
+    result = evaluate_phi(None if rules_only else path, n_notes=notes, n_deidentified=deidentified,
+                          threshold=threshold if threshold is not None else settings.phi_threshold)
+    if cost and not rules_only:
+        result["cost"] = phi_cost(path, settings.ner_model_dir)
+    if out is not None:
+        from pipeline.bench.phi import render_section
+        from pipeline.bench.sections import replace_section
+
+        rules = None if rules_only else evaluate_phi(None, n_notes=notes, n_deidentified=deidentified)
+        command = f"ehr-pipeline eval-phi --notes {notes} --deidentified {deidentified}" + (" --cost" if cost else "")
+        replace_section(out, render_section(result, rules, command=command + f" --out {out.name}"))
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    table = Table(title="PHI gate on held-out generated notes (unseen templates and surrogates)")
+    for col in ("type", "notes", "note recall", "flagged", "spans", "span recall", "typed"):
+        table.add_column(col)
+    for group, m in result["per_type"].items():
+        table.add_row(group, str(m["notes"]), *(f"{m[k]:.3f}" if m[k] is not None else "-"
+                                                for k in ("note_recall", "note_flagged")),
+                      str(m["spans"]), *(f"{m[k]:.3f}" if m[k] is not None else "-"
+                                         for k in ("span_recall", "span_recall_typed")))
+    console.print(table)
+    fp = result["false_positives"]
+    console.print(f"false positives: {fp['deidentified_flagged']}/{fp['deidentified_texts']} de-identified texts "
+                  f"({fp['deidentified_rate']:.2%}), {fp['clean_notes_flagged']}/{fp['clean_notes']} clean notes")
+    for key, goal in result["goals"].items():
+        console.print(f"{'met ' if goal['met'] else 'MISSED'} {key}: {goal['value']} (goal {goal['goal']})")
+    if "cost" in result:
+        c = result["cost"]
+        console.print(f"cost: gate {c['gate_ms_per_note']} ms/note vs NER stage {c['ner_stage_ms_per_note']} ms/note "
+                      f"(NER model alone {c['ner_model_ms_per_note']} ms/note); gate / {c['compared_with']} = {c['gate_over_ner']}")
+
+
+@app.command("scan-phi")
+def scan_phi(
+    path: Annotated[Path, typer.Argument(help="A CSV, CSV.gz or Parquet file of notes (a text column), or a folder.")],
+    workdir: WorkdirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per note (JSON lines).")] = False,
+    show_clean: Annotated[bool, typer.Option("--all", help="List notes without findings too.")] = False,
+) -> None:
+    """Check an export before loading it: per note, the PHI types and offsets found (never the text).
+
+    Exit status 1 when any note has a finding, 0 when none, 2 on a usage or model error."""
+    from pipeline.tasks.phi import scan_export
+
+    _setup_logging()
+    settings = _settings(workdir)
+    try:
+        scanned = scan_export(path, settings)
+    except (FileNotFoundError, RuntimeError) as exc:
+        err.print(f"[red]scan-phi:[/red] {exc}")
+        raise typer.Exit(2) from None
+    flagged = [s for s in scanned if s.findings]
+    if as_json:
+        for s in scanned if show_clean else flagged:
+            print(json.dumps({"file": s.file, "note_id": s.note_id, "chars": s.chars, "findings": s.findings}))
+    else:
+        table = Table(title=f"PHI found in {len(flagged)} of {len(scanned)} notes")
+        for col in ("file", "note_id", "types", "offsets (start-end score)"):
+            table.add_column(col)
+        for s in scanned if show_clean else flagged:
+            types = sorted({f["type"] for f in s.findings})
+            offsets = ", ".join(f"{f['type']} {f['start']}-{f['end']} {f['score']:.2f}" for f in s.findings)
+            table.add_row(Path(s.file).name, s.note_id, ",".join(types) or "-", offsets or "-")
+        console.print(table)
+    raise typer.Exit(1 if flagged else 0)
+
+
 # --- benchmarks --------------------------------------------------------------------------------------
 @bench_app.command("ner")
 def bench_ner(
@@ -567,6 +683,12 @@ def demo(
         generated = airflow_local.ensure_source(settings, patients=patients, days=days, history_days=history_days,
                                                 seed=seed, layout=layout, progress=progress)
     console.print(f"source: {settings.source_dir} ({'generated' if generated else 'reused'})")
+
+    if not skip_models:  # the PHI gate's tagger first: history validation runs the gate too
+        if not (settings.phi_model_dir / "config.json").is_file():
+            train_phi(workdir=settings.workdir_abs, out=settings.phi_model_dir, notes=DEMO_PHI_NOTES, steps=DEMO_PHI_STEPS)
+        else:
+            console.print(f"PHI model: reusing {settings.phi_model_dir}")
 
     first_day = DEMO_START
     history_start, history_end = first_day - timedelta(days=history_days), first_day - timedelta(days=1)

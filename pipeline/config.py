@@ -83,6 +83,8 @@ class ValidationSettings(BaseModel):
     on_batch_failure: Literal["fail", "warn"] = "fail"
     note_max_chars: int = Field(default=200_000, gt=0)
     phi_gate: bool = True
+    # The PHI tagger's cut-off on P(identifier) per token: lower finds more identifiers and flags more clean notes.
+    phi_threshold: float = Field(default=0.5, gt=0, lt=1, description="PHI tagger threshold on P(identifier)")
     # A day with no rows in any table is a quiet day (or an undelivered feed), not a broken one: its volume
     # check warns by default, so such a day succeeds with zero rows.
     empty_day: Literal["warn", "fail"] = Field(
@@ -111,6 +113,10 @@ class Settings(ValidationSettings, BaseSettings):
     warehouse_url: str | None = Field(default=None, description="duckdb:///path or postgresql://...")
     warehouse_conn_id: str | None = Field(default=None, description="Airflow Connection id for the warehouse")
     ner_model_path: Path | None = None
+    phi_model_path: Path | None = Field(
+        default=None, description="PHI tagger checkpoint; when set it must load (the gate fails closed); "
+        "default <workdir>/models/phi, used when present"
+    )
     risk_model_path: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -228,6 +234,10 @@ class Settings(ValidationSettings, BaseSettings):
     @property
     def ner_model_dir(self) -> Path:
         return (self.ner_model_path or self.models_dir / "ner").expanduser().resolve()
+
+    @property
+    def phi_model_dir(self) -> Path:
+        return (self.phi_model_path or self.models_dir / "phi").expanduser().resolve()
 
     @property
     def risk_model_dir(self) -> Path:

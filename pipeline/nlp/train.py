@@ -85,11 +85,13 @@ class _Example:
     labels: np.ndarray
 
 
-def token_labels(offsets: np.ndarray, entities: Iterable, label2id: dict[str, int]) -> np.ndarray:
+def token_labels(
+    offsets: np.ndarray, entities: Iterable, label2id: dict[str, int], entity_types: Sequence[str] = ENTITY_TYPES
+) -> np.ndarray:
     """BIO label id per token from gold char spans: first token of an entity B-, the rest I-."""
     labels = np.full(offsets.shape[0], label2id["O"], dtype=np.int64)
     for ent in entities:
-        if ent.label not in ENTITY_TYPES:
+        if ent.label not in entity_types:
             continue
         inside = np.flatnonzero((offsets[:, 0] < ent.end_char) & (offsets[:, 1] > ent.start_char))
         if inside.size == 0:
@@ -99,7 +101,10 @@ def token_labels(offsets: np.ndarray, entities: Iterable, label2id: dict[str, in
     return labels
 
 
-def build_examples(notes: Sequence, tokenizer, label2id: dict[str, int], window_tokens: int) -> list[_Example]:
+def build_examples(
+    notes: Sequence, tokenizer, label2id: dict[str, int], window_tokens: int,
+    entity_types: Sequence[str] = ENTITY_TYPES,
+) -> list[_Example]:
     """Groups of consecutive sentences of at most `window_tokens` tokens, with their BIO labels."""
     examples: list[_Example] = []
     encoded = tokenizer(
@@ -110,7 +115,7 @@ def build_examples(notes: Sequence, tokenizer, label2id: dict[str, int], window_
         offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
         if ids.size == 0:
             continue
-        labels = token_labels(offsets, note.entities, label2id)
+        labels = token_labels(offsets, note.entities, label2id, entity_types)
         bounds = [*sentence_starts(note.text, offsets).tolist(), len(ids)]
         # Pack whole sentences greedily; a sentence longer than a window is cut hard.
         begin = 0

@@ -31,7 +31,8 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
     say ``failed`` per table. Optional tables the source lacks (no MIMIC-IV-Note, no icu module) are
     recorded as warnings.
     """
-    from pipeline.validate import BatchValidationError, ValidationConfig, validate_batch
+    from pipeline.tasks.phi import validation_config as phi_validation_config
+    from pipeline.validate import BatchValidationError, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -44,7 +45,7 @@ def ingest_history(start: date, end: date, *, run_id: str | None = None, setting
             outcome = validate_batch(
                 result.tables, ds=end, run_id=run_id, pre_quarantine=result.rejects, known_admissions=known,
                 known_subject_ids=known_subjects, trailing_volumes={},
-                config=ValidationConfig.from_settings(settings), data_docs_dir=None, ds_range_start=start,
+                config=phi_validation_config(settings), data_docs_dir=None, ds_range_start=start,
             )
         except BatchValidationError as exc:
             failed = getattr(exc, "outcome", None)

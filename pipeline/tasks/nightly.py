@@ -154,7 +154,8 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
     validation results are written to the warehouse for that ds first, so people can see what broke,
     and its ``pipeline_runs`` rows say ``failed`` per table. Nothing goes to ``lake/validated``.
     """
-    from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig, validate_batch
+    from pipeline.tasks.phi import validation_config as phi_validation_config
+    from pipeline.validate import BatchValidationError, ConservationError, validate_batch
     from pipeline.warehouse import open_warehouse
 
     settings = settings or load_settings()
@@ -176,7 +177,7 @@ def validate(ds: date, *, run_id: str, settings: Settings | None = None) -> dict
                 known_admissions=known,
                 known_subject_ids=known_subjects,
                 trailing_volumes=trailing,
-                config=ValidationConfig.from_settings(settings),
+                config=phi_validation_config(settings),
                 data_docs_dir=settings.data_docs_dir,
                 gx_results_dir=settings.workdir_abs / "gx" / "validations",
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import ConfigDict, Field
 
@@ -26,6 +28,9 @@ class ValidationConfig(ValidationSettings):
     # MIMIC deathtime can trail dischtime by a few minutes to hours (charting lag).
     death_after_discharge_hours: float = Field(24.0, ge=0.0)
     suites_dir: Path = DEFAULT_SUITES_DIR
+    # The PHI tagger the gate runs besides its rules (``pipeline.nlp.phi.PhiTagger``, loaded by the task): placeholder-
+    # blanked texts in, per text (start, end, type, score) out. None: rules only.
+    phi_tagger: Callable[[list[Any]], list[list[Any]]] | None = Field(default=None, exclude=True, repr=False)
 
     @classmethod
     def from_settings(cls, settings: ValidationSettings) -> ValidationConfig:

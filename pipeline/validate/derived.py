@@ -15,7 +15,7 @@ rule is an ordinary expectation on it (``expect_column_values_to_not_be_null`` =
 ``_valuenum_finite``       is_finite(valuenum); null when valuenum is null
 ``_text_chars``            characters of note text
 ``_text_nonblank_chars``   characters of note text after trimming whitespace
-``_phi_entities``          PHI entity types found in the row's free text (comma-joined) or null
+``_phi_entities``          PHI evidence in the row's free text: types, counts, offsets, scores (no text), or null
 ``_duplicate``             by the table's primary key (its contract): ``repeat`` for the second and later
                            copies of a row identical in every column, ``conflict`` for every row of a key
                            carried by rows that differ, null otherwise (a row with a null key part: null)
@@ -143,20 +143,23 @@ def text_nonblank_chars(table: pa.Table, ctx: DerivationContext) -> pa.Array:
 
 def phi_entities(table: pa.Table, ctx: DerivationContext) -> pa.Array:
     """Every column the table's contract marks ``free_text`` goes through the PHI gate (notes.text,
-    labs.comments, ...). One column: its entity types; several: ``column=TYPES`` per column with findings."""
+    labs.comments, ...). One column: its evidence; several: ``column=EVIDENCE`` per column with findings,
+    joined by `` | ``. Each distinct value is scanned once (short free text such as lab comments repeats a lot)."""
     columns = [c for c in free_text_columns(ctx.table) if c in table.column_names] if ctx.table else ["text"]
     found: list[pa.Array] = []
     for column in columns:
         texts = table[column].combine_chunks() if isinstance(table[column], pa.ChunkedArray) else table[column]
         # Over-long texts are quarantined anyway (note_too_long); scanning them would only cost time.
-        too_long = pc.fill_null(pc.greater(pc.utf8_length(texts), ctx.config.note_max_chars), False)
-        entities = load_phi_scanner(ctx.config.suites_dir).scan(texts, skip=too_long)
+        distinct = pc.unique(texts)
+        too_long = pc.fill_null(pc.greater(pc.utf8_length(distinct), ctx.config.note_max_chars), False)
+        scanned = load_phi_scanner(ctx.config.suites_dir).scan(distinct, skip=too_long, tagger=ctx.config.phi_tagger)
+        entities = pc.take(scanned, pc.index_in(texts, value_set=distinct))
         found.append(entities if len(columns) == 1 else pc.binary_join_element_wise(column, entities, "="))
     if not found:
         return pa.nulls(table.num_rows, pa.string())
     if len(found) == 1:
         return found[0]
-    return pc.binary_join_element_wise(*found, pa.scalar("; "), null_handling="skip")
+    return pc.binary_join_element_wise(*found, pa.scalar(" | "), null_handling="skip")
 
 
 def duplicate(table: pa.Table, ctx: DerivationContext) -> pa.Array:

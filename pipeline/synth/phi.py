@@ -1,0 +1,697 @@
+"""Notes with surrogate identifiers planted in realistic contexts, with gold spans: data for the PHI tagger.
+
+The generator owns the surrogates and the gold spans. Two splits that share neither sentence templates nor
+surrogate values: "train" (what ``ehr-pipeline train-phi`` fits) and "test" (what ``eval-phi`` measures on),
+so the evaluation asks the tagger about contexts and names it never saw. Clinical text around the planted
+sentences comes from the synthetic discharge summaries (``pipeline.synth.notes``) and nursing-note lines
+full of numbers that look like identifiers but are not (BP 120/80, strength 4/5, 1/2 NS, MIMIC's shifted
+years 2100-2200).
+
+Some slots are filled with a placeholder of a de-identification tool (``[** … **]``, ``___``, ``**NAME[…]``,
+``XXXX``, ``[NAME]``, ``<PERSON>``) instead of a surrogate: those are not identifiers and carry no gold span.
+:func:`deidentified_sentences` gives placeholder-only text for the false-positive measurement.
+
+Labels: NAME (patient, relative, clinician), LOCATION (hospital, city, street), DATE (with day or month, and
+years written as '92), PHONE (phone, fax, pager), ID (MRN, SSN, account, device serial), EMAIL (e-mail, URL),
+AGE (over 89).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+
+PHI_TYPES: tuple[str, ...] = ("NAME", "LOCATION", "DATE", "PHONE", "ID", "EMAIL", "AGE")
+TRAIN_SEED, EVAL_SEED = 21, 22
+
+
+@dataclass(frozen=True, slots=True)
+class PhiSpan:
+    start_char: int
+    end_char: int
+    label: str  # one of PHI_TYPES
+    kind: str  # patient, relative, clinician, hospital, city, street, phone, pager, fax, date, date_year, ...
+    text: str
+
+
+@dataclass(slots=True)
+class PhiNote:
+    text: str
+    entities: list[PhiSpan]
+    template_ids: list[str] = field(default_factory=list)
+
+    def kinds(self) -> set[str]:
+        return {e.kind for e in self.entities}
+
+
+# --- surrogate values, split by a stable hash so train and test never share one -----------------------------------
+
+def _split_of(value: str) -> str:
+    return "test" if zlib.crc32(value.lower().encode()) % 5 == 0 else "train"
+
+
+_CITIES = [
+    "Springfield", "Quincy", "Worcester", "Lowell", "Brockton", "Framingham", "Haverhill", "Lynn", "Medford",
+    "Malden", "Revere", "Peabody", "Methuen", "Taunton", "Chicopee", "Woburn", "Beverly", "Leominster",
+    "Fitchburg", "Attleboro", "Salem", "Marlborough", "Westfield", "Holyoke", "Everett", "Gloucester",
+    "Northampton", "Melrose", "Newburyport", "Amesbury", "Danvers", "Dedham", "Milton", "Braintree", "Weymouth",
+    "Plymouth", "Falmouth", "Barnstable", "Yarmouth", "Dorchester", "Roxbury", "Mattapan", "Brighton",
+    "Allston", "Chelsea", "Somerville", "Cambridge", "Waltham", "Newton", "Needham", "Natick", "Wellesley",
+    "Lexington", "Arlington", "Belmont", "Burlington", "Billerica", "Chelmsford", "Dracut", "Andover",
+    "Tewksbury", "Wilmington", "Reading", "Stoneham", "Saugus", "Swampscott", "Marblehead", "Ipswich",
+    "Rockport", "Hartford", "Providence", "Pawtucket", "Warwick", "Cranston", "Nashua", "Manchester", "Concord",
+    "Portland", "Bangor", "Albany", "Buffalo", "Syracuse", "Rochester", "Scranton", "Allentown", "Trenton",
+    "Camden", "Newark", "Paterson", "Yonkers", "Bridgeport", "Stamford", "Norwalk", "Danbury", "Waterbury",
+    "Meriden", "Bristol", "Torrington", "Pittsfield", "Greenfield", "Amherst", "Keene", "Dover", "Burlington",
+    "Rutland", "New Bedford", "Fall River", "East Boston", "South Boston", "Jamaica Plain", "West Roxbury",
+    "Hyde Park", "Cape Cod", "Martha's Vineyard", "New Haven", "West Hartford", "North Andover",
+    "Chestnut Hill", "Hull", "Lynnfield", "Saint Petersburg", "Fort Lauderdale", "Las Vegas", "San Juan",
+    "Port Charlotte", "Palm Beach", "Los Angeles", "New York", "Santo Domingo",
+]
+_STATES = ("MA", "NH", "RI", "CT", "ME", "VT", "NY", "FL", "NJ", "PA")
+_HOSPITAL_SUFFIXES = (
+    "Hospital", "Medical Center", "General Hospital", "Memorial Hospital", "Regional Medical Center",
+    "Community Hospital", "Rehab", "Rehabilitation Center", "Nursing Home", "Health Center", "Clinic",
+    "VA Medical Center", "Healthcare", "Manor", "Senior Living", "Care Center",
+)
+_HOSPITAL_PREFIXES = ("Saint", "St.", "Good Samaritan", "Mount", "Sacred Heart", "Holy Family", "Beth", "Mercy",
+                      "North Shore", "South Shore", "Metro West", "Pine Ridge", "Oak Hill", "Lakeview", "Baystate")
+
+
+@cache
+def _pools(split: str) -> dict[str, list[str]]:
+    from faker.providers.address.en_US import Provider as Address
+    from faker.providers.person.en_US import Provider as Person
+
+    firsts = sorted(set(Person.first_names))
+    lasts = sorted(set(Person.last_names))
+    pick = lambda values: [v for v in values if _split_of(v) == split]  # noqa: E731
+    return {
+        "first": pick(firsts),
+        "last": pick(lasts),
+        "city": pick(sorted(set(_CITIES))),
+        "street_suffix": list(Address.street_suffixes),
+        "hospital_prefix": pick(_HOSPITAL_PREFIXES) or list(_HOSPITAL_PREFIXES),
+    }
+
+
+class Surrogates:
+    """Random surrogate identifiers of one split."""
+
+    def __init__(self, rng: random.Random, split: str) -> None:
+        self.rng = rng
+        self.pool = _pools(split)
+
+    def _case(self, value: str, upper: float = 0.2) -> str:
+        r = self.rng.random()
+        return value.upper() if r < upper else value.lower() if r < upper + 0.05 else value
+
+    def first(self) -> str:
+        return self._case(self.rng.choice(self.pool["first"]))
+
+    def last(self) -> str:
+        return self._case(self.rng.choice(self.pool["last"]))
+
+    def full(self) -> str:
+        r = self.rng.random()
+        first, last = self.rng.choice(self.pool["first"]), self.rng.choice(self.pool["last"])
+        if r < 0.5:
+            value = f"{first} {last}"
+        elif r < 0.65:
+            value = f"{first[0]}. {last}"
+        elif r < 0.75:
+            value = f"{last}, {first}"
+        elif r < 0.85:
+            value = f"{first} {self.rng.choice('ABCDEFGHJKLMNPRSTW')}. {last}"
+        else:
+            value = f"{first} {last}-{self.rng.choice(self.pool['last'])}"
+        return self._case(value)
+
+    def name(self) -> str:
+        r = self.rng.random()
+        return self.full() if r < 0.45 else self.last() if r < 0.8 else self.first()
+
+    def city(self) -> str:
+        city = self.rng.choice(self.pool["city"])
+        if self.rng.random() < 0.25:
+            city += f", {self.rng.choice(_STATES)}"
+        return self._case(city, 0.1)
+
+    def hospital(self) -> str:
+        r = self.rng.random()
+        if r < 0.35:
+            base = self.rng.choice(self.pool["city"])
+        elif r < 0.65:
+            base = self.rng.choice(self.pool["last"])
+        elif r < 0.8:
+            base = f"{self.rng.choice(self.pool['hospital_prefix'])} {self.rng.choice(self.pool['first'])}'s"
+        else:
+            base = f"{self.rng.choice(self.pool['hospital_prefix'])} {self.rng.choice(self.pool['last'])}"
+        return self._case(f"{base} {self.rng.choice(_HOSPITAL_SUFFIXES)}", 0.1)
+
+    def hospital_abbr(self) -> str:
+        letters = "ABCDEFGHJKLMNOPRSTUVWY"
+        n = self.rng.choice((2, 2, 2, 3, 3, 4))
+        value = "".join(self.rng.choice(letters) for _ in range(n))
+        if self.rng.random() < 0.3:
+            value += self.rng.choice(("H", "MC", "GH"))
+        return value
+
+    def street(self) -> str:
+        number = self.rng.randint(1, 9999)
+        name = self.rng.choice(self.pool["last"] + self.pool["first"])
+        suffix = self.rng.choice(self.pool["street_suffix"])
+        if self.rng.random() < 0.4:
+            suffix = {"Street": "St", "Avenue": "Ave", "Road": "Rd", "Drive": "Dr", "Lane": "Ln"}.get(suffix, suffix)
+        value = f"{number} {name} {suffix}" if self.rng.random() < 0.8 else f"{name} {suffix}"
+        return self._case(value, 0.1)
+
+    def _digits(self, n: int) -> str:
+        return "".join(str(self.rng.randint(0, 9)) for _ in range(n))
+
+    def phone(self) -> str:
+        # Surrogates break US numbering rules (area codes and exchanges starting with 0 or 1, 555, ...) on purpose.
+        a, b, c = self._digits(3), self._digits(3), self._digits(4)
+        return self.rng.choice((
+            f"({a}) {b}-{c}", f"{a}-{b}-{c}", f"{a}.{b}.{c}", f"{a} {b} {c}", f"{a}{b}{c}", f"{b}-{c}",
+            f"1-{a}-{b}-{c}", f"({a}){b}-{c}", f"{a}-{b}-{c} x{self._digits(3)}", f"{a}/{b}-{c}",
+        ))
+
+    def pager(self) -> str:
+        return self.rng.choice((self._digits(5), self._digits(5), self._digits(6), f"{self._digits(1)}-{self._digits(4)}",
+                                self._digits(7), f"{self._digits(2)}-{self._digits(3)}"))
+
+    _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+               "November", "December")
+
+    def date(self) -> tuple[str, str]:
+        """A date as a clinician writes it; (text, kind)."""
+        rng = self.rng
+        m, d = rng.randint(1, 12), rng.randint(1, 28)
+        y4 = rng.randint(1930, 2099)
+        y2 = f"{y4 % 100:02d}"
+        month = self._MONTHS[m - 1]
+        short = month[:3]
+        choices = [
+            (f"{m}/{d}", "date_no_year"), (f"{m:02d}/{d:02d}", "date_no_year"), (f"{m}-{d}", "date_no_year"),
+            (f"{m}/{d}/{y2}", "date_2y"), (f"{m}-{d}-{y2}", "date_2y"), (f"{m:02d}/{d:02d}/{y2}", "date_2y"),
+            (f"{m}/{d}/{y4}", "date"), (f"{y4}-{m:02d}-{d:02d}", "date"), (f"{month} {d}", "date_no_year"),
+            (f"{short} {d}", "date_no_year"), (f"{d} {short}", "date_no_year"), (f"{month} {d}, {y4}", "date"),
+            (f"{short}. {d}th", "date_no_year"), (f"{d}-{short}-{y2}", "date_2y"), (f"{m}.{d}.{y2}", "date_2y"),
+            (f"{month} {y4}", "date_month_year"), (f"{month} of '{y2}", "date_month_year"),
+        ]
+        return rng.choice(choices)
+
+    def year2(self) -> str:
+        return f"'{self.rng.randint(0, 99):02d}"
+
+    def mrn(self) -> str:
+        return self.rng.choice((self._digits(7), self._digits(8), self._digits(6), f"{self._digits(3)}-{self._digits(4)}",
+                                f"{self._digits(2)}-{self._digits(2)}-{self._digits(3)}"))
+
+    def ssn(self) -> str:
+        return self.rng.choice((f"{self._digits(3)}-{self._digits(2)}-{self._digits(4)}", self._digits(9),
+                                f"{self._digits(3)} {self._digits(2)} {self._digits(4)}"))
+
+    def device(self) -> str:
+        letters = "".join(self.rng.choice("ABCDEFGHKLMNPRSTXZ") for _ in range(self.rng.randint(2, 3)))
+        return f"{letters}{self._digits(self.rng.randint(5, 9))}"
+
+    def email(self) -> str:
+        user = self.rng.choice(self.pool["first"]).lower()
+        sep = self.rng.choice((".", "_", ""))
+        last = self.rng.choice(self.pool["last"]).lower()
+        domain = self.rng.choice(("gmail.com", "yahoo.com", "aol.com", "comcast.net", "hotmail.com",
+                                  f"{last}.org", "verizon.net", "partners.org", f"{last}law.com"))
+        return f"{user}{sep}{last}{self.rng.randint(1, 99) if self.rng.random() < 0.4 else ''}@{domain}"
+
+    def url(self) -> str:
+        last = self.rng.choice(self.pool["last"]).lower()
+        return self.rng.choice((f"www.{last}.com", f"http://www.{last}family.org", f"https://{last}.net/p/{self._digits(4)}",
+                                f"facebook.com/{last}{self._digits(2)}"))
+
+    def age90(self) -> str:
+        return str(self.rng.randint(90, 109))
+
+
+# --- placeholders of de-identification tools -------------------------------------------------------------------------
+
+_PLACEHOLDER_WORDS = {
+    "NAME": ("Known lastname", "First Name", "Last Name (NamePattern1)", "Name (NI)", "Doctor Last Name",
+             "Known firstname", "Name8 (MD)", "First Name4 (NamePattern1)"),
+    "LOCATION": ("Hospital1", "Hospital", "Location (un)", "Hospital3", "Street Address(2)", "Location"),
+    "DATE": ("2151-3-4", "3-14", "2180-11-2", "Month (only)", "Year (4 digits)", "2112-6-19"),
+    "PHONE": ("Telephone/Fax (1)", "Numeric Identifier", "Pager number"),
+    "ID": ("Medical Record Number", "Numeric Identifier", "Serial Number"),
+    "EMAIL": ("E-mail address", "URL"),
+    "AGE": ("Age over 90",),
+}
+_TAG = {"NAME": "NAME", "LOCATION": "LOCATION", "DATE": "DATE", "PHONE": "PHONE", "ID": "ID", "EMAIL": "EMAIL",
+        "AGE": "AGE"}
+_ANGLE = {"NAME": "PERSON", "LOCATION": "LOCATION", "DATE": "DATE_TIME", "PHONE": "PHONE_NUMBER", "ID": "ID",
+          "EMAIL": "EMAIL_ADDRESS", "AGE": "AGE"}
+
+
+def placeholder(label: str, rng: random.Random) -> str:
+    """A placeholder for an identifier of `label`, in one of the common de-identification styles."""
+    word = rng.choice(_PLACEHOLDER_WORDS[label])
+    style = rng.randrange(8)
+    if style == 0:
+        return f"[**{word} {rng.randint(1, 9999)}**]"
+    if style == 1:
+        return f"[** {word} **]"
+    if style == 2:
+        return "_" * rng.choice((3, 3, 3, 5, 8))
+    if style == 3:
+        inner = rng.choice(("Sep 27 2007", "Jun 3", "AA", "BB, CC", "EE", "Z", "1/2/2008", "5-7"))
+        return f"**{_TAG[label]}[{inner}]"
+    if style == 4:
+        return "X" * rng.choice((4, 4, 6, 8)) if label != "PHONE" else "XXX-XXX-XXXX"
+    if style == 5:
+        return f"[{_TAG[label]}]"
+    if style == 6:
+        return f"<{_ANGLE[label]}>"
+    return f"[**{word}**]"
+
+
+# --- sentence templates ----------------------------------------------------------------------------------------------
+# Slots: {patient} {relative} {clinician} {hospital} {hosp_abbr} {city} {street} {phone} {pager} {fax} {date}
+# {yearq} {mrn} {ssn} {account} {device} {email} {url} {oldage}; {rel} is a relation word, {title} Mr./Mrs./Ms.
+
+_TRAIN_TEMPLATES = """
+Mr. {patient} is a 67 y/o man admitted with chest pain.
+Mrs. {patient} is resting comfortably, no complaints overnight.
+Pt {patient} seen and examined this morning.
+{patient} is a pleasant woman with h/o CHF.
+Patient: {patient}  Unit: 7 North
+Spoke with {rel} {relative} at length re: plan of care.
+{rel} {relative} in to visit, updated on plan.
+Called {rel} ({relative}) who agrees with DNR/DNI.
+{relative} ({rel}) is the health care proxy, phone {phone}.
+HCP is {rel} {relative}, can be reached at {phone}.
+Family meeting held with {rel} {relative} and {rel2} {relative2}.
+dtr {relative} called, updated.
+husband {relative} at bedside most of the day.
+wife {relative} aware of transfer.
+Seen by Dr. {clinician} from cardiology.
+Discussed with Dr {clinician}, will increase lasix.
+dr {clinician} aware of K 3.1, repleted.
+Attending: Dr. {clinician}
+Case d/w {clinician} (renal fellow).
+Transferred from {hospital} for cath.
+Pt transfer from {hospital} on {date}.
+Admitted to {hosp_abbr} on {date} with sepsis.
+Recently discharged from {hosp_abbr} rehab.
+Was at {hospital} until {date}, then home.
+Lives in {city} with her husband.
+Pt lives alone in {city}.
+Home address {street}, {city}.
+Lives at {street} with family.
+Please page with questions: Pager #{pager}
+Covering resident PG {pager}
+Call {phone} with results.
+Fax to {fax} attn {clinician}.
+Contact daughter {relative} at {phone} or cell {phone2}.
+Last BM {date}.
+Foley removed {date}, voiding.
+Cath on {date} showed 3VD.
+s/p CABG in {yearq}
+Prior admission {date} for CHF exacerbation.
+Next appt {date} at 10:30 with Dr. {clinician}.
+Follow up with Dr. {clinician} at {hospital} on {date}.
+MRN: {mrn}
+Med rec #{mrn} reviewed.
+SSN {ssn}
+Account {account} billing.
+Pacemaker serial number {device} interrogated.
+Email: {email}
+Pt's son sends updates via {email}.
+Family blog at {url}
+{oldage} y/o female from nursing home.
+Pt is {oldage} years old, DNR.
+Ms. {patient} refused her lovenox.
+{PATIENT} AMBULATED IN HALL WITH PT.
+Nsg: {patient} OOB to chair x2.
+Discussed code status w/ {rel} {relative}; pt remains full code.
+Neighbor {relative} brought in pt's meds.
+Dr. {clinician} paged re: hypotension, returned call.
+Per {clinician} NP, hold metoprolol for SBP<100.
+Will f/u in {hosp_abbr} clinic {date}.
+Born {date}, retired teacher.
+Her PCP is Dr. {clinician} in {city}.
+PCP: {clinician}, MD
+Contact: {relative} ({rel}) {phone}
+{relative} ({rel}) called at 1900, given update.
+Sister-in-law {relative} visiting from {city}.
+MR. {PATIENT} IS A 72 YO MALE ADMITTED FOR SOB.
+Pt's {rel}, {relative}, requests call back at {phone}.
+Report called to {clinician} RN at {hospital}.
+Discharged to {hospital} in {city}.
+Pt states she was born in {city} and moved here in {yearq}.
+Dx with breast ca in {yearq}, s/p XRT.
+Hx of MI {date}; stent at {hosp_abbr}.
+Chart from {hosp_abbr} reviewed, TTE {date} EF 40%.
+Dr. {CLINICIAN} NOTIFIED OF LABS.
+Fellow {clinician} placed A-line without complication.
+Pt called {relative} on the phone, upset.
+Outpatient cardiologist: Dr. {clinician} ({phone}).
+Procedure scheduled {date} with {clinician}.
+Pt DOB {date}.
+Admit date {date}, LOS 4 days.
+Pager 2-{pager} for the night float.
+{patient} ate 50% of breakfast, denies nausea.
+{patient} remains NPO for procedure.
+{PATIENT} RESTING IN BED WITH EYES CLOSED.
+{relative} (pt's {rel}) at bedside all shift.
+{relative}, pt's {rel}, is very involved in care.
+Mr {patient} was seen on rounds.
+Ms {patient} c/o pain 6/10, medicated.
+Dr {clinician} at bedside for procedure.
+Consulted {clinician} (ortho) for the fracture.
+Signed out to {clinician}, night float.
+Pt identified as {patient} with two identifiers.
+Pt brought in by {rel} from {hospital}.
+EMS from {hosp_abbr} reports pt found down.
+Sent over from {hosp_abbr} ED for higher level of care.
+Pt was at {hospital} for 2 weeks before transfer.
+Family lives in {city} and {city2}.
+Returned from {city} on {date}.
+Last visit {date}; next due {date2}.
+Echo from {date}: EF 55%.
+Started coumadin {date}, INR today 2.3.
+Call back number {phone}
+Reachable via beeper {pager}.
+{clinician}, RN, aware of the plan.
+Admitted to {unit} from the ED; transferred to {unit2} on hospital day 2.
+Seen by {unit} team, recs appreciated.
+F/u in {unit} clinic in 2 weeks.
+Transferred to {unit} for closer monitoring.
+"""
+
+_TEST_TEMPLATES = """
+Mr {patient} continues to do well post op.
+{patient} tolerated clears, advanced to regular diet.
+Identified pt as {patient} by name band.
+Pt's {rel} {relative} phoned for update this evening.
+Updated {rel} {relative} by phone re: plan for extubation.
+{relative} (pt's {rel}) will pick her up at discharge.
+Reviewed with Dr. {clinician} who agrees.
+Plan per Dr {clinician}, appreciate recs.
+Evaluated by {clinician} from PT, recommends rehab.
+Pt came over from {hospital} with a GI bleed.
+Came in via ambulance from {hosp_abbr}.
+OSH ({hospital}) records requested.
+Resides in {city}; walks with a cane.
+Moved from {city} last year to live with son.
+Mailing address: {street}
+Beeper {pager} for any questions.
+Please reach me at pager {pager}.
+Home phone: {phone}
+Phone no. {phone}, leave message.
+Fax # {fax}
+Had colonoscopy {date}, normal.
+Seen in clinic {date}, BP was elevated.
+Last seen {date} by her cardiologist.
+Hip fracture '{yearshort} per family.
+Med record no {mrn}
+Social security # {ssn}
+Insurance acct no. {account}
+Implanted device SN {device}
+Wife's email {email}
+See {url} for his care plan.
+Patient is a {oldage} yo man with dementia.
+{PATIENT} WAS SEEN BY {CLINICIAN} TODAY.
+"""
+
+# Clinical lines whose numbers look like identifiers but are not (label O everywhere).
+_CLINICAL_LINES = """
+BP 120/80 HR 72 RR 16 SpO2 98% RA.
+Neuro: A&Ox3, strength 4/5 in LUE, 5/5 elsewhere.
+IVF: 1/2 NS at 75 cc/hr.
+Pain 2/2 incision, 4/10, given oxycodone 5 mg.
+I/O 1200/800, net positive 400 cc.
+ABG 7.35/45/80 on FiO2 40%, PEEP 5.
+Heparin gtt at 1200 units/hr, PTT 65.
+Plan to diurese 1-2 L today, recheck lytes in am.
+K 3.1, repleted with 40 mEq KCl PO x2.
+Lasix 40 mg IV x1 at 14:00 with good UOP.
+Skin: stage 2 ulcer on coccyx, 2 x 3 cm, dressing changed.
+Room 12, bed 2. Call light within reach.
+Pt 67 yo with 40 pack-year smoking history.
+Vent settings AC 500 x 14, PEEP 8, FiO2 50%.
+Glucose 145, covered with 4 units SSI per scale.
+Follow up in 1-2 weeks. INR goal 2-3.
+Ambulated 200 ft with walker, tolerated well.
+Tele: NSR 70s-80s, occasional PVCs.
+Admitted 2151-03-05 and discharged 3/14/2151.
+Echo [**2182-4-3**]: EF 35%.
+Cr 1.2 -> 0.9; WBC 11.2 -> 8.4.
+Ativan 0.5-1 mg q4-6h prn anxiety.
+Chest tube to -20 cm suction, 150 cc serosanguinous.
+MAP > 65 on levophed 0.08 mcg/kg/min.
+NPO after midnight for procedure in am.
+CIWA scores 8-10, no ativan required.
+Temp max 101.2 at 0400, cultures sent x2.
+Code status: full code. Contact: ___ (___) ___.
+On 2/14/2184 pt underwent TTE; repeat 3/2/2184.
+PT/OT consult placed, 3x/week.
+Levels 2+ bilat LE edema, pulses 1+.
+PICC 4 Fr 38 cm placed in R basilic.
+Dilaudid PCA 0.2 mg q10 min, 4-hr limit 3 mg.
+Troponin 0.03 -> 0.05 -> 0.04, CK 120.
+NGT to LIWS, 300 cc bilious output.
+Albuterol/atrovent nebs q4h and prn.
+2 RBC transfused for Hct 21.
+Pt admitted to MICU from ED for hypotension.
+Transferred to CCU overnight, MD aware.
+Wife at bedside, updated by RN and team.
+Daughter called for update, questions answered.
+Family in to visit this afternoon, supportive.
+Seen by PT, OT following; ambulating with assist.
+Renal and ID consults following; appreciate recs.
+Dr. on call notified of HR 130s, EKG done.
+Team aware of low UOP, bolus 500 cc NS given.
+HCP is son; code status discussed, remains DNR/DNI.
+Plan: f/u in GI clinic 2-3 weeks, PCP in 1 week.
+SW consulted re: dispo to rehab vs home with VNA.
+NEURO: PERRL 3mm brisk, MAE, follows commands.
+CV: NSR 80s, no ectopy, SBP 100-120s.
+RESP: LS coarse bilat, sx for thick tan sputum.
+GI/GU: abd soft, +BS, foley draining clear yellow urine.
+ID: Tmax 100.4, vanco/zosyn, BCx 2/2 pending.
+Access: R IJ TLC, L PIV 20g.
+Social: lives with wife, retired, no etoh.
+On 4L NC sats 94-96%, weaned to 2L.
+Given 2 mg morphine IV x2 with relief, pain 3/10.
+Ordered for CT head w/o contrast, results pending.
+Heme: Hct 27.2, stable, no s/s bleeding.
+Endo: RISS, FS 120-180s.
+Skin intact except for sacral decub stage II.
+MD paged x2, no response; charge RN aware.
+Pt states "I want to go home", emotional support given.
+Labs sent at 0400, K 3.8, Mg 1.9, repleted per sliding scale.
+ABG 7.28/52/68 on AC 450 x 16.
+VBG 7.31/49, lactate 2.1.
+Repeat ABG 7.41/38/95, weaned FiO2 to 35%.
+BP 98/54 (MAP 68), HR 102.
+UOP 30-40 cc/hr, I/O -500.
+Lives in a two-family home last year, now in an apartment.
+Moved in with her son last year.
+"""
+
+
+def _templates(split: str) -> list[tuple[str, str]]:
+    text = _TRAIN_TEMPLATES if split == "train" else _TEST_TEMPLATES
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return [(f"{split}:{i}", line) for i, line in enumerate(lines)]
+
+
+_RELATIONS = {
+    "train": ("daughter", "son", "husband", "wife", "sister", "brother", "dtr", "niece", "friend", "mother"),
+    "test": ("daughter", "son", "spouse", "wife", "husband", "nephew", "grandson", "granddaughter", "sister",
+             "partner", "dtr", "father"),
+}
+_SLOT = re.compile(r"\{(\w+)\}")
+# Hospital units and services: the words that stand where a hospital or clinician would, and are not identifiers.
+_UNITS = {
+    "train": ("MICU", "SICU", "CCU", "CVICU", "ED", "ER", "OR", "PACU", "GI", "ID", "Renal", "Cards", "Neuro",
+              "PT", "OT", "SW", "NSICU", "TSICU", "Heme/Onc", "Ortho", "Rehab", "Step-down", "Medicine", "ICU"),
+    "test": ("MICU", "CCU", "ED", "GI", "ID", "PT", "Surgery", "Pulm", "CSRU", "Endo", "Derm", "Psych", "Onc",
+             "ICU", "Floor", "Urology", "ENT"),
+}
+
+
+class PhiNoteGenerator:
+    """Notes of one split: clinical filler with planted sentences (surrogates or placeholders)."""
+
+    def __init__(self, seed: int, split: str = "train", placeholder_share: float = 0.25) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        self.rng = random.Random(seed)
+        self.split = split
+        self.surrogates = Surrogates(self.rng, split)
+        self.templates = _templates(split)
+        self.placeholder_share = placeholder_share
+        self.filler = _filler_lines(split)
+        self.clinical = _clinical_lines(split)
+
+    def _fill(self, slot: str) -> tuple[str, str, str] | None:
+        """(value, label, kind) for a slot, or None for a relation word."""
+        s = self.surrogates
+        base = slot.rstrip("0123456789").lower()
+        upper = slot.isupper()
+        if base in ("patient", "relative", "clinician"):
+            value = s.name() if base != "clinician" else (s.last() if self.rng.random() < 0.6 else s.full())
+            return (value.upper() if upper else value), "NAME", base
+        if base == "hospital":
+            return s.hospital(), "LOCATION", "hospital"
+        if base == "hosp_abbr":
+            return s.hospital_abbr(), "LOCATION", "hospital"
+        if base == "city":
+            return s.city(), "LOCATION", "city"
+        if base == "street":
+            return s.street(), "LOCATION", "street"
+        if base in ("phone", "fax"):
+            return s.phone(), "PHONE", base
+        if base == "pager":
+            return s.pager(), "PHONE", "pager"
+        if base == "date":
+            value, kind = s.date()
+            return value, "DATE", kind
+        if base == "yearq":
+            return s.year2(), "DATE", "date_year"
+        if base == "yearshort":
+            return s.year2()[1:], "DATE", "date_year"
+        if base == "mrn":
+            return s.mrn(), "ID", "mrn"
+        if base == "ssn":
+            return s.ssn(), "ID", "ssn"
+        if base == "account":
+            return s.mrn() + s._digits(2), "ID", "account"
+        if base == "device":
+            return s.device(), "ID", "device"
+        if base == "email":
+            return s.email(), "EMAIL", "email"
+        if base == "url":
+            return s.url(), "EMAIL", "url"
+        if base == "oldage":
+            return s.age90(), "AGE", "age"
+        raise KeyError(slot)
+
+    def sentence(self, template: str, *, deidentified: bool = False) -> tuple[str, list[tuple[int, int, str, str]]]:
+        """A template filled: the text and its gold spans (start, end, label, kind)."""
+        out: list[str] = []
+        spans: list[tuple[int, int, str, str]] = []
+        pos = 0
+        length = 0
+        for match in _SLOT.finditer(template):
+            out.append(template[pos : match.start()])
+            length += match.start() - pos
+            pos = match.end()
+            slot = match.group(1)
+            if slot.rstrip("0123456789").lower() in ("rel", "unit"):
+                pool = _RELATIONS if slot.lower().startswith("rel") else _UNITS
+                value = self.rng.choice(pool[self.split])
+                value = value.upper() if slot.isupper() else value
+                out.append(value)
+                length += len(value)
+                continue
+            value, label, kind = self._fill(slot)
+            value = value.upper() if slot.isupper() else value
+            if deidentified or self.rng.random() < self.placeholder_share:
+                if kind == "date_year" and template[match.start() - 1 : match.start()] == "'":
+                    value = "XX"
+                else:
+                    value = placeholder(label, self.rng)
+                out.append(value)
+                length += len(value)
+                continue
+            out.append(value)
+            spans.append((length, length + len(value), label, kind))
+            length += len(value)
+        out.append(template[pos:])
+        return "".join(out), spans
+
+    def _augment(self, template: str) -> str:
+        """Spelling variants clinicians use: titles with or without a period, lower-case titles, all caps."""
+        rng = self.rng
+        if rng.random() < 0.3:
+            template = re.sub(r"\b(Mr|Mrs|Ms|Dr)\. ", lambda m: m.group(1) + " ", template)
+        if rng.random() < 0.1:
+            template = re.sub(r"\b(Mr|Mrs|Ms|Dr)\b", lambda m: m.group(1).lower(), template)
+        if rng.random() < 0.1:
+            template = _SLOT.sub(lambda m: "{" + m.group(1).upper() + "}", template.upper())
+        return template
+
+    def note(self) -> PhiNote:
+        rng = self.rng
+        pieces: list[str] = []
+        entities: list[PhiSpan] = []
+        template_ids: list[str] = []
+        n_planted = rng.choice((0, 1, 1, 2, 2, 3, 4))
+        n_filler = rng.randint(2, 10)
+        slots = ["planted"] * n_planted + ["filler"] * n_filler
+        rng.shuffle(slots)
+        offset = 0
+        for slot in slots:
+            if slot == "planted":
+                template_id, template = rng.choice(self.templates)
+                text, spans = self.sentence(self._augment(template))
+                template_ids.append(template_id)
+                for start, end, label, kind in spans:
+                    entities.append(PhiSpan(offset + start, offset + end, label, kind, text[start:end]))
+            else:
+                text = rng.choice(self.clinical if rng.random() < 0.35 else self.filler)
+            sep = rng.choice(("\n", "\n", " ", "  ", "\n\n"))
+            pieces.append(text + sep)
+            offset += len(text) + len(sep)
+        return PhiNote("".join(pieces), entities, template_ids)
+
+    def corpus(self, n_notes: int) -> Iterator[PhiNote]:
+        for _ in range(n_notes):
+            yield self.note()
+
+
+@cache
+def _filler_lines(split: str) -> tuple[str, ...]:
+    from pipeline.synth.notes import NoteComposer
+
+    seed = 31 if split == "train" else 32
+    lines = []
+    for note in NoteComposer(seed=seed, split=split).corpus(40):
+        lines += [line.strip() for line in note.text.splitlines() if len(line.strip()) > 3]
+    return tuple(lines)
+
+
+@cache
+def _clinical_lines(split: str) -> tuple[str, ...]:
+    """Nursing-note lines with identifier look-alikes; the held-out split's are not training's."""
+    clinical = [line.strip() for line in _CLINICAL_LINES.strip().splitlines()]
+    return tuple(clinical[split == "test" :: 2])
+
+
+def phi_training_notes(n_notes: int, seed: int = TRAIN_SEED) -> list[PhiNote]:
+    """Notes of the "train" split (its templates and surrogate values only)."""
+    return list(PhiNoteGenerator(seed, "train").corpus(n_notes))
+
+
+def phi_held_out_notes(n_notes: int, seed: int = EVAL_SEED) -> list[PhiNote]:
+    """Notes of the held-out "test" split: templates and surrogate values training never sees."""
+    return list(PhiNoteGenerator(seed, "test").corpus(n_notes))
+
+
+def deidentified_sentences(n: int, seed: int = EVAL_SEED) -> list[str]:
+    """Placeholder-only text: held-out templates with every identifier replaced by a placeholder, and clinical
+    lines (MIMIC shifted dates, look-alike numbers). No identifier in any of them."""
+    gen = PhiNoteGenerator(seed, "test", placeholder_share=1.0)
+    out = []
+    for i in range(n):
+        if i % 3 == 2:
+            out.append(gen.rng.choice(gen.clinical if i % 2 else gen.filler))
+        else:
+            out.append(gen.sentence(gen.rng.choice(gen.templates)[1], deidentified=True)[0])
+    return out

@@ -1,0 +1,53 @@
+"""Generated PHI notes: gold spans are exact, the held-out split shares no template or surrogate with training."""
+
+from __future__ import annotations
+
+import re
+
+from pipeline.synth.phi import (
+    PHI_TYPES,
+    PhiNoteGenerator,
+    deidentified_sentences,
+    phi_held_out_notes,
+    phi_training_notes,
+    placeholder,
+)
+
+
+def test_phi_gold_spans_are_exact_and_typed():
+    notes = phi_training_notes(500)
+    assert notes[:50] == phi_training_notes(50)  # deterministic
+    kinds = set()
+    for note in notes:
+        for e in note.entities:
+            assert note.text[e.start_char : e.end_char] == e.text and e.label in PHI_TYPES
+            kinds.add(e.kind)
+    assert {"patient", "relative", "clinician", "hospital", "city", "street", "phone", "pager", "date_no_year",
+            "date_2y", "ssn", "email", "age"} <= kinds
+    assert any(not n.entities for n in notes)  # notes without identifiers exist too
+
+
+def test_phi_held_out_split_is_unseen():
+    train, test = phi_training_notes(400), phi_held_out_notes(400)
+    for label in ("NAME", "LOCATION"):
+        seen = {e.text.lower() for n in train for e in n.entities if e.label == label and e.kind != "hospital"}
+        unseen = {e.text.lower() for n in test for e in n.entities if e.label == label and e.kind != "hospital"}
+        # single names and cities come from disjoint pools; multi-part values are built from disjoint parts
+        assert not {v for v in unseen if " " not in v} & {v for v in seen if " " not in v}
+    train_templates = {t for n in train for t in n.template_ids}
+    test_templates = {t for n in test for t in n.template_ids}
+    assert all(t.startswith("train:") for t in train_templates) and all(t.startswith("test:") for t in test_templates)
+
+
+def test_phi_placeholders_are_not_gold():
+    gen = PhiNoteGenerator(5, "train", placeholder_share=1.0)
+    text, spans = gen.sentence("Spoke with {rel} {relative} at {phone} on {date}.")
+    assert spans == [] and "{" not in text
+    styles = {placeholder("NAME", gen.rng)[:2] for _ in range(200)}
+    assert {"[*", "__", "**", "XX", "[N", "<P"} <= styles
+
+
+def test_deidentified_sentences_hold_no_surrogate():
+    texts = deidentified_sentences(300)
+    assert len(texts) == 300 and not any("{" in t for t in texts)
+    assert any(re.search(r"\[\*\*|___|\*\*[A-Z]+\[|XXXX|\[[A-Z]+\]|<[A-Z_]+>", t) for t in texts)
