@@ -132,7 +132,7 @@ def test_e2e_conservation_and_run_records(mimic4_run) -> None:
     rows = con.execute(
         "SELECT ds, table_name, rows_in, rows_out, rows_quarantined, status FROM ehr.pipeline_runs "
         "WHERE stage = 'validate' AND ds >= ?", [DAYS[0]]).fetchall()
-    assert len(rows) == 6 * len(DAYS)
+    assert len(rows) == len(INPUT_TABLES) * len(DAYS)
     for _ds, _table, rows_in, rows_out, rows_q, status in rows:
         assert status == "success"
         assert rows_in == rows_out + rows_q
