@@ -115,6 +115,10 @@ class Settings(ValidationSettings, BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     part_rows: int = Field(default=5000, gt=0, description="target rows per lake part file")
+    backfill_chunk: str = Field(
+        default="month", pattern=r"^\s*(month|week|[1-9]\d*\s*(d|days?)?)\s*$",
+        description="how `backfill` cuts its range: month (calendar), week (ISO) or N days",
+    )
     schedule: str = "@daily"
     start_date: date = date(2026, 1, 1)
     catchup: bool = False
