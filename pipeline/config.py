@@ -126,6 +126,8 @@ class Settings(ValidationSettings, BaseSettings):
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     gpu_pool_slots: int = Field(default=2, gt=0)
+    backfill_pool: str = Field(default="backfill", description="Airflow pool of the ehr_history DAG's chunk tasks")
+    backfill_pool_slots: int = Field(default=2, gt=0)
 
     # NER and risk
     ner_enabled: bool = True

@@ -364,8 +364,34 @@ def extract_chunk(chunk: Chunk, *, run_id: str, settings: Settings, staged: Path
     return {name: c["rows_extracted"] for name, c in result.counts().items()}
 
 
-def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> dict[str, int]:
-    """The chunk's raw days as one batch through validation → validated day partitions; runs recorded per day."""
+def _known_from_lake(settings: Settings, days: Sequence[date], tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Array]:
+    """Admissions and subjects validated on ``days`` (earlier chunks of this backfill) that the batch refers to:
+    known even when those chunks are not loaded yet (the DAG validates chunks before it loads them)."""
+    import pyarrow.parquet as pq
+
+    root = settings.lake_dir
+    cols = ["hadm_id", "subject_id", "admittime", "dischtime"]
+    referenced = pc.unique(pa.chunked_array(
+        [tables[t].column("hadm_id").cast(pa.int64()) for t in ("diagnoses", "labs", "prescriptions", "notes")],
+        type=pa.int64()).combine_chunks()).drop_null()
+    subjects = pc.unique(tables["admissions"].column("subject_id").combine_chunks()).drop_null()
+    schema = pa.schema([f.with_nullable(True) for f in arrow_schema("admissions").select(cols)])
+    admissions, patients = [schema.empty_table()], [pa.array([], pa.int64())]
+    for day in days:
+        for path in lake.list_parts(root, VALIDATED, "admissions", day):
+            part = pq.read_table(path, columns=cols).cast(schema)
+            admissions.append(part.filter(pc.is_in(part.column("hadm_id"), value_set=referenced)))
+        for path in lake.list_parts(root, VALIDATED, "patients", day):
+            ids = pq.read_table(path, columns=["subject_id"]).column("subject_id").combine_chunks()
+            patients.append(ids.filter(pc.is_in(ids, value_set=subjects)).cast(pa.int64()))
+    return pa.concat_tables(admissions), pc.unique(pa.concat_arrays(patients))
+
+
+def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date | None = None) -> dict[str, int]:
+    """The chunk's raw days as one batch through validation → validated day partitions; runs recorded per day.
+
+    Known admissions and subjects: the warehouse's and the source's open ones (as the nightly run), plus
+    those validated in the lake on the days ``since..chunk.start - 1`` (earlier chunks not loaded yet)."""
     from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig, validate_batch
 
     root = settings.lake_dir
@@ -375,6 +401,11 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> dict[str
                                 for d in chunk.days])
     open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, chunk.end)
     known, known_subjects = nightly.known_context(settings, tables, open_adm)
+    if since is not None and since < chunk.start:
+        lake_known, lake_subjects = _known_from_lake(settings, nightly.days(since, chunk.start - timedelta(days=1)),
+                                                     tables)
+        known = pa.concat_tables([known, lake_known.cast(known.schema)])
+        known_subjects = pc.unique(pa.concat_arrays([known_subjects.cast(pa.int64()), lake_subjects]))
     try:
         outcome = validate_batch(
             tables, ds=chunk.end, run_id=run_id, pre_quarantine=rejects, known_admissions=known,
@@ -459,18 +490,19 @@ class BackfillOutcome:
 
 
 def run_chunk(work: ChunkWork, *, settings: Settings, staged: Path | None, versions: Mapping[str, Any],
-              skip: Iterable[str] = (), run_id: str | None = None,
-              on_stage: Callable[[Chunk, str], None] | None = None) -> ChunkResult:
-    """Run the chunk's planned stages in order, recording each; a failing stage is recorded ``failed`` and
-    ends the chunk (the error is returned, not raised, so the other chunks go on)."""
+              skip: Iterable[str] = (), run_id: str | None = None, since: date | None = None,
+              only: Iterable[str] | None = None, on_stage: Callable[[Chunk, str], None] | None = None) -> ChunkResult:
+    """Run the chunk's planned stages (those in ``only``, when given) in order, recording each; a failing stage is
+    recorded ``failed`` and ends the chunk (the error is returned, not raised, so the other chunks go on).
+    ``since``: the backfill's first day (validation knows what earlier chunks validated)."""
     chunk, skip = work.chunk, set(skip)
     run_id = run_id or new_run_id(chunk.start, "backfill")
-    result = ChunkResult(chunk, work.stages, "nothing to do" if not work.stages else "success")
-    if not work.stages:
+    stages = [s for s in work.stages if only is None or s in set(only)]
+    result = ChunkResult(chunk, tuple(stages), "nothing to do" if not stages else "success")
+    if not stages:
         return result
     records = chunk_records(settings, chunk.start, chunk.start).get(chunk.start, {})
     inputs_of = {s: r.run_id for s, r in records.items() if r.status in ("success", "skipped") and r.end == chunk.end}
-    stages = list(work.stages)
     current = None
     try:
         for stage in stages:
@@ -486,7 +518,7 @@ def run_chunk(work: ChunkWork, *, settings: Settings, staged: Path | None, versi
                 counts = extract_chunk(chunk, run_id=run_id, settings=settings, staged=staged)
                 result.rows = sum(counts.values())
             elif stage == "validate":
-                counts = validate_chunk(chunk, run_id=run_id, settings=settings)
+                counts = validate_chunk(chunk, run_id=run_id, settings=settings, since=since)
                 result.rows = result.rows or sum(counts.values())
             elif stage == "ner":
                 if "ner" in skip:
@@ -543,7 +575,8 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     staged = stage_source(settings) if any("extract" in w.stages for w in work) else None
     outcome = BackfillOutcome([])
     for item in work:
-        result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, on_stage=on_stage)
+        result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, since=start,
+                           on_stage=on_stage)
         outcome.chunks.append(result)
         if on_chunk:
             on_chunk(result)
@@ -559,3 +592,52 @@ def _check_models(settings: Settings, work: Sequence[ChunkWork], skip: Iterable[
     if "risk" in needs and not nightly.RISK.model_ready(settings.risk_model_dir):
         raise BackfillError(f"no risk model at {settings.risk_model_dir}: seed with --skip-risk, then run "
                             "`ehr-pipeline train-risk` and `backfill` again (it then scores history)")
+
+
+# --- the ehr_history DAG ---------------------------------------------------------------------------
+# the DAG's mapped task groups: extract runs in parallel, validate in chunk order (it learns what earlier
+# chunks validated), NER in parallel on the GPU queue, risk and load in chunk order (risk reads loaded history)
+DAG_GROUPS: dict[str, tuple[str, ...]] = {"extract": ("extract",), "validate": ("validate",), "ner": ("ner",),
+                                          "risk_load": ("risk", "load")}
+
+
+def plan_for_dag(start: date, end: date, *, chunk: str | None = None, reprocess: str = "missing",
+                 skip_ner: bool = False, skip_risk: bool = False, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The ``plan`` task: the chunks with work (JSON for the mapped tasks); stages the source once when needed."""
+    settings = settings or load_settings()
+    work, _ = run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
+                           skip_risk=skip_risk, dry_run=True)
+    skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
+    _check_models(settings, work, skip)
+    if any("extract" in w.stages for w in work):
+        stage_source(settings)
+    return [{"start": w.chunk.start.isoformat(), "end": w.chunk.end.isoformat(), "stages": list(w.stages),
+             "skip": list(skip), "since": start.isoformat()} for w in work if w.stages]
+
+
+def run_dag_group(item: Mapping[str, Any], group: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """One mapped task of the ``ehr_history`` DAG: the stages of ``group`` for one planned chunk.
+
+    Returns ``item`` for the next group; a failure is recorded and returned in ``item["failed"]`` instead of
+    raised, so the other chunks' later groups still run (a mapped task expands only once every upstream map
+    index is done) and this chunk's are no-ops; the DAG's last task fails listing the failed chunks.
+    """
+    if item.get("failed"):
+        return dict(item)
+    settings = settings or load_settings()
+    chunk = Chunk(date.fromisoformat(item["start"]), date.fromisoformat(item["end"]))
+    work = ChunkWork(chunk, tuple(item["stages"]), {})
+    staged = staged_dir(settings) if "extract" in DAG_GROUPS[group] and "extract" in work.stages else None
+    result = run_chunk(work, settings=settings, staged=staged, versions=current_versions(settings),
+                       skip=item.get("skip", ()), since=date.fromisoformat(item["since"]), only=DAG_GROUPS[group])
+    if result.status == "failed":
+        log.error("backfill chunk failed", extra={"chunk": str(chunk), "group": group})
+        return {**item, "failed": result.error}
+    return dict(item)
+
+
+def failed_chunks(start: date, end: date, *, settings: Settings | None = None) -> list[str]:
+    """Chunks of ``start..end`` with a failed stage record (the DAG's last task fails listing them)."""
+    records = chunk_records(settings or load_settings(), start, end)
+    return sorted(f"{ds.isoformat()} {stage}: {rec.detail.get('error', '')}"[:300]
+                  for ds, stages in records.items() for stage, rec in stages.items() if rec.status == "failed")
