@@ -375,7 +375,7 @@ def _known_from_lake(settings: Settings, days: Sequence[date], tables: Mapping[s
         [tables[t].column("hadm_id").cast(pa.int64()) for t in ("diagnoses", "labs", "prescriptions", "notes")],
         type=pa.int64()).combine_chunks()).drop_null()
     subjects = pc.unique(tables["admissions"].column("subject_id").combine_chunks()).drop_null()
-    schema = pa.schema([f.with_nullable(True) for f in arrow_schema("admissions").select(cols)])
+    schema = pa.schema([arrow_schema("admissions").field(c).with_nullable(True) for c in cols])
     admissions, patients = [schema.empty_table()], [pa.array([], pa.int64())]
     for day in days:
         for path in lake.list_parts(root, VALIDATED, "admissions", day):

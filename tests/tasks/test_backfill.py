@@ -171,6 +171,24 @@ def test_structured_backfill_loads_every_day_resumes_nothing_and_records_version
     assert _counts(settings) == counts
 
 
+@pytest.mark.slow
+def test_the_dag_groups_in_dag_order_give_the_same_warehouse_as_the_cli_path(source: Path, tmp_path: Path) -> None:
+    """What the ehr_history DAG does, without the scheduler: every chunk extracted, then every chunk validated
+    (before any is loaded: validation learns earlier chunks' admissions from the lake), then NER, then risk
+    and load; equal to the chunk-by-chunk run."""
+    cli = load_settings(workdir=tmp_path / "cli", source_path=source)
+    backfill.run_backfill(START, END, settings=cli, chunk="20 days", skip_ner=True, skip_risk=True)
+    dag = load_settings(workdir=tmp_path / "dag", source_path=source)
+    items = backfill.plan_for_dag(START, END, chunk="20 days", skip_ner=True, skip_risk=True, settings=dag)
+    assert len(items) == 4 and items[0]["stages"] == list(backfill.STAGES)
+    for group in backfill.DAG_GROUPS:
+        items = [backfill.run_dag_group(item, group, settings=dag) for item in items]
+    assert not any(item.get("failed") for item in items)
+    assert _counts(dag) == _counts(cli)
+    assert backfill.failed_chunks(START, END, settings=dag) == []
+    assert backfill.plan_for_dag(START, END, chunk="20 days", skip_ner=True, skip_risk=True, settings=dag) == []
+
+
 def test_a_failed_chunk_is_recorded_the_others_go_on_and_failed_redoes_it(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,14 +201,17 @@ def test_a_failed_chunk_is_recorded_the_others_go_on_and_failed_redoes_it(
         return real(chunk, **kwargs)
 
     monkeypatch.setattr(backfill, "validate_chunk", broken)
-    _, outcome = backfill.run_backfill(START, END, settings=settings, skip_ner=True, skip_risk=True)
+    end = date(2025, 11, 6)
+    _, outcome = backfill.run_backfill(START, end, settings=settings, chunk="3 days", skip_ner=True, skip_risk=True)
     assert [(str(c.chunk), c.status) for c in outcome.chunks] == [
-        ("2025-11-01..2025-11-30", "failed"), ("2025-12-01..2025-12-31", "success")]
+        ("2025-11-01..2025-11-03", "failed"), ("2025-11-04..2025-11-06", "success")]
     assert "validate: RuntimeError: disk full" in outcome.failed[0].error
     assert backfill.chunk_records(settings, START, START)[START]["validate"].status == "failed"
+    assert backfill.failed_chunks(START, end, settings=settings) == [
+        "2025-11-01 validate: RuntimeError: disk full"]
     monkeypatch.setattr(backfill, "validate_chunk", real)
-    work, outcome = backfill.run_backfill(START, END, settings=settings, skip_ner=True, skip_risk=True,
-                                          reprocess="failed")
+    work, outcome = backfill.run_backfill(START, end, settings=settings, chunk="3 days", skip_ner=True,
+                                          skip_risk=True, reprocess="failed")
     assert [w.stages for w in work] == [("validate", "ner", "risk", "load"), ()]
     assert not outcome.failed
 
@@ -227,3 +248,36 @@ def test_history_with_ner_and_risk_then_a_new_ner_model_redoes_only_what_depends
     assert after["ner"].run_id != before["ner"].run_id
     assert after["ner"].versions["ner_model"] != before["ner"].versions["ner_model"]
     assert _counts(settings) == counts
+
+
+@pytest.mark.slow
+def test_a_backfill_killed_mid_way_resumes_to_the_same_counts(source: Path, tmp_path: Path) -> None:
+    """``kill -9`` of the CLI while a later chunk is being validated, then the same command: same warehouse counts
+    as an uninterrupted run, and nothing half-written is read on the way."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    end = date(2025, 11, 21)
+    whole = load_settings(workdir=tmp_path / "whole", source_path=source)
+    backfill.run_backfill(START, end, settings=whole, chunk="week", skip_ner=True, skip_risk=True)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "EHR_SOURCE_PATH": str(source), "EHR_WORKDIR": str(killed)}
+    cmd = [sys.executable, "-m", "pipeline.cli", "backfill", "--start", START.isoformat(), "--end", end.isoformat(),
+           "--chunk", "week", "--bulk"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the third chunk (2025-11-10..16) is being extracted or validated: chunks 1 and 2 are done
+    signal_file = killed / "lake" / "raw" / "labs" / "ds=2025-11-12"
+    deadline = time.monotonic() + 600
+    while not os.path.lexists(signal_file) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the backfill ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = load_settings(workdir=killed, source_path=source)
+    work, outcome = backfill.run_backfill(START, end, settings=resumed, chunk="week", skip_ner=True, skip_risk=True)
+    assert work[0].stages == () and work[-1].stages == backfill.STAGES  # done chunks are not redone
+    assert not outcome.failed
+    assert _counts(resumed) == _counts(whole)
