@@ -231,6 +231,25 @@ def backfill(
         raise typer.Exit(1)
 
 
+@bench_app.command("backfill")
+def bench_backfill(
+    patients: Annotated[int, typer.Option(min=10, help="Patients of the 1x source (one year).")] = 10_000,
+    factor: Annotated[int, typer.Option(min=2, help="Size of the larger source, in multiples of the 1x one.")] = 4,
+    ner_model: Annotated[Path | None, typer.Option(
+        help="NER model for the history-NER rate (default: one fine-tuned briefly by the benchmark).")] = None,
+    ner_days: Annotated[int, typer.Option(min=1, help="Days of history the NER rate is measured on.")] = 7,
+    workdir: Annotated[Path, typer.Option(help="Scratch folder (sources are kept for reruns).")] = Path(".ehr/bench-backfill"),
+    out: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("BENCHMARKS.md"),
+) -> None:
+    """History backfill at 1x and Nx: peak RSS, wall time, rows/s, MIMIC-IV projections, NER notes/s."""
+    from pipeline.bench.backfill import run_backfill_benchmark
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_backfill_benchmark(patients, factor, workdir=workdir.resolve(), ner_model=ner_model, ner_days=ner_days,
+                           out_md=out, log=console.print)
+    console.print(f"updated {out}")
+
+
 # --- warehouse ---------------------------------------------------------------------------------------
 def _counts_table(settings: Settings, first: date | None = None, last: date | None = None) -> Table:
     from pipeline.contracts import INPUT_TABLES
