@@ -292,7 +292,8 @@ def source_fingerprint(settings: Settings) -> str:
     """Names the source as it is now: its files (names, sizes, modification times) or its URL, and the day shift."""
     parts: list[str] = [settings.source_layout, str(settings.source_day_shift)]
     if settings.source_layout == "sql":
-        parts += [str(settings.source_url), str(settings.source_schemas)]
+        # a database changes without a trace we can read cheaply: its copy is made again each calendar day
+        parts += [str(settings.source_url), str(settings.source_schemas), date.today().isoformat()]
     else:
         root = settings.source_dir
         if not root.is_dir():
@@ -310,16 +311,26 @@ def staged_dir(settings: Settings) -> Path:
 def stage_source(settings: Settings, *, on_table: Callable[[str, int], None] | None = None) -> Path:
     """Read every source table once into the staging copy (tables already staged are kept); returns its folder."""
     from pipeline.sources import open_source
-    from pipeline.sources.stream import clean_leftovers, stage_table, staged_tables
+    from pipeline.sources.stream import (
+        ADMISSION_DATED,
+        STAGING_ORDER,
+        admission_days,
+        clean_leftovers,
+        stage_table,
+        staged_tables,
+    )
 
     folder = staged_dir(settings)
     clean_leftovers(folder)
     done = staged_tables(folder)
-    missing = [t for t in INPUT_TABLES if t not in done]
+    missing = [t for t in STAGING_ORDER if t not in done]
     if missing:
         reader = open_source(settings.source_layout, settings.source_dir, settings.source_url, settings.source_schemas)
+        days = None
         for table in missing:
-            rows = stage_table(reader, table, folder, day_shift=settings.source_day_shift)
+            if table in ADMISSION_DATED and days is None:
+                days = admission_days(folder, settings.source_day_shift)
+            rows = stage_table(reader, table, folder, day_shift=settings.source_day_shift, admissions=days)
             log.info("staged", extra={"table": table, "rows": rows})
             if on_table:
                 on_table(table, rows)

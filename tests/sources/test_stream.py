@@ -12,7 +12,15 @@ import pytest
 from pipeline.contracts import INPUT_TABLES
 from pipeline.sources import extract_range
 from pipeline.sources.files import FolderReader
-from pipeline.sources.stream import StagedReader, StagingIncompleteError, stage_table, staged_tables
+from pipeline.sources.stream import (
+    ADMISSION_DATED,
+    STAGING_ORDER,
+    StagedReader,
+    StagingIncompleteError,
+    admission_days,
+    stage_table,
+    staged_tables,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +36,11 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def staged(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("staged")
     reader = FolderReader(source, block_size=64 << 10)  # several batches per file
-    for table in INPUT_TABLES:
-        stage_table(reader, table, out)
+    days = None
+    for table in STAGING_ORDER:
+        if table in ADMISSION_DATED and days is None:
+            days = admission_days(out)
+        stage_table(reader, table, out, admissions=days)
     return out
 
 
@@ -56,8 +67,9 @@ def test_extracting_from_the_staged_copy_equals_extracting_from_the_source(sourc
 
 
 def test_labs_and_notes_are_partitioned_by_month_so_a_chunk_reads_only_its_months(staged: Path) -> None:
-    months = sorted(p.name for p in (staged / "labs" / "data").iterdir())
-    assert "staged_month=2025-12" in months and len(months) >= 3
+    for table in ("labs", "notes", "diagnoses", "prescriptions"):
+        months = sorted(p.name for p in (staged / table / "data").iterdir())
+        assert "staged_month=2025-12" in months and len(months) >= 3, (table, months)
     assert staged_tables(staged).keys() == set(INPUT_TABLES)
 
 
