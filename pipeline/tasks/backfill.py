@@ -17,7 +17,9 @@
    - ner / risk: the nightly mapped functions :func:`~pipeline.tasks.nightly.ner` and
      :func:`~pipeline.tasks.nightly.risk` on every validated part of every day;
    - load: :func:`pipeline.tasks.nightly.load` day by day. Risk reads the history the warehouse holds, so a
-     day's risk runs just before that day's load (risk and load share one loop; each is recorded).
+     day's risk runs just before that day's load (risk and load share one loop; each is recorded). Without
+     risk, :func:`load_chunk` loads the chunk's days in one warehouse call (what ``nightly.load`` does, per day
+     atomic, without opening the warehouse twice per day).
 
 3. **records** (:func:`chunk_records`): each chunk × stage is one row of ``ehr.pipeline_runs`` (``ds`` = the
    chunk's first day, ``stage`` = ``backfill.<stage>``, ``table_name`` = ``chunk``) whose detail holds the
@@ -459,10 +461,45 @@ def ner_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> dict[str, int
     return totals
 
 
+def load_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> int:
+    """:func:`pipeline.tasks.nightly.load` for the whole chunk at once: every day's validated, quarantine, result
+    and enriched partitions replace the chunk's days in one call of the warehouse (PostgreSQL commits a month
+    at a time, each day all-or-nothing); recorded per day like the nightly load. Returns input rows loaded."""
+    from pipeline.warehouse import open_warehouse
+
+    root = settings.lake_dir
+    sources = {name: (VALIDATED, name) for name in INPUT_TABLES}
+    sources |= {"quarantine": (VALIDATED, QUARANTINE), "validation_results": (VALIDATED, RESULTS)}
+    for name in ("note_entities", "admission_risk"):
+        # an enriched table is replaced when its stage wrote this chunk (a day without notes has no part)
+        if any(lake.list_parts(root, ENRICHED, name, day) for day in chunk.days):
+            sources[name] = (ENRICHED, name)
+    tables: dict[str, pa.Table] = {}
+    for name, (stage, folder) in sources.items():
+        if stage == VALIDATED and name in INPUT_TABLES and not all(
+                lake.list_parts(root, VALIDATED, name, day) for day in chunk.days):
+            raise PipelineError(f"load: no validated {name} partition for some day of {chunk}; run validate first")
+        missing_ok = stage == ENRICHED
+        tables[name] = pa.concat_tables([lake.read_partition(root, stage, folder, day, arrow_schema(name),
+                                                             missing_ok=missing_ok) for day in chunk.days])
+    with open_warehouse(settings.warehouse) as wh:
+        wh.replace_days(tables, chunk.start, chunk.end)
+    rec = RunRecorder(settings, run_id, chunk.start, "load")
+    for name, table in tables.items():
+        for day, rows in _split_by_day(table, chunk.days).items():
+            rec.add(name, rows.num_rows, rows.num_rows, 0, {"backfill_chunk": str(chunk)}, ds=day)
+    rec.write()
+    return sum(tables[name].num_rows for name in INPUT_TABLES)
+
+
 def risk_and_load_chunk(chunk: Chunk, *, run_id: str, settings: Settings, risk: bool) -> dict[str, int]:
-    """Day by day: :func:`pipeline.tasks.nightly.risk` on every admissions part (when ``risk``), then
-    :func:`pipeline.tasks.nightly.load` (risk reads the history loaded so far, as in the nightly run)."""
+    """Day by day: :func:`pipeline.tasks.nightly.risk` on every admissions part, then
+    :func:`pipeline.tasks.nightly.load` (risk reads the history loaded so far, as in the nightly run).
+    Without risk, the chunk is loaded at once (:func:`load_chunk`)."""
     totals = {"admissions": 0, "scored": 0, "loaded": 0}
+    if not risk:
+        totals["loaded"] = load_chunk(chunk, run_id=run_id, settings=settings)
+        return totals
     settings = settings.model_copy(update={"risk_enabled": True})
     for day in chunk.days:
         if risk:
