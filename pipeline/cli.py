@@ -238,6 +238,7 @@ def bench_backfill(
     ner_model: Annotated[Path | None, typer.Option(
         help="NER model for the history-NER rate (default: one fine-tuned briefly by the benchmark).")] = None,
     ner_days: Annotated[int, typer.Option(min=1, help="Days of history the NER rate is measured on.")] = 7,
+    chunk: Annotated[str, typer.Option(help="Chunk size of both backfills (month, week, N days).")] = "month",
     workdir: Annotated[Path, typer.Option(help="Scratch folder (sources are kept for reruns).")] = Path(".ehr/bench-backfill"),
     out: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("BENCHMARKS.md"),
 ) -> None:
@@ -246,7 +247,7 @@ def bench_backfill(
 
     workdir.mkdir(parents=True, exist_ok=True)
     run_backfill_benchmark(patients, factor, workdir=workdir.resolve(), ner_model=ner_model, ner_days=ner_days,
-                           out_md=out, log=console.print)
+                           chunk=chunk, out_md=out, log=console.print)
     console.print(f"updated {out}")
 
 

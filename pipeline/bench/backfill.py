@@ -4,7 +4,7 @@
 
 Generates two MIMIC-IV-style sources of one year (``--patients`` and ``--factor`` × as many patients, same
 seed), then runs ``ehr-pipeline backfill --bulk`` (the structured stages: one pass staging the source, then
-monthly chunks extracted, validated and loaded into DuckDB; no NER, no risk) on each in a child process, which
+chunks (a month by default) extracted, validated and loaded into DuckDB; no NER, no risk) on each in a child process, which
 reports its wall time and its peak RSS (``getrusage``). The rows per second of the larger run project the time
 for MIMIC-IV ``hosp``'s row counts. NER on history is measured apart: the backfill's NER stage
 (:func:`pipeline.tasks.backfill.ner_chunk`) over one week of the 1× history, with the model of ``--ner-model``
@@ -35,7 +35,7 @@ MIMIC_DISCHARGE_NOTES = 331_794
 MEDS_MINUTES, MEDS_PEAK_GB = 32, 20.3
 
 
-def _child(workdir: Path, source: Path, start: date, end: date) -> dict[str, Any]:
+def _child(workdir: Path, source: Path, start: date, end: date, chunk: str = "month") -> dict[str, Any]:
     """Run the structured backfill in this (child) process; wall time, peak RSS and rows."""
     import resource
 
@@ -46,7 +46,7 @@ def _child(workdir: Path, source: Path, start: date, end: date) -> dict[str, Any
     t0 = time.perf_counter()
     backfill.stage_source(settings)
     staged = time.perf_counter() - t0
-    _, outcome = backfill.run_backfill(start, end, settings=settings, skip_ner=True, skip_risk=True)
+    _, outcome = backfill.run_backfill(start, end, settings=settings, chunk=chunk, skip_ner=True, skip_risk=True)
     seconds = time.perf_counter() - t0
     rows = sum(c.rows for c in outcome.chunks)
     return {"seconds": seconds, "staging_seconds": staged, "rows": rows, "chunks": len(outcome.chunks),
@@ -54,9 +54,9 @@ def _child(workdir: Path, source: Path, start: date, end: date) -> dict[str, Any
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _run_child(workdir: Path, source: Path, start: date, end: date) -> dict[str, Any]:
+def _run_child(workdir: Path, source: Path, start: date, end: date, chunk: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "pipeline.bench.backfill", str(workdir), str(source), start.isoformat(),
-           end.isoformat()]
+           end.isoformat(), chunk]
     env = {k: v for k, v in os.environ.items() if not k.startswith("EHR_")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -109,7 +109,7 @@ def _ner_rate(workdir: Path, source: Path, model_dir: Path | None, days: int) ->
 
 
 def run_backfill_benchmark(patients: int = 10_000, factor: int = 4, *, workdir: Path, ner_model: Path | None = None,
-                           ner_days: int = 7, out_md: Path = Path("BENCHMARKS.md"),
+                           ner_days: int = 7, chunk: str = "month", out_md: Path = Path("BENCHMARKS.md"),
                            log: Any = print) -> dict[str, Any]:
     from pipeline.synth import generate
 
@@ -127,15 +127,15 @@ def run_backfill_benchmark(patients: int = 10_000, factor: int = 4, *, workdir: 
             import shutil
 
             shutil.rmtree(run_dir)
-        log(f"backfill --bulk {start}..{end} of {n} patients")
-        result = _run_child(run_dir, source, start, end)
+        log(f"backfill --bulk --chunk {chunk} {start}..{end} of {n} patients")
+        result = _run_child(run_dir, source, start, end, chunk)
         result.update(patients=n, loaded=_warehouse_rows(run_dir))
         log(f"  {json.dumps(result)}")
         runs.append(result)
     log(f"NER over {ner_days} days of history")
     ner = _ner_rate(workdir / f"run-{patients}", workdir / f"source-{patients}", ner_model, ner_days)
     log(f"  {json.dumps(ner)}")
-    summary = {"runs": runs, "ner": ner, "start": start.isoformat(), "end": end.isoformat()}
+    summary = {"runs": runs, "ner": ner, "start": start.isoformat(), "end": end.isoformat(), "chunk": chunk}
     replace_section(out_md, _section(summary, patients, factor, ner_days))
     return summary
 
@@ -154,12 +154,14 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int) -> st
     lines = [
         SECTION,
         "",
-        f"Reproduce: `ehr-pipeline bench backfill --patients {patients} --factor {factor}` (calls "
+        f"Reproduce: `ehr-pipeline bench backfill --patients {patients} --factor {factor} --chunk {s['chunk']} "
+        f"--ner-days {ner_days}` (calls "
         "`pipeline.bench.backfill.run_backfill_benchmark`). Measured "
         f"{date.today().isoformat()} on {cpu}, {os.cpu_count()} cores **shared with other jobs running at the same "
         "time** (the wall times are upper bounds; the memory figures are not affected). Generated MIMIC-IV-style "
         f"sources of one year ({s['start']}..{s['end']}), seed 7; the structured seed `backfill --bulk` (source "
-        "staged in one pass, then monthly chunks extracted, validated and loaded into DuckDB; no NER, no risk), "
+        "staged in one pass, then chunks "
+        f"(`--chunk {s['chunk']}`) extracted, validated and loaded into DuckDB; no NER, no risk), "
         "each in its own child process, one run each.",
         "",
         "| source | rows extracted | chunks | wall s (staging s) | rows/s | peak RSS |",
@@ -179,8 +181,10 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int) -> st
         f"- Loaded ({factor}×): " + ", ".join(f"{k} {v:,}" for k, v in large["loaded"].items()) + ".",
         f"- Projection for MIMIC-IV `hosp` ({mimic_rows / 1e6:.1f} M rows: 118 M labevents, 15 M prescriptions, "
         f"4.8 M diagnoses, 431 k admissions) at the {factor}× rate: **{projected_min:,.0f} minutes** "
-        f"({projected_min / 60:.1f} h), in the memory measured above (it follows a chunk's rows, not the "
-        f"source's). MEDS-Transforms' published figure for all of MIMIC-IV is {MEDS_MINUTES} minutes at "
+        f"({projected_min / 60:.1f} h). Memory follows the rows of one chunk, not the source's: with "
+        f"{factor}× the patients a chunk of the same length holds {factor}× the rows, so the chunk length "
+        "(`--chunk`, `EHR_BACKFILL_CHUNK`) is what bounds it (MIMIC-IV's dates are spread over about a century, "
+        "so its month holds far fewer rows than these generated ones). MEDS-Transforms' published figure for all of MIMIC-IV is {MEDS_MINUTES} minutes at "
         f"{MEDS_PEAK_GB} GB peak memory, on other hardware and producing a different output (MEDS shards, no "
         "validation or warehouse load), so the comparison is of orders of magnitude only.",
         "",
@@ -201,4 +205,4 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int) -> st
 
 if __name__ == "__main__":  # the child process of _run_child
     print(json.dumps(_child(Path(sys.argv[1]), Path(sys.argv[2]), date.fromisoformat(sys.argv[3]),
-                            date.fromisoformat(sys.argv[4]))))
+                            date.fromisoformat(sys.argv[4]), sys.argv[5])))
