@@ -170,12 +170,12 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int) -> st
     for r in (small, large):
         lines.append(f"| {r['patients']:,} patients | {r['rows']:,} | {r['chunks']} | {r['seconds']:.0f} "
                      f"({r['staging_seconds']:.0f}) | {r['rows'] / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} MB |")
-    ok_rss = rss_ratio <= 1.15 and large["peak_rss_mb"] <= 3072
     ok_time = time_ratio <= 1.1 * factor
     lines += [
         "",
-        f"- Peak RSS {factor}× / 1×: **{rss_ratio:.2f}** (target ≤ 1.15, and ≤ 3 GB: "
-        f"{'met' if ok_rss else 'NOT met'}).",
+        f"- Peak RSS {factor}× / 1×: **{rss_ratio:.2f}** (target ≤ 1.15: {'met' if rss_ratio <= 1.15 else 'NOT met'}); "
+        f"peak at {factor}×: {large['peak_rss_mb']:,.0f} MB (target ≤ 3 GB: "
+        f"{'met' if large['peak_rss_mb'] <= 3072 else 'NOT met'}).",
         f"- Wall time {factor}× / 1×: **{time_ratio:.2f}** for {large['rows'] / small['rows']:.2f}× the rows "
         f"(target ≤ {1.1 * factor:.1f}: {'met' if ok_time else 'NOT met'}).",
         f"- Loaded ({factor}×): " + ", ".join(f"{k} {v:,}" for k, v in large["loaded"].items()) + ".",
@@ -193,9 +193,12 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int) -> st
         f"{ner['entities']:,} entities in {ner['seconds']:.0f} s = **{notes_per_s:.2f} notes/s** "
         f"({ner['chars'] / ner['seconds']:,.0f} characters/s). MIMIC-IV-Note's {MIMIC_DISCHARGE_NOTES:,} discharge "
         f"notes at that rate: **{hours:,.1f} hours** on this CPU (generated notes are shorter than real discharge "
-        "summaries; scale by characters for a closer figure)."
-        + (" The model was fine-tuned briefly by the benchmark (the packaged MiniLM-L6 architecture: speed "
-           "does not depend on how well it was trained)." if ner["trained_here"] else ""),
+        "summaries; scale by characters for a closer figure). This is the stage as a backfill runs it on sparse "
+        "days: every day's part loads the model and the ConText pipeline again, which a few notes per day cannot "
+        "amortise; the NER section above measures the steady-state rate of the same model."
+        + (" The model was fine-tuned briefly by the benchmark (the packaged MiniLM-L6 architecture: the "
+           "transformer's speed does not depend on how well it was trained; a model that finds few entities "
+           "spends less time in ConText)." if ner["trained_here"] else ""),
         "- GPU: not measured here (no GPU on this machine). On a CUDA worker the NER tasks run with fp16/bf16 "
         "autocast (`EHR_NER_PRECISION=auto`) and chunks run in parallel on the `gpu` pool (the `ehr_history` "
         "DAG), which is where the hours above would shrink; by how much is unmeasured.",
