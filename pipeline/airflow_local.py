@@ -67,6 +67,7 @@ def prepare_airflow(settings: Settings) -> dict[str, str]:
     if not (settings.airflow_home / "airflow.db").exists():
         _airflow(env, "db", "migrate")
     _airflow(env, "pools", "set", settings.gpu_pool, str(settings.gpu_pool_slots), "NER and risk tasks")
+    _airflow(env, "pools", "set", settings.backfill_pool, str(settings.backfill_pool_slots), "history backfill chunks")
     return env
 
 

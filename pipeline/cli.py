@@ -177,33 +177,114 @@ def backfill(
     start: Annotated[str, typer.Option(help="First day (YYYY-MM-DD).")],
     end: Annotated[str, typer.Option(help="Last day, inclusive.")],
     workdir: WorkdirOpt = None,
-    bulk: Annotated[bool, typer.Option(help="Load the range as one batch without NER and risk (history seeding).")] = False,
+    chunk: Annotated[str | None, typer.Option(
+        help="Chunk size: month, week or N days (default EHR_BACKFILL_CHUNK, month).")] = None,
+    reprocess: Annotated[str, typer.Option(
+        help="What already done is run again: missing (default: never done, failed, skipped or with a redone "
+             "input), failed, stale (also made by another code/rules/model version), all.")] = "missing",
+    skip_ner: Annotated[bool, typer.Option(help="No NER (a structured-only seed; recorded as skipped).")] = False,
+    skip_risk: Annotated[bool, typer.Option(help="No risk scores (e.g. no risk model yet; recorded as skipped).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the chunks and stages that would run, run nothing.")] = False,
+    bulk: Annotated[bool, typer.Option(
+        help="Alias of --skip-ner --skip-risk: a structured-only seed of history.")] = False,
+    daily: Annotated[bool, typer.Option(
+        help="Run the nightly DAG's stages day by day instead (with the per-day report; short ranges).")] = False,
 ) -> None:
-    """Run a range of days: every day extracted and validated first, then enriched, loaded and reported (or as
-    one bulk batch with --bulk)."""
-    from pipeline.tasks import history, nightly
+    """Backfill a range: the source read once, then chunks extracted, validated, enriched and loaded.
+
+    Resumable: a rerun skips what is done (see --reprocess). Exits 1 listing the chunks that failed.
+    """
+    from pipeline.tasks import backfill as history_backfill
+    from pipeline.tasks import nightly
 
     settings = _settings(workdir)
     first, last = _parse_day(start, "--start"), _parse_day(end, "--end")
     if last < first:
         raise typer.BadParameter("--end is before --start", param_hint="--end")
-    if bulk:
-        with console.status(f"loading {first}..{last} as one batch"):
-            written = history.ingest_history(first, last, settings=settings)
-        console.print(written)
+    if daily:
+        all_days = nightly.days(first, last)
+        with _progress() as progress:
+            # every day extracted and validated first, then enriched, loaded and reported (order-independent risk)
+            bar = progress.add_task("days", total=2 * len(all_days))
+
+            def step(day: date, name: str) -> None:
+                progress.update(bar, description=f"{day} {name}")
+                if name in ("validate", "report"):
+                    progress.advance(bar)
+
+            nightly.run_days(all_days, settings=settings, on_step=step)
+        console.print(f"run report: {settings.reports_dir / 'index.html'}", soft_wrap=True)
         return
-    all_days = nightly.days(first, last)
-    with _progress() as progress:
-        # every day extracted and validated first, then enriched, loaded and reported (order-independent risk)
-        bar = progress.add_task("days", total=2 * len(all_days))
+    if reprocess not in history_backfill.REPROCESS_MODES:
+        raise typer.BadParameter(f"expected one of {', '.join(history_backfill.REPROCESS_MODES)}",
+                                 param_hint="--reprocess")
+    skip_ner, skip_risk = skip_ner or bulk, skip_risk or bulk
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} chunks"),
+                        TextColumn("{task.fields[rows]:,} rows"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    state: dict[str, Any] = {"rows": 0}
 
-        def step(day: date, name: str) -> None:
-            progress.update(bar, description=f"{day} {name}")
-            if name in ("validate", "report"):
-                progress.advance(bar)
+    def on_plan(work: list) -> None:
+        todo = [w for w in work if w.stages]
+        if dry_run:
+            table = Table(title=f"backfill {first}..{last}: {len(todo)} of {len(work)} chunks to run")
+            for column in ("chunk", "stages", "why"):
+                table.add_column(column)
+            for w in work:
+                why = "; ".join(f"{s}: {r}" for s, r in w.reasons.items() if s == w.stages[0]) if w.stages else "done"
+                table.add_row(str(w.chunk), " ".join(w.stages) or "-", why)
+            console.print(table)
+            return
+        progress.start()
+        state["bar"] = progress.add_task("chunks", total=len(todo), rows=0)
 
-        nightly.run_days(all_days, settings=settings, on_step=step)
-    console.print(f"run report: {settings.reports_dir / 'index.html'}", soft_wrap=True)
+    def on_stage(item: Any, stage: str) -> None:
+        progress.update(state["bar"], description=f"{item} {stage}")
+
+    def on_chunk(result: Any) -> None:
+        if result.stages:
+            state["rows"] += result.rows
+            progress.update(state["bar"], advance=1, rows=state["rows"])
+
+    try:
+        _, outcome = history_backfill.run_backfill(
+            first, last, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
+            skip_risk=skip_risk, dry_run=dry_run, on_plan=on_plan, on_stage=on_stage, on_chunk=on_chunk)
+    except history_backfill.BackfillError as exc:
+        err.print(f"[red]backfill:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        progress.stop()
+    if dry_run:
+        return
+    ran = [c for c in outcome.chunks if c.stages]
+    console.print(f"backfill {first}..{last}: {len(ran) - len(outcome.failed)} chunk(s) done, "
+                  f"{len(outcome.chunks) - len(ran)} already done, {len(outcome.failed)} failed")
+    if outcome.failed:
+        for failed in outcome.failed:
+            err.print(f"[red]failed[/red] {failed.chunk}: {failed.error}", soft_wrap=True)
+        err.print("rerun the same command (or --reprocess failed) once the cause is fixed")
+        raise typer.Exit(1)
+
+
+@bench_app.command("backfill")
+def bench_backfill(
+    patients: Annotated[int, typer.Option(min=10, help="Patients of the 1x source (one year).")] = 10_000,
+    factor: Annotated[int, typer.Option(min=2, help="Size of the larger source, in multiples of the 1x one.")] = 4,
+    ner_model: Annotated[Path | None, typer.Option(
+        help="NER model for the history-NER rate (default: one fine-tuned briefly by the benchmark).")] = None,
+    ner_days: Annotated[int, typer.Option(min=1, help="Days of history the NER rate is measured on.")] = 7,
+    chunk: Annotated[str, typer.Option(help="Chunk size of both backfills (month, week, N days).")] = "month",
+    workdir: Annotated[Path, typer.Option(help="Scratch folder (sources are kept for reruns).")] = Path(".ehr/bench-backfill"),
+    out: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("BENCHMARKS.md"),
+) -> None:
+    """History backfill at 1x and Nx: peak RSS, wall time, rows/s, MIMIC-IV projections, NER notes/s."""
+    from pipeline.bench.backfill import run_backfill_benchmark
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_backfill_benchmark(patients, factor, workdir=workdir.resolve(), ner_model=ner_model, ner_days=ner_days,
+                           chunk=chunk, out_md=out, log=console.print)
+    console.print(f"updated {out}")
 
 
 # --- warehouse ---------------------------------------------------------------------------------------

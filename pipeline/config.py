@@ -121,6 +121,10 @@ class Settings(ValidationSettings, BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     part_rows: int = Field(default=5000, gt=0, description="target rows per lake part file")
+    backfill_chunk: str = Field(
+        default="month", pattern=r"^\s*(month|week|[1-9]\d*\s*(d|days?)?)\s*$",
+        description="how `backfill` cuts its range: month (calendar), week (ISO) or N days",
+    )
     schedule: str = "@daily"
     start_date: date = date(2026, 1, 1)
     catchup: bool = False
@@ -135,6 +139,8 @@ class Settings(ValidationSettings, BaseSettings):
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     gpu_pool_slots: int = Field(default=2, gt=0)
+    backfill_pool: str = Field(default="backfill", description="Airflow pool of the ehr_history DAG's chunk tasks")
+    backfill_pool_slots: int = Field(default=2, gt=0)
 
     require_notes: bool = Field(
         default=False,

@@ -56,11 +56,12 @@ def test_airflow_local_env_points_airflow_and_the_tasks_at_the_workdir(settings)
 def test_airflow_local_prepare_migrates_once_and_sets_the_gpu_pool(settings, airflow_calls) -> None:
     airflow_local.prepare_airflow(settings)
     pool = ("pools", "set", settings.gpu_pool, str(settings.gpu_pool_slots), "NER and risk tasks")
-    assert airflow_calls == [("db", "migrate"), pool]
+    history_pool = ("pools", "set", "backfill", "2", "history backfill chunks")  # ehr_history's chunk tasks
+    assert airflow_calls == [("db", "migrate"), pool, history_pool]
     (settings.airflow_home / "airflow.db").touch()  # what the migration leaves behind
     airflow_calls.clear()
     airflow_local.prepare_airflow(settings)
-    assert airflow_calls == [pool]
+    assert airflow_calls == [pool, history_pool]
 
 
 @pytest.mark.parametrize(("returncode", "output"), [

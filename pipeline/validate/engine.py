@@ -316,8 +316,10 @@ def _quarantine_rows(
     record_key = _record_keys(pc.take(conformed, rows), contract.primary_key)
     payload = _payloads(redact_free_text(name, pc.take(source, rows)))  # no note text in the warehouse
     count = len(rows)
+    # a row is quarantined on its own day (a batch of several days, e.g. a backfill chunk, keeps them apart)
+    own_day = pc.take(source, rows)["ds"].cast(pa.date32()) if "ds" in source.column_names else None
     return pa.table({
-        "ds": pa.array([ds] * count, pa.date32()),
+        "ds": pa.array([ds] * count, pa.date32()) if own_day is None else pc.fill_null(own_day, pa.scalar(ds, pa.date32())),
         "source_table": pa.array([name] * count, pa.string()),
         "record_key": record_key,
         "rule": grouped["rule_first"],

@@ -124,14 +124,14 @@ def test_dag_integrity_parse_looks_up_no_connection_or_variable(parsed: dict) ->
 
 
 # --- the nightly DAG's shape (loaded in this process) -----------------------------------------------------------
-def _load_dag(module_name: str):
+def _load_dag(module_name: str, dag_id: str = "ehr_nightly"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(module_name, DAGS_DIR / "ehr_nightly.py")
+    spec = importlib.util.spec_from_file_location(module_name, DAGS_DIR / f"{dag_id}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return next(v for v in vars(module).values() if getattr(v, "dag_id", None) == "ehr_nightly")
+    return next(v for v in vars(module).values() if getattr(v, "dag_id", None) == dag_id)
 
 
 def test_dag_integrity_ehr_nightly_shape() -> None:
@@ -170,3 +170,26 @@ def test_dag_integrity_schedule_queue_and_retries_come_from_config(monkeypatch: 
     assert dag.schedule == "0 3 * * *"
     assert dag.get_task("ner").queue == "cuda_workers"
     assert dag.get_task("extract").retries == 4
+
+
+def test_dag_integrity_ehr_history_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EHR_BACKFILL_POOL", "seed")
+    dag = _load_dag("ehr_history_shape", "ehr_history")
+    assert dag.schedule is None and dag.max_active_runs == 1 and "history" in dag.tags
+    assert {"start", "end", "chunk", "reprocess", "skip_ner", "skip_risk"} <= set(dag.params.keys())
+    assert dag.params["chunk"] == "month" and dag.params["reprocess"] == "missing"
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    mapped = {t.task_id for t in dag.tasks if isinstance(t, MappedOperator)}
+    assert mapped == {"extract", "validate", "ner", "risk_load"}, mapped
+    # plan → extract → validate → ner → risk_load → check
+    for up, down in (("plan", "extract"), ("extract", "validate"), ("validate", "ner"), ("ner", "risk_load"),
+                     ("risk_load", "check")):
+        assert down in dag.get_task(up).downstream_task_ids, (up, down)
+    assert dag.get_task("extract").pool == "seed" and dag.get_task("validate").pool == "seed"
+    for task_id in ("ner", "risk_load"):  # NER and risk keep their queue and pool
+        assert (dag.get_task(task_id).queue, dag.get_task(task_id).pool) == ("gpu", "gpu")
+    # validate and risk/load run in chunk order (each learns from the chunks before it)
+    assert dag.get_task("validate").max_active_tis_per_dagrun == 1
+    assert dag.get_task("risk_load").max_active_tis_per_dagrun == 1
+    assert dag.get_task("check").trigger_rule == "all_done"

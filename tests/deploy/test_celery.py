@@ -258,6 +258,7 @@ def celery_deployment(tmp_path: Path) -> Iterator[Deployment]:
         )  # fmt: skip
         _run(env, str(BIN / "airflow"), "db", "migrate")
         _run(env, str(BIN / "airflow"), "pools", "set", "gpu", "2", "NER and risk tasks")
+        _run(env, str(BIN / "airflow"), "pools", "set", "backfill", "2", "history backfill chunks")
         components.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
         components.start("scheduler", "scheduler")
         components.start("dag-processor", "dag-processor")
@@ -277,11 +278,11 @@ def _meta_rows(meta_url: str, sql: str, params: tuple[object, ...] = ()) -> list
         return list(con.execute(sql, params).fetchall())
 
 
-def _wait_for_dag(dep: Deployment, deadline: float) -> None:
+def _wait_for_dag(dep: Deployment, deadline: float, dag_id: str = "ehr_nightly") -> None:
     while time.monotonic() < deadline:
         dep.components.check_alive()
         try:
-            if _meta_rows(dep.meta_url, "SELECT 1 FROM dag WHERE dag_id = 'ehr_nightly' AND NOT is_paused"):
+            if _meta_rows(dep.meta_url, "SELECT 1 FROM dag WHERE dag_id = %s AND NOT is_paused", (dag_id,)):
                 return
             errors = _meta_rows(dep.meta_url, "SELECT filename, stacktrace FROM import_error")
         except Exception:  # tables appear with the first parse
@@ -289,10 +290,10 @@ def _wait_for_dag(dep: Deployment, deadline: float) -> None:
         if errors:
             raise AssertionError(f"DAG import errors: {errors}")
         time.sleep(2)
-    raise AssertionError("ehr_nightly was not parsed in time:\n" + dep.components.tail("dag-processor"))
+    raise AssertionError(f"{dag_id} was not parsed in time:\n" + dep.components.tail("dag-processor"))
 
 
-def _task_report(dep: Deployment, run_id: str) -> str:
+def _task_report(dep: Deployment, run_id: str, dag_id: str = "ehr_nightly") -> str:
     """Task states, the errors of failed tasks (from their log files) and the tails of the component logs."""
     rows = _meta_rows(
         dep.meta_url,
@@ -301,7 +302,7 @@ def _task_report(dep: Deployment, run_id: str) -> str:
         (run_id,),
     )
     errors = []
-    for path in sorted(Path(dep.env["AIRFLOW_HOME"], "logs", "dag_id=ehr_nightly").rglob("*.log")):
+    for path in sorted(Path(dep.env["AIRFLOW_HOME"], "logs", f"dag_id={dag_id}").rglob("*.log")):
         failed = [
             line[:1500] for line in path.read_text(errors="replace").splitlines() if '"level":"error"' in line
         ]
@@ -365,3 +366,42 @@ def test_celery_runs_ehr_nightly_for_one_day_into_postgres(celery_deployment: De
     print(
         f"ehr_nightly {DAY} on Celery: {time.monotonic() - started:.0f} s after start; warehouse rows {counts}"
     )
+
+
+def test_celery_runs_ehr_history_chunks_on_workers_into_postgres(celery_deployment: Deployment) -> None:
+    """The ehr_history DAG: one mapped task per chunk and stage on the Celery workers, the chunks recorded done."""
+    dep = celery_deployment
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    _wait_for_dag(dep, deadline, "ehr_history")
+    run_id = "celery_test__history"
+    conf = '{"start": "2026-01-01", "end": "2026-01-02", "chunk": "1", "skip_ner": true, "skip_risk": true}'
+    _run(dep.env, str(BIN / "airflow"), "dags", "trigger", "ehr_history", "--run-id", run_id, "--conf", conf)
+    state = None
+    while time.monotonic() < deadline:
+        dep.components.check_alive()
+        rows = _meta_rows(dep.meta_url, "SELECT state FROM dag_run WHERE run_id = %s", (run_id,))
+        state = rows[0][0] if rows else None
+        if state in ("success", "failed"):
+            break
+        time.sleep(3)
+    assert state == "success", f"ehr_history ended {state!r}:\n{_task_report(dep, run_id, 'ehr_history')}"
+    instances = _meta_rows(
+        dep.meta_url,
+        "SELECT task_id, map_index, state, pool, hostname FROM task_instance WHERE run_id = %s", (run_id,),
+    )
+    by_task: dict[str, list[tuple]] = {}
+    for task_id, map_index, ti_state, pool, hostname in instances:
+        by_task.setdefault(task_id, []).append((map_index, ti_state, pool, hostname))
+    for task_id in ("extract", "validate", "ner", "risk_load"):  # one task per chunk (two chunks of one day)
+        assert sorted(i[0] for i in by_task[task_id]) == [0, 1], (task_id, by_task[task_id])
+        assert all(i[1] == "success" and i[3] for i in by_task[task_id]), (task_id, by_task[task_id])
+    assert {i[2] for i in by_task["extract"]} == {"backfill"}
+
+    from pipeline.warehouse.postgres import PostgresWarehouse
+
+    with PostgresWarehouse(dep.warehouse_url) as warehouse:
+        done = warehouse.query(
+            "SELECT ds, status FROM ehr.pipeline_runs WHERE stage = 'backfill.load' ORDER BY ds").to_pylist()
+        admissions = warehouse.query("SELECT count(*) AS n FROM ehr.admissions").column(0)[0].as_py()
+    assert [(r["ds"].isoformat(), r["status"]) for r in done] == [("2026-01-01", "success"), ("2026-01-02", "success")]
+    assert admissions > 0

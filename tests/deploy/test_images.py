@@ -175,7 +175,8 @@ def test_images_workers_consume_the_queues_the_dag_sends_tasks_to(monkeypatch: p
     assert _airflow_cli()["default_queue"] in _queues("worker-cpu")  # every other task
     init = _airflow_init_lines()
     pools = [shlex.split(line) for line in init if line.startswith("airflow pools set")]
-    assert [p[3] for p in pools] == [dag_side.gpu_pool] and int(pools[0][4]) == dag_side.gpu_pool_slots
+    assert [p[3] for p in pools] == [dag_side.gpu_pool, dag_side.backfill_pool]  # ehr_history's pool too
+    assert int(pools[0][4]) == dag_side.gpu_pool_slots and int(pools[1][4]) == dag_side.backfill_pool_slots
     gpu = _compose()["services"]["worker-gpu"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"]
                for d in gpu["deploy"]["resources"]["reservations"]["devices"])

@@ -1,0 +1,282 @@
+"""One pass over the source for a backfill: every source table is read once, as a stream, into a Parquet
+*staging copy*; each chunk of the backfill then extracts from that copy instead of the source.
+
+Why: a backfill of years, extracted a month (or a day) at a time straight from the source, would parse and
+decompress every CSV once per chunk. :func:`stage_table` reads a source table batch by batch (the reader's
+own streaming, e.g. ``pyarrow.csv.open_csv``) and writes the text rows to
+``<dir>/<table>/data/staged_month=<YYYY-MM>/…parquet`` (pyarrow's dataset writer, a bounded number of open files), so
+memory stays at a few batches whatever the file's size. Tables that date their rows themselves (labs and
+notes, by ``charttime`` then ``storetime``, :func:`pipeline.sources.base._own_day`) are partitioned by the
+month of that run day; a row with no readable own day goes to ``staged_month=none``. Diagnoses and prescriptions
+are dated through their admission: they are staged after admissions and notes, and partitioned by the month of
+the day :func:`admission_days` gives their admission (the same dating as the extraction's). Admissions and
+patients are one unpartitioned dataset each (read whole by every chunk: they decide the days).
+
+:class:`StagedReader` is a :class:`~pipeline.sources.base.SourceReader` over the copy for one range of run
+days: labs, notes, diagnoses and prescriptions come only from the months of the range (plus ``none``),
+filtered to the range's days or no day, which is exactly the set of rows
+:func:`~pipeline.sources.base.extract_range` can keep. Notes outside the range are still returned as stubs (``hadm_id`` and the two
+times, every other column null), because a note dated outside the range can be the witness that dates an
+admission whose discharge time is missing. So ``extract_range(StagedReader(copy, a, b), a, b)`` gives the
+same result as ``extract_range(source, a, b)``.
+
+Atomic: a table is written to a temporary folder and renamed into place after its ``_SUCCESS`` marker, so a
+killed staging leaves no table that :class:`StagedReader` would read (it refuses a table without the marker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from pipeline.contracts import INPUT_TABLES
+from pipeline.sources.base import (
+    SourceError,
+    SourceReader,
+    _Admissions,
+    _count,
+    _date_admissions,
+    _date_dependants,
+    _int,
+    _own_day,
+    _scan_admissions,
+    _Tally,
+)
+
+SUCCESS = "_SUCCESS"
+MONTH, DAY = "staged_month", "_day"  # a folder name must not start with "_" or "." (the dataset reader skips those)
+NO_MONTH = "none"
+# tables whose rows carry their own day, and the columns that decide it (first readable wins)
+OWN_DAY_COLUMNS: dict[str, tuple[str, ...]] = {"labs": ("charttime", "storetime"), "notes": ("charttime", "storetime")}
+# tables dated through their admission: staged after admissions and notes, partitioned by that day
+ADMISSION_DATED = ("diagnoses", "prescriptions")
+# the order tables are staged in (admissions and notes date the others)
+STAGING_ORDER = ("admissions", "notes", "labs", "patients", "diagnoses", "prescriptions")
+WITNESS_COLUMNS = ("hadm_id", "charttime", "storetime")  # what a note outside the range is still needed for
+READER_COLUMNS = {"_bad_encoding": pa.bool_(), "_reader_rule": pa.string(), "_reader_detail": pa.string()}
+MAX_OPEN_FILES = 64
+
+
+class StagingIncompleteError(SourceError):
+    """A staged table is missing or was not completely written (a killed staging): stage it again."""
+
+
+def _normalise(batch: pa.Table, schema: pa.Schema) -> pa.Table:
+    columns = {}
+    for field in schema:
+        if field.name in batch.column_names:
+            columns[field.name] = batch.column(field.name).cast(field.type)
+        else:
+            columns[field.name] = pa.nulls(batch.num_rows, field.type)
+    return pa.table(columns, schema=schema)
+
+
+def _text_schema(first: pa.Table) -> pa.Schema:
+    fields = [pa.field(name, pa.string()) for name in first.column_names if name not in READER_COLUMNS]
+    fields += [pa.field(name, typ) for name, typ in READER_COLUMNS.items()]
+    return pa.schema(fields)
+
+
+def admission_days(staged_dir: Path, day_shift: int = 0) -> _Admissions:
+    """Every staged admission with its final day, as :func:`~pipeline.sources.base.extract_range` dates them
+    (discharge, death, else the latest readable time of its notes; the undatable day), from the staged
+    admissions and notes (both must be staged)."""
+    reader = _WholeReader(staged_dir)
+    far = date(1, 1, 1)
+    adm = _scan_admissions(reader, far, far, day_shift)
+    undated = pc.and_(pc.is_null(adm.keys.column("own_day")), pc.is_valid(adm.keys.column("hadm_id")))
+    waiting = pc.unique(adm.keys.column("hadm_id").filter(undated).combine_chunks())
+    parts = [pa.table({"hadm_id": pa.array([], pa.int64()), "day": pa.array([], pa.date32())})]
+    if len(waiting):
+        for raw in reader.batches("notes", columns=list(WITNESS_COLUMNS)):
+            own_day = _own_day(raw, OWN_DAY_COLUMNS["notes"], day_shift)
+            hadm = _int(raw, "hadm_id")
+            witness = pc.and_(pc.fill_null(pc.is_in(hadm, value_set=waiting), False), pc.is_valid(own_day))
+            if _count(witness):
+                parts.append(pa.table({"hadm_id": hadm.filter(witness), "day": own_day.filter(witness)}))
+    witnesses = pa.concat_tables(parts).group_by("hadm_id").aggregate([("day", "max")]).rename_columns(
+        ["hadm_id", "day"])
+    _date_admissions(adm, witnesses)
+    return adm
+
+
+def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: int = 0,
+                admissions: _Admissions | None = None) -> int:
+    """Read ``table`` once from ``reader`` into ``out_dir/<table>`` (replacing it atomically); returns its rows.
+
+    Labs and notes are partitioned by their own day; diagnoses and prescriptions by their admission's day
+    (``admissions``: :func:`admission_days`; without it they are staged unpartitioned)."""
+    final = out_dir / table
+    tmp = out_dir / f".tmp-{table}-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    own = OWN_DAY_COLUMNS.get(table)
+    if own:
+        def day_of(raw: pa.Table) -> pa.Array:
+            return _own_day(raw, own, day_shift)
+    elif table in ADMISSION_DATED and admissions is not None:
+        def day_of(raw: pa.Table) -> pa.Array:
+            # rows no witness dates go to "none": every chunk reads them, so every extraction counts them
+            day, undatable = _date_dependants(raw, None, admissions, day_shift, _Tally())
+            return pc.if_else(undatable, pa.scalar(None, pa.date32()), day)
+    else:
+        day_of = None
+    rows = 0
+    try:
+        batches = iter(reader.batches(table))
+        first = next(batches)
+        text_schema = _text_schema(first)
+        schema = text_schema
+        if day_of:
+            schema = schema.append(pa.field(DAY, pa.date32())).append(pa.field(MONTH, pa.string()))
+
+        def stream() -> Iterator[pa.RecordBatch]:
+            nonlocal rows
+            for raw in _chain(first, batches):
+                rows += raw.num_rows
+                out = _normalise(raw, text_schema)
+                if day_of:
+                    day = day_of(raw)
+                    month = pc.fill_null(pc.strftime(day.cast(pa.timestamp("s")), "%Y-%m"), NO_MONTH) \
+                        if len(day) else pa.array([], pa.string())
+                    out = out.append_column(DAY, day).append_column(MONTH, month)
+                yield from out.to_batches()
+
+        pads.write_dataset(
+            stream(), tmp / "data", schema=schema, format="parquet",
+            partitioning=pads.partitioning(pa.schema([(MONTH, pa.string())]), flavor="hive") if day_of else None,
+            max_open_files=MAX_OPEN_FILES, max_rows_per_file=2_000_000, max_rows_per_group=256_000,
+            min_rows_per_group=64_000, existing_data_behavior="error",
+            file_options=pads.ParquetFileFormat().make_write_options(compression="zstd"),
+        )
+        (tmp / SUCCESS).write_text(json.dumps({"table": table, "rows": rows, "partitioned": day_of is not None,
+                                               "day_shift": day_shift}), encoding="utf-8")
+        if final.exists():
+            old = out_dir / f".old-{table}-{uuid.uuid4().hex}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rows
+
+
+def _chain(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    yield first
+    yield from rest
+
+
+def staged_tables(out_dir: Path) -> dict[str, int]:
+    """The tables completely staged under ``out_dir`` and their row counts."""
+    done = {}
+    for table in INPUT_TABLES:
+        marker = out_dir / table / SUCCESS
+        if marker.is_file():
+            done[table] = int(json.loads(marker.read_text(encoding="utf-8"))["rows"])
+    return done
+
+
+def clean_leftovers(out_dir: Path) -> None:
+    """Remove the temporary folders a killed staging left behind (they are never read)."""
+    if out_dir.is_dir():
+        for leftover in list(out_dir.glob(".tmp-*")) + list(out_dir.glob(".old-*")):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _months(start: date, end: date) -> list[str]:
+    months, current = [], start.replace(day=1)
+    while current <= end:
+        months.append(current.strftime("%Y-%m"))
+        current = (current + timedelta(days=32)).replace(day=1)
+    return months
+
+
+class _WholeReader:
+    """Every row of a staged table (text columns), for dating admissions at staging time."""
+
+    def __init__(self, staged_dir: Path) -> None:
+        self.dir = staged_dir
+
+    def batches(self, table: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        dataset, _ = _open(self.dir, table)
+        names = columns or [f.name for f in dataset.schema if f.name not in (MONTH, DAY)]
+        yielded = False
+        for batch in dataset.to_batches(columns=names, batch_size=65_536):
+            yielded = True
+            yield pa.Table.from_batches([batch])
+        if not yielded:
+            yield dataset.schema.empty_table().select(names)
+
+
+def _open(staged_dir: Path, table: str) -> tuple[pads.Dataset, dict]:
+    folder = staged_dir / table
+    marker = folder / SUCCESS
+    if not marker.is_file():
+        raise StagingIncompleteError(f"staged table {table} at {folder} is missing or incomplete: stage it again")
+    meta = json.loads(marker.read_text(encoding="utf-8"))
+    partitioning = pads.partitioning(pa.schema([(MONTH, pa.string())]), flavor="hive") if meta["partitioned"] \
+        else None
+    return pads.dataset(folder / "data", format="parquet", partitioning=partitioning), meta
+
+
+class StagedReader:
+    """The staged copy as a source reader for the run days ``start..end`` (see the module docstring)."""
+
+    layout = "staged"
+
+    def __init__(self, staged_dir: Path, start: date, end: date, *, batch_rows: int = 65_536) -> None:
+        self.dir = Path(staged_dir)
+        self.start, self.end = start, end
+        self.batch_rows = batch_rows
+
+    def _dataset(self, table: str) -> tuple[pads.Dataset, dict]:
+        return _open(self.dir, table)
+
+    def batches(self, table: str) -> Iterator[pa.Table]:
+        dataset, meta = self._dataset(table)
+        text = [f.name for f in dataset.schema if f.name not in (MONTH, DAY)]
+        yielded = False
+        if not meta["partitioned"]:
+            scanned = dataset.to_batches(columns=text, batch_size=self.batch_rows)
+        else:
+            month, day = pads.field(MONTH), pads.field(DAY)
+            lo, hi = pa.scalar(self.start, pa.date32()), pa.scalar(self.end, pa.date32())
+            in_range = month.isin(_months(self.start, self.end)) & (day >= lo) & (day <= hi)
+            wanted = (month == NO_MONTH) | in_range
+            scanned = dataset.to_batches(columns=text, filter=wanted, batch_size=self.batch_rows)
+            if table == "notes":
+                scanned = _chain_batches(scanned, self._witness_stubs(dataset, text, in_range))
+        for batch in scanned:
+            yielded = True
+            yield pa.Table.from_batches([batch])
+        if not yielded:
+            yield dataset.schema.empty_table().select(text)
+
+    def _witness_stubs(self, dataset: pads.Dataset, text: list[str], in_range: pads.Expression) -> Iterator[pa.RecordBatch]:
+        """Notes dated outside the range, reduced to what can date an admission (never kept by extraction)."""
+        outside = (pads.field(MONTH) != NO_MONTH) & ~in_range & pads.field("hadm_id").is_valid()
+        schema = pa.schema([dataset.schema.field(name) for name in text])
+        for batch in dataset.to_batches(columns=list(WITNESS_COLUMNS), filter=outside, batch_size=self.batch_rows):
+            n = batch.num_rows
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(name) if name in WITNESS_COLUMNS else
+                 (pa.array([False] * n) if name == "_bad_encoding" else pa.nulls(n, schema.field(name).type))
+                 for name in text],
+                schema=schema,
+            )
+
+
+def _chain_batches(*iterators: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for it in iterators:
+        yield from it
