@@ -31,6 +31,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -48,9 +49,11 @@ from pipeline.sources.base import (
     _date_dependants,
     _int,
     _own_day,
+    _radiology,
     _scan_admissions,
     _Tally,
 )
+from pipeline.sources.files import MalformedRow
 
 SUCCESS = "_SUCCESS"
 MONTH, DAY = "staged_month", "_day"  # a folder name must not start with "_" or "." (the dataset reader skips those)
@@ -58,10 +61,13 @@ NO_MONTH = "none"
 # tables whose rows carry their own day, and the columns that decide it (first readable wins)
 OWN_DAY_COLUMNS: dict[str, tuple[str, ...]] = {"labs": ("charttime", "storetime"), "notes": ("charttime", "storetime")}
 # tables dated through their admission: staged after admissions and notes, partitioned by that day
-ADMISSION_DATED = ("diagnoses", "prescriptions")
+ADMISSION_DATED = ("diagnoses", "procedures", "prescriptions", "icu_stays")
+# when their admission is not in the source at all: the column that dates them (as the extraction's)
+ADMISSION_FALLBACK = {"prescriptions": "starttime", "icu_stays": "intime"}
 # the order tables are staged in (admissions and notes date the others)
-STAGING_ORDER = ("admissions", "notes", "labs", "patients", "diagnoses", "prescriptions")
-WITNESS_COLUMNS = ("hadm_id", "charttime", "storetime")  # what a note outside the range is still needed for
+STAGING_ORDER = ("admissions", "notes", "labs", "patients", "diagnoses", "procedures", "prescriptions", "icu_stays")
+# what a note outside the range is still needed for: dating its admission (radiology reports never do)
+WITNESS_COLUMNS = ("hadm_id", "charttime", "storetime", "note_type")
 READER_COLUMNS = {"_bad_encoding": pa.bool_(), "_reader_rule": pa.string(), "_reader_detail": pa.string()}
 MAX_OPEN_FILES = 64
 
@@ -101,6 +107,7 @@ def admission_days(staged_dir: Path, day_shift: int = 0) -> _Admissions:
             own_day = _own_day(raw, OWN_DAY_COLUMNS["notes"], day_shift)
             hadm = _int(raw, "hadm_id")
             witness = pc.and_(pc.fill_null(pc.is_in(hadm, value_set=waiting), False), pc.is_valid(own_day))
+            witness = pc.and_(witness, pc.invert(_radiology(raw)))
             if _count(witness):
                 parts.append(pa.table({"hadm_id": hadm.filter(witness), "day": own_day.filter(witness)}))
     witnesses = pa.concat_tables(parts).group_by("hadm_id").aggregate([("day", "max")]).rename_columns(
@@ -125,7 +132,7 @@ def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: i
     elif table in ADMISSION_DATED and admissions is not None:
         def day_of(raw: pa.Table) -> pa.Array:
             # rows no witness dates go to "none": every chunk reads them, so every extraction counts them
-            day, undatable = _date_dependants(raw, None, admissions, day_shift, _Tally())
+            day, undatable = _date_dependants(raw, None, admissions, day_shift, _Tally(), ADMISSION_FALLBACK.get(table))
             return pc.if_else(undatable, pa.scalar(None, pa.date32()), day)
     else:
         day_of = None
@@ -157,8 +164,15 @@ def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: i
             min_rows_per_group=64_000, existing_data_behavior="error",
             file_options=pads.ParquetFileFormat().make_write_options(compression="zstd"),
         )
-        (tmp / SUCCESS).write_text(json.dumps({"table": table, "rows": rows, "partitioned": day_of is not None,
-                                               "day_shift": day_shift}), encoding="utf-8")
+        # what the reader found besides rows travels with the copy: an optional table's absence, and rows set
+        # aside for a wrong field count (where they are, never what they hold), so a chunk counts them as the
+        # source's extraction would
+        absent = getattr(reader, "absent", None)
+        malformed = getattr(reader, "malformed_rows", None)
+        meta = {"table": table, "rows": rows, "partitioned": day_of is not None, "day_shift": day_shift,
+                "absent": absent(table) if absent else None,
+                "malformed": [asdict(m) for m in malformed(table)] if malformed else []}
+        (tmp / SUCCESS).write_text(json.dumps(meta), encoding="utf-8")
         if final.exists():
             old = out_dir / f".old-{table}-{uuid.uuid4().hex}"
             os.replace(final, old)
@@ -242,6 +256,17 @@ class StagedReader:
 
     def _dataset(self, table: str) -> tuple[pads.Dataset, dict]:
         return _open(self.dir, table)
+
+    def absent(self, table: str) -> str | None:
+        """Why the source lacked this optional table when it was staged (None: it was there)."""
+        return _open(self.dir, table)[1].get("absent")
+
+    def malformed_rows(self, table: str) -> list[MalformedRow]:
+        """The rows the source's reader set aside for a wrong field count when the table was staged."""
+        return [MalformedRow(**m) for m in _open(self.dir, table)[1].get("malformed", [])]
+
+    def rows_read(self, table: str) -> int:
+        return int(_open(self.dir, table)[1]["rows"])
 
     def batches(self, table: str) -> Iterator[pa.Table]:
         dataset, meta = self._dataset(table)

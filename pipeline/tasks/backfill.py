@@ -266,8 +266,11 @@ def stage_needed(stage: str, record: StageRecord | None, chunk: Chunk, versions:
 
 
 def plan_work(chunks: Sequence[Chunk], records: Mapping[date, Mapping[str, StageRecord]], versions: Mapping[str, Any],
-              reprocess: str = "missing", skip: Iterable[str] = ()) -> list[ChunkWork]:
-    """Per chunk, the stages to run: those :func:`stage_needed` names, and every stage after one that runs."""
+              reprocess: str = "missing", skip: Iterable[str] = (), raw_kept: bool = True) -> list[ChunkWork]:
+    """Per chunk, the stages to run: those :func:`stage_needed` names, and every stage after one that runs.
+
+    ``raw_kept=False`` (``EHR_RAW_RETENTION=until_loaded``): a loaded chunk's raw free-text partitions are gone,
+    so validating it again extracts it again first."""
     if reprocess not in REPROCESS_MODES:
         raise BackfillError(f"--reprocess {reprocess!r}: expected one of {', '.join(REPROCESS_MODES)}")
     skip = tuple(skip)
@@ -285,6 +288,10 @@ def plan_work(chunks: Sequence[Chunk], records: Mapping[date, Mapping[str, Stage
                 stages.append(stage)
                 reasons[stage] = why
                 run_ids.pop(stage, None)
+        loaded = recs.get("load") is not None and recs["load"].status == "success"
+        if not raw_kept and loaded and "validate" in stages and "extract" not in stages:
+            stages.insert(0, "extract")
+            reasons["extract"] = "its raw free text was removed once loaded (EHR_RAW_RETENTION=until_loaded)"
         work.append(ChunkWork(chunk, tuple(stages), reasons))
     return work
 
@@ -405,7 +412,8 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date
 
     Known admissions and subjects: the warehouse's and the source's open ones (as the nightly run), plus
     those validated in the lake on the days ``since..chunk.start - 1`` (earlier chunks not loaded yet)."""
-    from pipeline.validate import BatchValidationError, ConservationError, ValidationConfig, validate_batch
+    from pipeline.tasks.phi import validation_config as phi_validation_config
+    from pipeline.validate import BatchValidationError, ConservationError, validate_batch
 
     root = settings.lake_dir
     tables = {name: pa.concat_tables([lake.read_partition(root, RAW, name, d, raw_arrow_schema(name))
@@ -422,7 +430,7 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date
     try:
         outcome = validate_batch(
             tables, ds=chunk.end, run_id=run_id, pre_quarantine=rejects, known_admissions=known,
-            known_subject_ids=known_subjects, trailing_volumes={}, config=ValidationConfig.from_settings(settings),
+            known_subject_ids=known_subjects, trailing_volumes={}, config=phi_validation_config(settings),
             data_docs_dir=None, ds_range_start=chunk.start,
         )
     except BatchValidationError as exc:
@@ -484,10 +492,12 @@ def load_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> int:
                                                              missing_ok=missing_ok) for day in chunk.days])
     with open_warehouse(settings.warehouse) as wh:
         wh.replace_days(tables, chunk.start, chunk.end)
+    removed = {day: nightly.drop_raw_free_text(settings, day) for day in chunk.days}  # as the nightly load
     rec = RunRecorder(settings, run_id, chunk.start, "load")
     for name, table in tables.items():
         for day, rows in _split_by_day(table, chunk.days).items():
-            rec.add(name, rows.num_rows, rows.num_rows, 0, {"backfill_chunk": str(chunk)}, ds=day)
+            detail = {"backfill_chunk": str(chunk), **({"raw_partition_removed": True} if name in removed[day] else {})}
+            rec.add(name, rows.num_rows, rows.num_rows, 0, detail, ds=day)
     rec.write()
     return sum(tables[name].num_rows for name in INPUT_TABLES)
 
@@ -614,7 +624,7 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     versions = current_versions(settings)
     with_records = chunk_records(settings, chunks[0].start, chunks[-1].start)
-    work = plan_work(chunks, with_records, versions, reprocess, skip)
+    work = plan_work(chunks, with_records, versions, reprocess, skip, raw_kept=settings.raw_retention == "keep")
     if on_plan:
         on_plan(work)
     if dry_run:

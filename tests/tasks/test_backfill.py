@@ -285,3 +285,17 @@ def test_a_backfill_killed_mid_way_resumes_to_the_same_counts(source: Path, tmp_
     assert work[0].stages == () and work[-1].stages == backfill.STAGES  # done chunks are not redone
     assert not outcome.failed
     assert _counts(resumed) == _counts(whole)
+
+
+def test_plan_work_revalidating_a_loaded_chunk_extracts_again_when_raw_free_text_is_not_kept() -> None:
+    a = plan_chunks(date(2026, 1, 1), date(2026, 1, 31))[0]
+    records = {a.start: _done(a)}
+    new_rules = {**VERSIONS, "rules": "r2"}
+    kept = plan_work([a], records, new_rules, "stale")[0]
+    assert kept.stages == ("validate", "ner", "risk", "load")
+    dropped = plan_work([a], records, new_rules, "stale", raw_kept=False)[0]
+    assert dropped.stages == ("extract", "validate", "ner", "risk", "load")
+    assert "EHR_RAW_RETENTION" in dropped.reasons["extract"]
+    # a new NER model needs no raw data: nothing is extracted again
+    assert plan_work([a], records, {**VERSIONS, "ner_model": "m2"}, "stale", raw_kept=False)[0].stages == (
+        "ner", "risk", "load")
