@@ -38,6 +38,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from pipeline.contracts import INPUT_TABLES
 from pipeline.sources.base import (
@@ -164,6 +165,11 @@ def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: i
             min_rows_per_group=64_000, existing_data_behavior="error",
             file_options=pads.ParquetFileFormat().make_write_options(compression="zstd"),
         )
+        if rows == 0:  # an empty (or absent optional) table: one empty file keeps its columns readable
+            file_schema = schema.remove(schema.get_field_index(MONTH)) if day_of else schema
+            folder = tmp / "data" / (f"{MONTH}={NO_MONTH}" if day_of else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(file_schema.empty_table(), folder / "part-0.parquet")
         # what the reader found besides rows travels with the copy: an optional table's absence, and rows set
         # aside for a wrong field count (where they are, never what they hold), so a chunk counts them as the
         # source's extraction would

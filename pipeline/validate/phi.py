@@ -63,6 +63,7 @@ class PhiScanner:
         self.shifted_years = re.compile(rules["shifted_years"]) if rules.get("shifted_years") else None
         self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
         self.date_must_match = re.compile(rules["date_must_match"]) if rules.get("date_must_match") else None
+        self.not_identifier_patterns = [re.compile(p) for p in rules.get("not_identifier_patterns", [])]
         self.recognizers = _build_recognizers(rules)
 
     def blank(self, text: str) -> str:
@@ -110,7 +111,10 @@ class PhiScanner:
                 out.append(None)
                 continue
             found = self._rule_findings(text, [prefilter[row] for prefilter in prefilters])
+            clinical = [m.span() for p in self.not_identifier_patterns for m in p.finditer(text)] if tagged[row] else []
             for start, end, entity, score in tagged[row]:
+                if any(a <= start and end <= b for a, b in clinical):
+                    continue  # inside a clinical number (a blood gas 7.35/45/80)
                 if entity == "DATE" and self.shifted_years is not None and self.shifted_years.search(text[start:end]):
                     continue  # a MIMIC shifted date: a date of the record, not an identifier
                 value = text[start:end]

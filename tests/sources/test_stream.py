@@ -111,3 +111,23 @@ def test_an_interrupted_staging_leaves_no_table_and_keeps_the_previous_copy(sour
     with pytest.raises(OSError):
         stage_table(_Breaks(reader), "labs", tmp_path)
     assert staged_tables(tmp_path)["labs"] == rows  # the complete copy is still the one read
+
+
+def test_a_hosp_only_source_stages_its_absent_modules_empty_and_says_why(tmp_path: Path) -> None:
+    from pipeline.synth import generate
+
+    source = tmp_path / "src"
+    generate(source, patients=30, start=date(2026, 1, 1), days=1, history_days=20, seed=3, modules=("hosp",))
+    out = tmp_path / "staged"
+    reader = FolderReader(source)
+    days = None
+    for table in STAGING_ORDER:
+        if table in ADMISSION_DATED and days is None:
+            days = admission_days(out)
+        stage_table(reader, table, out, admissions=days)
+    first, last = date(2025, 12, 20), date(2026, 1, 1)
+    direct = extract_range(FolderReader(source), first, last)
+    copied = extract_range(StagedReader(out, first, last), first, last)
+    assert set(copied.absent) == {"notes", "icu_stays"} and copied.absent == direct.absent
+    assert copied.tables["notes"].num_rows == 0 and copied.tables["notes"].schema == direct.tables["notes"].schema
+    assert copied.counts() == direct.counts()

@@ -15,7 +15,7 @@ from pipeline.synth.phi import (
 
 
 def test_phi_gold_spans_are_exact_and_typed():
-    notes = phi_training_notes(500)
+    notes = phi_training_notes(1500)
     assert notes[:50] == phi_training_notes(50)  # deterministic
     kinds = set()
     for note in notes:

@@ -163,8 +163,9 @@ def test_phi_units_services_and_dates_without_a_date_are_not_identifiers():
     from pipeline.validate.config import DEFAULT_SUITES_DIR
     from pipeline.validate.phi import load_phi_scanner
 
-    text = "Admitted to MICU last year, seen by GI and Dr. Quist / 3/14."
-    kinds = {"MICU": "LOCATION", "GI": "LOCATION", "Quist": "NAME", "last year": "DATE", "/ ": "DATE"}
+    text = "Admitted to MICU last year, seen by GI and Dr. Quist / 3/14. OSH records. ABG 7.35/45/80."
+    kinds = {"MICU": "LOCATION", "GI": "LOCATION", "Quist": "NAME", "last year": "DATE", "/ ": "DATE",
+             "OSH": "NAME", "45/80": "DATE"}
     spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in kinds.items()]
     spans.append((text.index("3/14"), text.index("3/14") + 4, "DATE", 0.8))
     found = load_phi_scanner(DEFAULT_SUITES_DIR).scan(pa.array([text]), tagger=lambda texts: [spans]).to_pylist()
