@@ -117,6 +117,27 @@ def admission_days(staged_dir: Path, day_shift: int = 0) -> _Admissions:
     return adm
 
 
+def months_with_rows(staged_dir: Path, day_shift: int = 0) -> set[str]:
+    """``YYYY-MM`` of every month the staged copy has a row for: the month partitions of the tables dated by
+    their own or their admission's day, and every admission's final day (the undatable day included).
+
+    A backfill chunk none of whose months is here has nothing to extract (MIMIC's dates, shifted into
+    2110-2210, leave most months of a whole-history range empty)."""
+    months: set[str] = set()
+    for table in STAGING_ORDER:
+        for folder in (staged_dir / table / "data").glob(f"{MONTH}=*"):
+            month = folder.name.split("=", 1)[1]
+            if month != NO_MONTH and any(folder.iterdir()):
+                months.add(month)
+    adm = admission_days(staged_dir, day_shift)
+    if adm.day is not None and len(adm.day):
+        dated = pc.drop_null(adm.day)
+        months.update(pc.unique(pc.strftime(dated.cast(pa.timestamp("s")), "%Y-%m")).to_pylist())
+    if adm.undatable_day is not None:
+        months.add(adm.undatable_day.strftime("%Y-%m"))
+    return months
+
+
 def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: int = 0,
                 admissions: _Admissions | None = None) -> int:
     """Read ``table`` once from ``reader`` into ``out_dir/<table>`` (replacing it atomically); returns its rows.

@@ -625,12 +625,17 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     versions = current_versions(settings)
     with_records = chunk_records(settings, chunks[0].start, chunks[-1].start)
     work = plan_work(chunks, with_records, versions, reprocess, skip, raw_kept=settings.raw_retention == "keep")
+    if not dry_run:
+        _check_models(settings, work, skip)
+    # the one pass over the source (kept and reused while the source is unchanged); a dry run uses a copy
+    # already there and stages nothing
+    staged = stage_source(settings) if not dry_run else _complete_copy(settings)
+    if staged is not None:
+        work = [w for w in work if _has_rows(w.chunk, staged, settings)]
     if on_plan:
         on_plan(work)
     if dry_run:
         return work, BackfillOutcome([])
-    _check_models(settings, work, skip)
-    staged = stage_source(settings) if any("extract" in w.stages for w in work) else None
     outcome = BackfillOutcome([])
     for item in work:
         result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, since=start,
@@ -639,6 +644,27 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
         if on_chunk:
             on_chunk(result)
     return work, outcome
+
+
+_MONTHS_WITH_ROWS: dict[Path, set[str]] = {}
+
+
+def _complete_copy(settings: Settings) -> Path | None:
+    from pipeline.sources.stream import STAGING_ORDER, staged_tables
+
+    folder = staged_dir(settings)
+    return folder if set(STAGING_ORDER) <= set(staged_tables(folder)) else None
+
+
+def _has_rows(chunk: Chunk, staged: Path, settings: Settings) -> bool:
+    """Whether the staged copy has a row in one of the chunk's months (chunks without any are not planned)."""
+    from pipeline.sources.stream import months_with_rows
+
+    if staged not in _MONTHS_WITH_ROWS:
+        _MONTHS_WITH_ROWS.clear()
+        _MONTHS_WITH_ROWS[staged] = months_with_rows(staged, settings.source_day_shift)
+    months = _MONTHS_WITH_ROWS[staged]
+    return any(day.strftime("%Y-%m") in months for day in chunk.days)
 
 
 def _check_models(settings: Settings, work: Sequence[ChunkWork], skip: Iterable[str]) -> None:
@@ -663,12 +689,11 @@ def plan_for_dag(start: date, end: date, *, chunk: str | None = None, reprocess:
                  skip_ner: bool = False, skip_risk: bool = False, settings: Settings | None = None) -> list[dict[str, Any]]:
     """The ``plan`` task: the chunks with work (JSON for the mapped tasks); stages the source once when needed."""
     settings = settings or load_settings()
+    stage_source(settings)  # first, so the plan leaves out the chunks the source has no rows for
     work, _ = run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
                            skip_risk=skip_risk, dry_run=True)
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     _check_models(settings, work, skip)
-    if any("extract" in w.stages for w in work):
-        stage_source(settings)
     return [{"start": w.chunk.start.isoformat(), "end": w.chunk.end.isoformat(), "stages": list(w.stages),
              "skip": list(skip), "since": start.isoformat()} for w in work if w.stages]
 

@@ -299,3 +299,15 @@ def test_plan_work_revalidating_a_loaded_chunk_extracts_again_when_raw_free_text
     # a new NER model needs no raw data: nothing is extracted again
     assert plan_work([a], records, {**VERSIONS, "ner_model": "m2"}, "stale", raw_kept=False)[0].stages == (
         "ner", "risk", "load")
+
+
+def test_months_the_source_has_no_rows_for_are_not_planned(source: Path, tmp_path: Path) -> None:
+    settings = load_settings(workdir=tmp_path, source_path=source)
+    far = date(2024, 1, 1)  # nearly two years before the source's rows (MIMIC's shifted dates leave such gaps)
+    assert backfill.run_backfill(far, END, settings=settings, skip_ner=True, skip_risk=True, dry_run=True)[0]
+    backfill.stage_source(settings)
+    work, _ = backfill.run_backfill(far, END, settings=settings, skip_ner=True, skip_risk=True, dry_run=True)
+    planned = [w.chunk.start for w in work]
+    assert planned and len(planned) < len(backfill.plan_chunks(far, END, "month"))
+    assert min(planned) >= date(2025, 1, 1)
+    assert date(2025, 12, 1) in planned  # the months with rows are all there
