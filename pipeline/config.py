@@ -125,6 +125,11 @@ class Settings(ValidationSettings, BaseSettings):
         default="month", pattern=r"^\s*(month|week|[1-9]\d*\s*(d|days?)?)\s*$",
         description="how `backfill` cuts its range: month (calendar), week (ISO) or N days",
     )
+    backfill_chunk_rows: int = Field(
+        default=250_000, ge=0,
+        description="most source rows in one backfill chunk: a bigger chunk is cut at a day boundary, so a "
+                    "chunk's memory does not grow with the source (0: no limit)",
+    )
     schedule: str = "@daily"
     start_date: date = date(2026, 1, 1)
     catchup: bool = False

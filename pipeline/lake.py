@@ -1,10 +1,11 @@
 """The Parquet lake: ``<root>/<stage>/<table>/ds=<ds>/part-<n>.parquet``.
 
 Replacing a partition is one atomic step, so a killed task never leaves a partial, mixed or missing
-partition visible: ``ds=<ds>`` is a symbolic link to a version folder ``.v/ds=<ds>.<token>``; a write
+partition visible: ``ds=<ds>`` is a symbolic link to a version folder ``.v/ds=<ds>/<token>``; a write
 fills a new version folder, writes ``_SUCCESS`` last, and swaps the link with ``os.replace`` (atomic on
 POSIX). The previous version is deleted only after the swap; a version left behind by a crash is
-never linked and is removed by the next write of that partition.
+never linked and is removed by the next write of that partition (each partition has its own folder of
+versions, so a write looks at its own few entries, never at the thousands of days beside it).
 
 Readers tell the states apart instead of guessing: a partition that was never written raises
 :class:`PartitionNotFoundError` (unless the caller says ``missing_ok``), a partition written empty has a
@@ -143,17 +144,23 @@ def clear_partition(root: Path, stage: Stage, table_name: str, ds: date) -> None
         shutil.rmtree(target, ignore_errors=True)
     else:
         shutil.rmtree(final, ignore_errors=True)
+    shutil.rmtree(_versions(final), ignore_errors=True)  # and versions a killed writer left
+
+
+def _versions(final: Path) -> Path:
+    """The folder of the partition's versions (and of its link being swapped in)."""
+    return final.parent / VERSIONS / final.name
 
 
 def _new_version(final: Path) -> Path:
-    version = final.parent / VERSIONS / f"{final.name}.{uuid.uuid4().hex}"
+    version = _versions(final) / uuid.uuid4().hex
     version.mkdir(parents=True)
     return version
 
 
 def _link_target(version: Path) -> str:
     # relative, so a lake copied or mounted elsewhere keeps working
-    return f"{VERSIONS}/{version.name}"
+    return f"{VERSIONS}/{version.parent.name}/{version.name}"
 
 
 def _write_marker(path: Path, content: dict) -> None:
@@ -164,23 +171,27 @@ def _write_marker(path: Path, content: dict) -> None:
 
 def _point_to(final: Path, version: Path) -> None:
     """Make ``final`` show ``version`` in one atomic step, then drop the versions it no longer needs."""
-    link = final.parent / f".tmp-link-{final.name}-{uuid.uuid4().hex}"
-    os.symlink(_link_target(version), link)
+    versions = _versions(final)
+    previous = os.path.realpath(final) if final.is_symlink() else None
+    link = versions / f".tmp-link-{uuid.uuid4().hex}"
+    os.symlink(_link_target(version), link)  # relative to the folder of ``final``, where it is moved
     try:
         if final.is_dir() and not final.is_symlink():
             # A plain folder from a lake written before versioned partitions: it cannot be swapped
             # atomically, so it is moved aside first (a crash here leaves the partition missing, which
             # readers report as never written, never as empty).
-            os.replace(final, final.parent / VERSIONS / f"{final.name}.legacy-{uuid.uuid4().hex}")
+            os.replace(final, versions / f"legacy-{uuid.uuid4().hex}")
         os.replace(link, final)
     except BaseException:
         link.unlink(missing_ok=True)
         raise
-    for stale in (final.parent / VERSIONS).glob(f"{final.name}.*"):
-        if stale.name != version.name:
+    if previous is not None and Path(previous).parent != versions:  # a version of the older flat layout
+        shutil.rmtree(previous, ignore_errors=True)
+    for stale in versions.iterdir():  # earlier versions, and the links of a killed writer
+        if stale.name.startswith(".tmp-link-"):
+            stale.unlink(missing_ok=True)
+        elif stale.name != version.name:
             shutil.rmtree(stale, ignore_errors=True)
-    for stale_link in final.parent.glob(f".tmp-link-{final.name}-*"):  # left by a killed writer
-        stale_link.unlink(missing_ok=True)
 
 
 def _part_number(path: Path) -> int:
@@ -257,9 +268,23 @@ def filter_in(table: pa.Table, column: str, values: pa.Array | pa.ChunkedArray) 
     return table.filter(pc.is_in(table.column(column), value_set=pc.unique(values)))
 
 
+def split_by_day(data: pa.Table) -> dict[date, pa.Table]:
+    """The rows of each day of ``data`` (its ``ds`` column) that has any, in day order: zero-copy slices after
+    one sort, so splitting a long range costs one pass whatever the number of days."""
+    if not data.num_rows:
+        return {}
+    ordered = data.take(pc.sort_indices(data.column("ds")))
+    out, offset = {}, 0
+    for item in pc.value_counts(ordered.column("ds")).to_pylist():  # one entry per day, in sorted order
+        out[item["values"]] = ordered.slice(offset, item["counts"])
+        offset += item["counts"]
+    return out
+
+
 def list_days(root: Path, stage: Stage, table_name: str, *, first: date | None = None,
-              before: date | None = None) -> list[date]:
-    """The days with a complete partition of ``stage/table_name`` (``first`` <= day < ``before``), in order."""
+              before: date | None = None, complete_only: bool = True) -> list[date]:
+    """The days with a complete partition of ``stage/table_name`` (``first`` <= day < ``before``), in order;
+    ``complete_only=False``: every day with a partition folder, whatever its state (to clear a range)."""
     folder = root / stage / table_name
     if not folder.is_dir():
         return []
@@ -271,6 +296,7 @@ def list_days(root: Path, stage: Stage, table_name: str, *, first: date | None =
             day = date.fromisoformat(entry.name[3:])
         except ValueError:
             continue
-        if (first is None or day >= first) and (before is None or day < before) and _state(entry) == "complete":
+        if (first is None or day >= first) and (before is None or day < before) and (
+                not complete_only or _state(entry) == "complete"):
             out.append(day)
     return sorted(out)

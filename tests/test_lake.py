@@ -30,9 +30,12 @@ def test_lake_bucket_parts_keep_subjects_together() -> None:
 
 def _leftovers(table_dir: Path, ds: date = DS) -> list[str]:
     """Anything beside the partition link and its one live version (temporary names, stale versions)."""
-    live = (table_dir / f"ds={ds.isoformat()}").resolve().name
-    names = [p.name for p in table_dir.iterdir() if p.name not in (f"ds={ds.isoformat()}", lake.VERSIONS)]
-    names += [p.name for p in (table_dir / lake.VERSIONS).iterdir() if p.name != live]
+    name = f"ds={ds.isoformat()}"
+    live = (table_dir / name).resolve()
+    assert live.parent == table_dir / lake.VERSIONS / name  # the partition's own folder of versions
+    names = [p.name for p in table_dir.iterdir() if p.name not in (name, lake.VERSIONS)]
+    names += [p.name for p in (table_dir / lake.VERSIONS).iterdir() if p.name != name]
+    names += [p.name for p in live.parent.iterdir() if p.name != live.name]
     return names
 
 

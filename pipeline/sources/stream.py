@@ -117,25 +117,36 @@ def admission_days(staged_dir: Path, day_shift: int = 0) -> _Admissions:
     return adm
 
 
-def months_with_rows(staged_dir: Path, day_shift: int = 0) -> set[str]:
-    """``YYYY-MM`` of every month the staged copy has a row for: the month partitions of the tables dated by
-    their own or their admission's day, and every admission's final day (the undatable day included).
+def rows_per_day(staged_dir: Path, day_shift: int = 0) -> dict[date, int]:
+    """Rows of the staged copy per run day: the tables dated by their own or their admission's day (their
+    ``_day`` column, read alone and batch by batch, so memory stays flat) and admissions and their patients
+    on each admission's final day (the undatable day included). Rows with no day (``staged_month=none``) are
+    read by every chunk and counted by none.
 
-    A backfill chunk none of whose months is here has nothing to extract (MIMIC's dates, shifted into
-    2110-2210, leave most months of a whole-history range empty)."""
-    months: set[str] = set()
+    A backfill plans its chunks from these counts: a chunk without rows is not planned (MIMIC's dates, shifted
+    into 2110-2210, leave most months of a whole-history range empty) and a chunk with more rows than its
+    budget is cut at a day boundary, so a chunk's memory does not grow with the source."""
+    counts: dict[date, int] = {}
+
+    def add(days: pa.Array) -> None:
+        days = pc.drop_null(days)
+        if len(days):
+            for item in pc.value_counts(days).to_pylist():
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+
     for table in STAGING_ORDER:
-        for folder in (staged_dir / table / "data").glob(f"{MONTH}=*"):
-            month = folder.name.split("=", 1)[1]
-            if month != NO_MONTH and any(folder.iterdir()):
-                months.add(month)
+        dataset, meta = _open(staged_dir, table)
+        if meta["partitioned"]:
+            for batch in dataset.to_batches(columns=[DAY], filter=pads.field(MONTH) != NO_MONTH,
+                                            batch_size=1 << 20):
+                add(batch.column(0))
     adm = admission_days(staged_dir, day_shift)
-    if adm.day is not None and len(adm.day):
-        dated = pc.drop_null(adm.day)
-        months.update(pc.unique(pc.strftime(dated.cast(pa.timestamp("s")), "%Y-%m")).to_pylist())
-    if adm.undatable_day is not None:
-        months.add(adm.undatable_day.strftime("%Y-%m"))
-    return months
+    if adm.day is not None:
+        days = adm.day.combine_chunks() if isinstance(adm.day, pa.ChunkedArray) else adm.day
+        add(pa.concat_arrays([days, days]))  # an admission and its patient's row
+    if adm.undatable_day is not None:  # where rows no day can be found for are reported: planned
+        counts[adm.undatable_day] = counts.get(adm.undatable_day, 0) + 1
+    return counts
 
 
 def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: int = 0,

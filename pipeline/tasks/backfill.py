@@ -115,14 +115,22 @@ def parse_chunk(spec: str) -> tuple[str, int]:
     raise BackfillError(f"chunk size {spec!r}: expected month, week or a number of days (e.g. 10, '10 days')")
 
 
-def plan_chunks(start: date, end: date, chunk: str = "month") -> list[Chunk]:
+def plan_chunks(start: date, end: date, chunk: str = "month", *, rows_per_day: Mapping[date, int] | None = None,
+                max_rows: int = 0) -> list[Chunk]:
     """``start..end`` cut into chunks: calendar months, ISO weeks (Monday to Sunday) or N days from ``start``;
     the first and last chunk are clipped to the range.
+
+    With ``rows_per_day`` (the staged copy's, :func:`pipeline.sources.stream.rows_per_day`), a chunk without rows
+    is left out, and one holding more than ``max_rows`` rows (when > 0) is cut before the day that would pass
+    it (a single day bigger than the budget is a chunk of its own).
 
     >>> [str(c) for c in plan_chunks(date(2026, 1, 20), date(2026, 3, 3))]
     ['2026-01-20..2026-01-31', '2026-02-01..2026-02-28', '2026-03-01..2026-03-03']
     >>> [str(c) for c in plan_chunks(date(2026, 1, 1), date(2026, 1, 12), "week")]
     ['2026-01-01..2026-01-04', '2026-01-05..2026-01-11', '2026-01-12..2026-01-12']
+    >>> rows = {date(2026, 1, 2): 60, date(2026, 1, 3): 60, date(2026, 1, 9): 10, date(2026, 3, 1): 5}
+    >>> [str(c) for c in plan_chunks(date(2026, 1, 1), date(2026, 3, 31), rows_per_day=rows, max_rows=100)]
+    ['2026-01-01..2026-01-02', '2026-01-03..2026-01-31', '2026-03-01..2026-03-31']
     """
     if end < start:
         raise BackfillError(f"the range ends ({end}) before it starts ({start})")
@@ -138,7 +146,24 @@ def plan_chunks(start: date, end: date, chunk: str = "month") -> list[Chunk]:
         stop = min(stop, end)
         chunks.append(Chunk(current, stop))
         current = stop + timedelta(days=1)
-    return chunks
+    if rows_per_day is None:
+        return chunks
+    return [piece for c in chunks for piece in _cut_by_rows(c, rows_per_day, max_rows)]
+
+
+def _cut_by_rows(chunk: Chunk, rows_per_day: Mapping[date, int], max_rows: int) -> list[Chunk]:
+    """``chunk`` without rows → none; else cut before each day that would take it over ``max_rows``."""
+    busy = sorted((d, n) for d, n in rows_per_day.items() if chunk.start <= d <= chunk.end and n > 0)
+    if not busy:
+        return []
+    pieces, first, total = [], chunk.start, 0
+    for day, n in busy:
+        if max_rows and total and total + n > max_rows:
+            pieces.append(Chunk(first, day - timedelta(days=1)))
+            first, total = day, 0
+        total += n
+    pieces.append(Chunk(first, chunk.end))
+    return pieces
 
 
 # --- versions ------------------------------------------------------------------------------------
@@ -353,9 +378,58 @@ def stage_source(settings: Settings, *, on_table: Callable[[str, int], None] | N
 
 
 # --- the stages of a chunk -----------------------------------------------------------------------
-def _split_by_day(table: pa.Table, days: Sequence[date]) -> dict[date, pa.Table]:
-    ds = table.column("ds")
-    return {d: table.filter(pc.fill_null(pc.equal(ds, pa.scalar(d, pa.date32())), False)) for d in days}
+# A chunk's stages write and read only the days that have rows: a whole MIMIC history spans ~90 shifted years
+# of which a few thousand days hold data, so a partition (and a run record) per calendar day would be hundreds of
+# thousands of empty files. A day's table without rows has no partition; readers of a chunk take it as empty.
+def _split_by_day(table: pa.Table, chunk: Chunk) -> dict[date, pa.Table]:
+    """The rows of each day of ``chunk`` that has any; a row dated outside the chunk is refused, never dropped."""
+    by_day = lake.split_by_day(table)
+    outside = [d for d in by_day if d is None or not chunk.start <= d <= chunk.end]
+    if outside:
+        raise PipelineError(f"chunk {chunk}: {sum(by_day[d].num_rows for d in outside)} rows dated outside it "
+                            f"({', '.join(str(d) for d in outside[:3])})")
+    return by_day
+
+
+def _written_days(settings: Settings, stage: str, tables: Iterable[str], chunk: Chunk,
+                  complete_only: bool = True) -> list[date]:
+    """The days of ``chunk`` with a partition of any of ``tables`` under ``stage``, in order."""
+    after = chunk.end + timedelta(days=1)
+    return sorted({d for t in tables for d in lake.list_days(settings.lake_dir, stage, t, first=chunk.start,
+                                                             before=after, complete_only=complete_only)})
+
+
+def _replace_days(settings: Settings, stage: str, name: str, chunk: Chunk, by_day: Mapping[date, pa.Table],
+                  **write: Any) -> None:
+    """Write each day's rows of ``name`` as its partition; the chunk's other days lose theirs (a rerun whose
+    source no longer has rows on a day leaves nothing of the earlier run there)."""
+    for day in _written_days(settings, stage, [name], chunk, complete_only=False):
+        if day not in by_day:
+            lake.clear_partition(settings.lake_dir, stage, name, day)
+    for day, rows in by_day.items():
+        lake.write_partition(settings.lake_dir, stage, name, day, rows, **write)
+
+
+def _read_days(settings: Settings, stage: str, name: str, days: Sequence[date], schema: pa.Schema) -> pa.Table:
+    """``name``'s rows of ``days`` (a day without its partition has none)."""
+    if not days:
+        return schema.empty_table()
+    written = set(lake.list_days(settings.lake_dir, stage, name, first=min(days), before=max(days) + timedelta(days=1),
+                                 complete_only=False))
+    return pa.concat_tables([schema.empty_table()] + [
+        lake.read_partition(settings.lake_dir, stage, name, d, schema) for d in days if d in written])
+
+
+def _detail(chunk: Chunk, name: str, absent: Mapping[str, str]) -> dict[str, Any]:
+    """A per-day record's detail: the chunk, and the warning of an optional table the source does not have."""
+    detail: dict[str, Any] = {"backfill_chunk": str(chunk)}
+    if name in absent:
+        detail["warnings"] = [nightly.absent_warning(name, absent[name])]
+    return detail
+
+
+def _count_on(table: pa.Table, column: str, value: str) -> int:
+    return int(pc.sum(pc.equal(table.column(column), value)).as_py() or 0)
 
 
 def extract_chunk(chunk: Chunk, *, run_id: str, settings: Settings, staged: Path) -> dict[str, int]:
@@ -363,28 +437,34 @@ def extract_chunk(chunk: Chunk, *, run_id: str, settings: Settings, staged: Path
     from pipeline.sources import extract_range
     from pipeline.sources.stream import StagedReader
 
-    root = settings.lake_dir
     result = extract_range(StagedReader(staged, chunk.start, chunk.end), chunk.start, chunk.end,
                            day_shift=settings.source_day_shift)
     rejects = result.rejects.set_column(result.rejects.column_names.index("run_id"), "run_id",
                                         pa.array([run_id] * result.rejects.num_rows, pa.string()))
-    rec = RunRecorder(settings, run_id, chunk.start, "extract")
-    per_day_rejects = _split_by_day(rejects, chunk.days)
-    for name, table in result.tables.items():
-        for day, rows in _split_by_day(table, chunk.days).items():
-            lake.write_partition(root, RAW, name, day, rows, part_rows=settings.part_rows)
-            set_aside = int(pc.sum(pc.equal(per_day_rejects[day].column("source_table"), name)).as_py() or 0)
-            rec.add(name, rows.num_rows + set_aside, rows.num_rows, set_aside, {"backfill_chunk": str(chunk)}, ds=day)
-    for day, rows in per_day_rejects.items():
-        lake.write_partition(root, RAW, REJECTS, day, rows, part_rows=1_000_000, bucket_key="")
+    rejects_by_day = _split_by_day(rejects, chunk)
+    by_table = {name: _split_by_day(table, chunk) for name, table in result.tables.items()}
+    for name, by_day in by_table.items():
+        _replace_days(settings, RAW, name, chunk, by_day, part_rows=settings.part_rows)
+    _replace_days(settings, RAW, REJECTS, chunk, rejects_by_day, part_rows=1_000_000, bucket_key="")
     # the admissions open at the end of the chunk: what the nightly extract of its last day writes
-    lake.write_partition(root, RAW, OPEN_ADMISSIONS, chunk.end, result.open_admissions, part_rows=1_000_000,
-                         bucket_key="")
+    lake.write_partition(settings.lake_dir, RAW, OPEN_ADMISSIONS, chunk.end, result.open_admissions,
+                         part_rows=1_000_000, bucket_key="")
+    lake.write_partition(settings.lake_dir, RAW, nightly.ABSENT, chunk.end, nightly.absent_table(result.absent),
+                         part_rows=1_000_000, bucket_key="")
+    # recorded per day with rows (every table of such a day, zeros included), like the nightly extract
+    rec = RunRecorder(settings, run_id, chunk.start, "extract")
+    empty_rejects = rejects.schema.empty_table()
+    for day in sorted({d for by_day in (*by_table.values(), rejects_by_day) for d in by_day}):
+        for name, by_day in by_table.items():
+            n = by_day[day].num_rows if day in by_day else 0
+            set_aside = _count_on(rejects_by_day.get(day, empty_rejects), "source_table", name)
+            rec.add(name, n + set_aside, n, set_aside, _detail(chunk, name, result.absent), ds=day)
     rec.write()
     return {name: c["rows_extracted"] for name, c in result.counts().items()}
 
 
-def _known_from_lake(settings: Settings, days: Sequence[date], tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Array]:
+def _known_from_lake(settings: Settings, first: date, before: date,
+                     tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Array]:
     """Admissions and subjects validated on ``days`` (earlier chunks of this backfill) that the batch refers to:
     known even when those chunks are not loaded yet (the DAG validates chunks before it loads them)."""
     import pyarrow.parquet as pq
@@ -397,10 +477,11 @@ def _known_from_lake(settings: Settings, days: Sequence[date], tables: Mapping[s
     subjects = pc.unique(tables["admissions"].column("subject_id").combine_chunks()).drop_null()
     schema = pa.schema([arrow_schema("admissions").field(c).with_nullable(True) for c in cols])
     admissions, patients = [schema.empty_table()], [pa.array([], pa.int64())]
-    for day in days:
+    for day in lake.list_days(root, VALIDATED, "admissions", first=first, before=before):
         for path in lake.list_parts(root, VALIDATED, "admissions", day):
             part = pq.read_table(path, columns=cols).cast(schema)
             admissions.append(part.filter(pc.is_in(part.column("hadm_id"), value_set=referenced)))
+    for day in lake.list_days(root, VALIDATED, "patients", first=first, before=before):
         for path in lake.list_parts(root, VALIDATED, "patients", day):
             ids = pq.read_table(path, columns=["subject_id"]).column("subject_id").combine_chunks()
             patients.append(ids.filter(pc.is_in(ids, value_set=subjects)).cast(pa.int64()))
@@ -416,15 +497,16 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date
     from pipeline.validate import BatchValidationError, ConservationError, validate_batch
 
     root = settings.lake_dir
-    tables = {name: pa.concat_tables([lake.read_partition(root, RAW, name, d, raw_arrow_schema(name))
-                                      for d in chunk.days]) for name in INPUT_TABLES}
-    rejects = pa.concat_tables([lake.read_partition(root, RAW, REJECTS, d, arrow_schema("quarantine"))
-                                for d in chunk.days])
+    days = _written_days(settings, RAW, (*INPUT_TABLES, REJECTS), chunk)
+    if not lake.list_parts(root, RAW, OPEN_ADMISSIONS, chunk.end):
+        raise PipelineError(f"validate: chunk {chunk} was not extracted (no open admissions at {chunk.end}); "
+                            "run extract first")
+    tables = {name: _read_days(settings, RAW, name, days, raw_arrow_schema(name)) for name in INPUT_TABLES}
+    rejects = _read_days(settings, RAW, REJECTS, days, arrow_schema("quarantine"))
     open_adm = lake.read_partition(root, RAW, OPEN_ADMISSIONS, chunk.end)
     known, known_subjects = nightly.known_context(settings, tables, open_adm)
     if since is not None and since < chunk.start:
-        lake_known, lake_subjects = _known_from_lake(settings, nightly.days(since, chunk.start - timedelta(days=1)),
-                                                     tables)
+        lake_known, lake_subjects = _known_from_lake(settings, since, chunk.start, tables)
         known = pa.concat_tables([known, lake_known.cast(known.schema)])
         known_subjects = pc.unique(pa.concat_arrays([known_subjects.cast(pa.int64()), lake_subjects]))
     try:
@@ -438,17 +520,21 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date
     except ConservationError as exc:
         raise DataQualityError(f"validate chunk {chunk}: {exc}") from exc
     nightly.check_conservation(tables, rejects, outcome)
+    quarantine = _split_by_day(outcome.quarantine, chunk)
+    passed = {name: _split_by_day(outcome.passed[name], chunk) for name in INPUT_TABLES}
+    for name, by_day in passed.items():
+        _replace_days(settings, VALIDATED, name, chunk, by_day, part_rows=settings.part_rows)
+    _replace_days(settings, VALIDATED, QUARANTINE, chunk, quarantine, part_rows=1_000_000, bucket_key="")
+    _replace_days(settings, VALIDATED, RESULTS, chunk, _split_by_day(outcome.results, chunk), part_rows=1_000_000,
+                  bucket_key="")
     rec = RunRecorder(settings, run_id, chunk.start, "validate")
-    quarantine = _split_by_day(outcome.quarantine, chunk.days)
-    results = _split_by_day(outcome.results, chunk.days)
-    for name in INPUT_TABLES:
-        for day, rows in _split_by_day(outcome.passed[name], chunk.days).items():
-            lake.write_partition(root, VALIDATED, name, day, rows, part_rows=settings.part_rows)
-            held = int(pc.sum(pc.equal(quarantine[day].column("source_table"), name)).as_py() or 0)
-            rec.add(name, rows.num_rows + held, rows.num_rows, held, {"backfill_chunk": str(chunk)}, ds=day)
-    for day in chunk.days:
-        lake.write_partition(root, VALIDATED, QUARANTINE, day, quarantine[day], part_rows=1_000_000, bucket_key="")
-        lake.write_partition(root, VALIDATED, RESULTS, day, results[day], part_rows=1_000_000, bucket_key="")
+    absent = nightly.read_absent(settings, chunk.end)
+    empty_quarantine = outcome.quarantine.schema.empty_table()
+    for day in sorted({*days, *quarantine, *(d for by_day in passed.values() for d in by_day)}):
+        for name, by_day in passed.items():
+            n = by_day[day].num_rows if day in by_day else 0
+            held = _count_on(quarantine.get(day, empty_quarantine), "source_table", name)
+            rec.add(name, n + held, n, held, _detail(chunk, name, absent), ds=day)
     rec.write()
     return {name: c["rows_passed"] for name, c in outcome.counts.items()}
 
@@ -461,8 +547,8 @@ def ner_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> dict[str, int
     """:func:`pipeline.tasks.nightly.ner` on every validated notes part of every day of the chunk."""
     totals = {"notes": 0, "entities": 0}
     settings = settings.model_copy(update={"ner_enabled": True})
-    for day in chunk.days:
-        lake.clear_partition(settings.lake_dir, ENRICHED, "note_entities", day)
+    clear_enriched_days(settings, chunk, "note_entities")
+    for day in _written_days(settings, VALIDATED, ["notes"], chunk):
         for part in _parts(settings, "notes", day):
             for key, n in nightly.ner(day, part, run_id=run_id, settings=settings).items():
                 totals[key] += n
@@ -472,58 +558,55 @@ def ner_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> dict[str, int
 def load_chunk(chunk: Chunk, *, run_id: str, settings: Settings) -> int:
     """:func:`pipeline.tasks.nightly.load` for the whole chunk at once: every day's validated, quarantine, result
     and enriched partitions replace the chunk's days in one call of the warehouse (PostgreSQL commits a month
-    at a time, each day all-or-nothing); recorded per day like the nightly load. Returns input rows loaded."""
+    at a time, each day all-or-nothing); recorded per day with rows like the nightly load. Returns input rows
+    loaded."""
     from pipeline.warehouse import open_warehouse
 
-    root = settings.lake_dir
     sources = {name: (VALIDATED, name) for name in INPUT_TABLES}
     sources |= {"quarantine": (VALIDATED, QUARANTINE), "validation_results": (VALIDATED, RESULTS)}
-    for name in ("note_entities", "admission_risk"):
+    days = _written_days(settings, VALIDATED, [folder for _, folder in sources.values()], chunk)
+    if not days and _written_days(settings, RAW, (*INPUT_TABLES, REJECTS), chunk):
+        raise PipelineError(f"load: chunk {chunk} has raw rows but nothing validated; run validate first")
+    enriched = {name: _written_days(settings, ENRICHED, [name], chunk, complete_only=False)
+                for name in ("note_entities", "admission_risk")}
+    tables = {name: _read_days(settings, stage, folder, days, arrow_schema(name))
+              for name, (stage, folder) in sources.items()}
+    for name, enriched_days in enriched.items():
         # an enriched table is replaced when its stage wrote this chunk (a day without notes has no part)
-        if any(lake.list_parts(root, ENRICHED, name, day) for day in chunk.days):
-            sources[name] = (ENRICHED, name)
-    tables: dict[str, pa.Table] = {}
-    for name, (stage, folder) in sources.items():
-        if stage == VALIDATED and name in INPUT_TABLES and not all(
-                lake.list_parts(root, VALIDATED, name, day) for day in chunk.days):
-            raise PipelineError(f"load: no validated {name} partition for some day of {chunk}; run validate first")
-        missing_ok = stage == ENRICHED
-        tables[name] = pa.concat_tables([lake.read_partition(root, stage, folder, day, arrow_schema(name),
-                                                             missing_ok=missing_ok) for day in chunk.days])
+        if enriched_days:
+            tables[name] = _read_days(settings, ENRICHED, name, enriched_days, arrow_schema(name))
     with open_warehouse(settings.warehouse) as wh:
         wh.replace_days(tables, chunk.start, chunk.end)
-    removed = {day: nightly.drop_raw_free_text(settings, day) for day in chunk.days}  # as the nightly load
+    removed = {day: nightly.drop_raw_free_text(settings, day) for day in days}  # as the nightly load
     rec = RunRecorder(settings, run_id, chunk.start, "load")
-    for name, table in tables.items():
-        for day, rows in _split_by_day(table, chunk.days).items():
+    by_table = {name: _split_by_day(table, chunk) for name, table in tables.items()}
+    for day in days:
+        for name, by_day in by_table.items():
+            n = by_day[day].num_rows if day in by_day else 0
             detail = {"backfill_chunk": str(chunk), **({"raw_partition_removed": True} if name in removed[day] else {})}
-            rec.add(name, rows.num_rows, rows.num_rows, 0, detail, ds=day)
+            rec.add(name, n, n, 0, detail, ds=day)
     rec.write()
     return sum(tables[name].num_rows for name in INPUT_TABLES)
 
 
 def risk_and_load_chunk(chunk: Chunk, *, run_id: str, settings: Settings, risk: bool) -> dict[str, int]:
-    """Day by day: :func:`pipeline.tasks.nightly.risk` on every admissions part, then
-    :func:`pipeline.tasks.nightly.load` (risk reads the history loaded so far, as in the nightly run).
-    Without risk, the chunk is loaded at once (:func:`load_chunk`)."""
+    """:func:`pipeline.tasks.nightly.risk` on every admissions part of every day, then :func:`load_chunk`.
+    Risk reads history as of each day from the lake (:mod:`pipeline.tasks.asof`), which holds every day this
+    backfill validated, so the chunk loads once after it is scored (and the scores do not depend on the order)."""
     totals = {"admissions": 0, "scored": 0, "loaded": 0}
-    if not risk:
-        totals["loaded"] = load_chunk(chunk, run_id=run_id, settings=settings)
-        return totals
-    settings = settings.model_copy(update={"risk_enabled": True})
-    for day in chunk.days:
-        if risk:
-            lake.clear_partition(settings.lake_dir, ENRICHED, "admission_risk", day)
+    if risk:
+        risk_settings = settings.model_copy(update={"risk_enabled": True})
+        clear_enriched_days(settings, chunk, "admission_risk")
+        for day in _written_days(settings, VALIDATED, ["admissions"], chunk):
             for part in _parts(settings, "admissions", day):
-                for key, n in nightly.risk(day, part, run_id=run_id, settings=settings).items():
+                for key, n in nightly.risk(day, part, run_id=run_id, settings=risk_settings).items():
                     totals[key] += n
-        written = nightly.load(day, run_id=run_id, settings=settings)
-        totals["loaded"] += sum(written.get(name, 0) for name in INPUT_TABLES)
+    totals["loaded"] = load_chunk(chunk, run_id=run_id, settings=settings)
     return totals
 
 
 def clear_enriched_days(settings: Settings, chunk: Chunk, table: str) -> None:
-    for day in chunk.days:
+    for day in _written_days(settings, ENRICHED, [table], chunk, complete_only=False):
         lake.clear_partition(settings.lake_dir, ENRICHED, table, day)
 
 
@@ -620,18 +703,23 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     ``dry_run`` plans only. Returns the plan and what happened; failed chunks are in ``outcome.failed``.
     """
     settings = settings or load_settings()
-    chunks = plan_chunks(start, end, chunk or settings.backfill_chunk)
+    spec = chunk or settings.backfill_chunk
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     versions = current_versions(settings)
-    with_records = chunk_records(settings, chunks[0].start, chunks[-1].start)
-    work = plan_work(chunks, with_records, versions, reprocess, skip, raw_kept=settings.raw_retention == "keep")
-    if not dry_run:
-        _check_models(settings, work, skip)
+    raw_kept = settings.raw_retention == "keep"
+
+    def plan(chunks: list[Chunk]) -> list[ChunkWork]:
+        records = chunk_records(settings, chunks[0].start, chunks[-1].start) if chunks else {}
+        return plan_work(chunks, records, versions, reprocess, skip, raw_kept=raw_kept)
+
+    calendar = plan_chunks(start, end, spec)  # a bad range or chunk size fails here, before anything is read
+    if not dry_run:  # a missing model stops the backfill before the source is read
+        _check_models(settings, plan(calendar), skip)
     # the one pass over the source (kept and reused while the source is unchanged); a dry run uses a copy
-    # already there and stages nothing
+    # already there and stages nothing (without one it plans calendar chunks)
     staged = stage_source(settings) if not dry_run else _complete_copy(settings)
-    if staged is not None:
-        work = [w for w in work if _has_rows(w.chunk, staged, settings)]
+    work = plan(calendar if staged is None else plan_chunks(
+        start, end, spec, rows_per_day=_rows_per_day(staged, settings), max_rows=settings.backfill_chunk_rows))
     if on_plan:
         on_plan(work)
     if dry_run:
@@ -646,25 +734,27 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     return work, outcome
 
 
-_MONTHS_WITH_ROWS: dict[Path, set[str]] = {}
+_ROWS_PER_DAY: dict[Path, dict[date, int]] = {}
 
 
 def _complete_copy(settings: Settings) -> Path | None:
     from pipeline.sources.stream import STAGING_ORDER, staged_tables
 
-    folder = staged_dir(settings)
+    try:
+        folder = staged_dir(settings)
+    except BackfillError:  # no source folder: nothing staged to plan from
+        return None
     return folder if set(STAGING_ORDER) <= set(staged_tables(folder)) else None
 
 
-def _has_rows(chunk: Chunk, staged: Path, settings: Settings) -> bool:
-    """Whether the staged copy has a row in one of the chunk's months (chunks without any are not planned)."""
-    from pipeline.sources.stream import months_with_rows
+def _rows_per_day(staged: Path, settings: Settings) -> dict[date, int]:
+    """The staged copy's rows per day (computed once per copy in this process)."""
+    from pipeline.sources.stream import rows_per_day
 
-    if staged not in _MONTHS_WITH_ROWS:
-        _MONTHS_WITH_ROWS.clear()
-        _MONTHS_WITH_ROWS[staged] = months_with_rows(staged, settings.source_day_shift)
-    months = _MONTHS_WITH_ROWS[staged]
-    return any(day.strftime("%Y-%m") in months for day in chunk.days)
+    if staged not in _ROWS_PER_DAY:
+        _ROWS_PER_DAY.clear()
+        _ROWS_PER_DAY[staged] = rows_per_day(staged, settings.source_day_shift)
+    return _ROWS_PER_DAY[staged]
 
 
 def _check_models(settings: Settings, work: Sequence[ChunkWork], skip: Iterable[str]) -> None:

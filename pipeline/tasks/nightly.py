@@ -354,7 +354,9 @@ def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str
     subjects = admissions.column("subject_id")
 
     def today(name: str, key: str, values: pa.ChunkedArray) -> pa.Table:
-        return lake.filter_in(lake.read_partition(root, VALIDATED, name, ds, arrow_schema(name)), key, values)
+        # a backfilled day has no partition for a table without rows that day (pipeline.tasks.backfill)
+        return lake.filter_in(lake.read_partition(root, VALIDATED, name, ds, arrow_schema(name), missing_ok=True),
+                              key, values)
 
     with open_warehouse(settings.warehouse) as wh:
         shift = settings.source_day_shift

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -244,7 +245,9 @@ def _validate_table(
     with_derived = add_derived(conformed, suite.columns(), context)
     frame_columns = sorted(c for c in suite.columns() if c in with_derived.column_names)
     frame = with_derived.select(frame_columns).to_pandas(date_as_object=False)
-    parameters = {"run_ds": _run_days(ds, context.ds_range_start), "note_max_chars": config.note_max_chars}
+    present = with_derived.column("_ds_text").unique().to_pylist() if "_ds_text" in with_derived.column_names \
+        else []
+    parameters = {"run_ds": _run_days(ds, context.ds_range_start, present), "note_max_chars": config.note_max_chars}
     outcomes = runner.run(suite, frame, parameters)
 
     found_parts = []
@@ -490,7 +493,20 @@ def _check_conservation(counts: dict[str, dict[str, int]], quarantine: pa.Table)
             raise ConservationError(Messages.E201_CONSERVATION.format(table=name, **numbers))
 
 
-def _run_days(ds: date, ds_range_start: date | None) -> list[str]:
-    """The days a batch may hold: ``ds`` alone, or every day of a bulk range ending at ``ds``."""
+def _run_days(ds: date, ds_range_start: date | None, present: Iterable[str | None] = ()) -> list[str]:
+    """The days a batch may hold: ``ds`` alone, or the days of a bulk range ending at ``ds``.
+
+    For a range, only its days that ``present`` (the table's ISO days) holds: the same check (a day of the table
+    in the range is in the set, one outside is not) without a value set of every day of decades of history,
+    which Great Expectations would copy and serialise per expectation.
+
+    >>> _run_days(date(2026, 1, 3), date(2026, 1, 1), ["2026-01-02", "2025-12-31", None])
+    ['2026-01-02']
+    >>> _run_days(date(2026, 1, 3), None)
+    ['2026-01-03']
+    """
     start = ds_range_start or ds
-    return [date.fromordinal(d).isoformat() for d in range(start.toordinal(), ds.toordinal() + 1)]
+    if start == ds:
+        return [ds.isoformat()]
+    first, last = start.isoformat(), ds.isoformat()
+    return sorted({d for d in present if d is not None and first <= d <= last})

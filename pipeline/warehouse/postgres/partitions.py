@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import lake
 from pipeline.warehouse.base import WarehouseError
 
 if TYPE_CHECKING:
@@ -316,13 +317,6 @@ def rows_between(data: pa.Table, start: date, end: date) -> pa.Table:
 
 def _split_by_day(data: pa.Table, start: date, end: date) -> dict[date, pa.Table]:
     """Rows of each day that has any (zero-copy slices after one sort when the range has several days)."""
-    if not data.num_rows:
-        return {}
     if start == end:
-        return {start: data}
-    ordered = data.take(pc.sort_indices(data.column("ds")))
-    out, offset = {}, 0
-    for item in pc.value_counts(ordered.column("ds")).to_pylist():  # one entry per day, in sorted order
-        out[item["values"]] = ordered.slice(offset, item["counts"])
-        offset += item["counts"]
-    return out
+        return {start: data} if data.num_rows else {}
+    return lake.split_by_day(data)
