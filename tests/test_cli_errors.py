@@ -44,7 +44,7 @@ def test_cli_errors_missing_risk_model_names_the_stage_and_the_fix(tmp_path: Pat
     result = _invoke(["run", "--ds", D2.isoformat(), "--workdir", str(tmp_path / "w"), "--skip-ner"])
     assert result.exit_code == 1
     line = _one_error_line(result, "pipeline")
-    assert "risk: no risk model" in line and "ehr-pipeline train-risk" in line
+    assert "not started, nothing extracted: no risk model" in line and "ehr-pipeline train-risk" in line
 
 
 def test_cli_errors_failed_bulk_batch_points_at_its_evidence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,16 +56,18 @@ def test_cli_errors_failed_bulk_batch_points_at_its_evidence(tmp_path: Path, mon
     workdir = tmp_path / "w"
     result = _invoke(["backfill", "--start", "2025-12-01", "--end", "2026-01-31", "--bulk", "--workdir", str(workdir)])
     assert result.exit_code == 1
-    line = _one_error_line(result, "data quality")
-    assert "ingest_history 2025-12-01..2026-01-31: the batch failed" in line and "table=labs" in line
-    assert "ehr.quarantine" in line and "ds=2026-01-31" in line
+    # the backfill lists its failed chunk (the other chunk, December, has no rows and is not planned)
+    line = " ".join(result.output.split())
+    assert "failed 2026-01-01..2026-01-31: validate" in line and "the batch failed" in line, line
+    assert "table=labs" in line and "ehr.quarantine" in line and "ds=2026-01-31" in line
     # the evidence is where the message points
     con = duckdb.connect(str(workdir / "warehouse.duckdb"), read_only=True)
-    quarantined = con.execute("SELECT source_table, rule FROM ehr.quarantine WHERE ds = ?", [date(2026, 1, 31)]).fetchall()
+    quarantined = con.execute("SELECT source_table, rule FROM ehr.quarantine WHERE ds BETWEEN ? AND ?",
+                              [date(2026, 1, 1), date(2026, 1, 31)]).fetchall()
     assert quarantined == [("labs", "duplicate_key"), ("labs", "duplicate_key")]
     assert con.execute("SELECT count(*) FROM ehr.validation_results WHERE ds = ? AND NOT success",
                        [date(2026, 1, 31)]).fetchone()[0] >= 1
-    statuses = con.execute("SELECT DISTINCT status FROM ehr.pipeline_runs WHERE stage = 'ingest_history'").fetchall()
+    statuses = con.execute("SELECT DISTINCT status FROM ehr.pipeline_runs WHERE stage = 'backfill.validate'").fetchall()
     assert statuses == [("failed",)]
     assert con.execute("SELECT count(*) FROM ehr.labs").fetchone()[0] == 0  # nothing loaded
 

@@ -516,7 +516,12 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date
             data_docs_dir=None, ds_range_start=chunk.start,
         )
     except BatchValidationError as exc:
-        raise DataQualityError(f"validate chunk {chunk}: the batch failed, nothing was passed on. {exc}") from exc
+        _keep_failed_batch(settings, chunk, exc)
+        raise DataQualityError(
+            f"validate chunk {chunk}: the batch failed, nothing was passed on. {exc} Quarantine and validation "
+            f"results of run {run_id} are in ehr.quarantine and ehr.validation_results (ds {chunk.start} to "
+            f"{chunk.end})."
+        ) from exc
     except ConservationError as exc:
         raise DataQualityError(f"validate chunk {chunk}: {exc}") from exc
     nightly.check_conservation(tables, rejects, outcome)
@@ -537,6 +542,17 @@ def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date
             rec.add(name, n + held, n, held, _detail(chunk, name, absent), ds=day)
     rec.write()
     return {name: c["rows_passed"] for name, c in outcome.counts.items()}
+
+
+def _keep_failed_batch(settings: Settings, chunk: Chunk, error: Exception) -> None:
+    """A failed chunk still leaves its evidence in the warehouse: its quarantine and validation results."""
+    from pipeline.warehouse import open_warehouse
+
+    outcome = getattr(error, "outcome", None)
+    if outcome is not None:
+        with open_warehouse(settings.warehouse) as wh:
+            wh.replace_days({"quarantine": outcome.quarantine, "validation_results": outcome.results},
+                            chunk.start, chunk.end)
 
 
 def _parts(settings: Settings, table: str, day: date) -> range:

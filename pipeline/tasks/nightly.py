@@ -36,6 +36,7 @@ from pipeline.tasks.runs import (
 
 if TYPE_CHECKING:
     from pipeline.sources import ExtractResult
+    from pipeline.sources.base import SourceReader
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,25 @@ NOTES_SKIPPED = "notes, NER and the note-based risk features are skipped for thi
 
 
 # --- extract -------------------------------------------------------------------------------------
-def read_source(settings: Settings, start: date, end: date, run_id: str) -> ExtractResult:
-    """The source's rows of ``start..end``, its set-aside rows stamped with ``run_id``."""
-    from pipeline.sources import extract_range, open_source
+def open_checked_source(settings: Settings) -> SourceReader:
+    """The configured source, opened; a missing folder or URL, or a note module that EHR_REQUIRE_NOTES asks for
+    and the source lacks, raises :class:`~pipeline.sources.SourceError` naming the setting."""
+    from pipeline.sources import SourceError, absent_tables, open_source
 
     reader = open_source(settings.source_layout, settings.source_dir, settings.source_url, settings.source_schemas)
     if settings.require_notes:
-        from pipeline.sources import SourceError, absent_tables
-
         missing = absent_tables(reader).get("notes")
         if missing:
             raise SourceError(f"EHR_REQUIRE_NOTES=true, but {missing}: add MIMIC-IV-Note (note/discharge.csv.gz, "
                               "note/radiology.csv.gz) to the source or unset EHR_REQUIRE_NOTES")
+    return reader
+
+
+def read_source(settings: Settings, start: date, end: date, run_id: str) -> ExtractResult:
+    """The source's rows of ``start..end``, its set-aside rows stamped with ``run_id``."""
+    from pipeline.sources import extract_range
+
+    reader = open_checked_source(settings)
     result = extract_range(reader, start, end, day_shift=settings.source_day_shift,
                            max_malformed_share=settings.max_quarantine_share,
                            min_rows_for_share=settings.min_rows_for_share_check)

@@ -1,8 +1,9 @@
-"""Checked before extraction starts: the models and settings the day's later stages will need.
+"""Checked before extraction starts: the source, and the models and settings the day's later stages will need.
 
 A run without its NER model used to extract and validate the whole day first and fail at NER. These checks
-read only small files (no model is loaded, no data read), so a missing or incomplete model, or risk band
-thresholds that leave a band empty, fail the run in its first second with what to do.
+open the source (a missing folder or a required note module it lacks is a source error, named first: it is
+what to fix first) and read only small files (no model is loaded, no data read), so a missing or incomplete
+model, or risk band thresholds that leave a band empty, fail the run in its first second with what to do.
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ from pipeline.tasks.runs import ConfigurationError
 
 def source_lacks_notes(settings: Settings) -> bool:
     """True when the configured source has no note module (a hosp-only install): its runs skip NER, so no NER
-    model is needed. A source that cannot be opened is left to extraction, which names the problem."""
-    from pipeline.sources import SourceError, absent_tables, open_source
+    model is needed. A source that cannot be opened raises its :class:`~pipeline.sources.SourceError`."""
+    from pipeline.sources import absent_tables
+    from pipeline.tasks.nightly import open_checked_source
 
-    try:
-        reader = open_source(settings.source_layout, settings.source_dir, settings.source_url, settings.source_schemas)
-        return "notes" in absent_tables(reader)
-    except SourceError:
-        return False
+    return "notes" in absent_tables(open_checked_source(settings))
 
 
 def problems(settings: Settings, *, ner: bool, risk: bool) -> list[str]:
     """Every reason the stages switched on could not run, one line each (empty: ready)."""
     found: list[str] = []
-    if ner and not source_lacks_notes(settings):
+    lacks_notes = source_lacks_notes(settings)  # first: a source error is named before any model problem
+    if ner and not lacks_notes:
         folder = settings.ner_model_dir
         if not (folder / "config.json").is_file():
             found.append(f"no NER model at {folder} (config.json missing): run `ehr-pipeline train-ner`, "
