@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,13 +127,12 @@ def train_phi(
     from transformers import AutoModelForTokenClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from pipeline.nlp.train import _batches, _collate, base_model_dir, build_examples, corpus_fingerprint
+    from pipeline.nlp.train import base_model_dir, build_examples, corpus_fingerprint, fit_fixed_steps
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
+    torch.manual_seed(seed)  # before the model is built: the new head's initial weights come from it
     notes = list(notes)
     base = Path(base_model) if base_model else base_model_dir()
     labels = bio_labels(PHI_ENTITY_TYPES)
@@ -154,30 +152,9 @@ def train_phi(
     examples = build_examples(notes, tokenizer, label2id, window_tokens, entity_types=PHI_ENTITY_TYPES)
     if not examples:
         raise ValueError("train_phi: no training text")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, min(30, steps // 20))
-    model.train()
-    step, loss_avg = 0, 0.0
-    while step < steps:
-        for batch in _batches(examples, batch_size, rng):
-            if step >= steps:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - step / steps))
-            input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
-                                                  tokenizer.pad_token_id)
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            value = float(loss.detach())
-            loss_avg = 0.9 * loss_avg + 0.1 * value if step > 1 else value
-            if progress is not None:
-                progress(step, steps, {"loss": loss_avg})
-    model.eval()
+    fitted = fit_fixed_steps(model, tokenizer, examples, steps=steps, seed=seed, batch_size=batch_size,
+                             learning_rate=learning_rate, max_warmup=30, progress=progress)
+    step, loss_avg = fitted.steps, fitted.loss
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     card: dict[str, Any] = {

@@ -19,13 +19,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.nlp.labels import ENTITY_TYPES, bio_labels
 from pipeline.nlp.ner import WEIGHTS_CHECKSUM_KEY, weights_checksums
 from pipeline.nlp.windows import sentence_starts
+
+if TYPE_CHECKING:  # torch and transformers load lazily: importing this module stays cheap
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +167,69 @@ def _collate(batch: list[_Example], cls_id: int, sep_id: int, pad_id: int):
     return input_ids, attention, labels
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """What a fixed-step fit ran: optimizer steps, the loss's moving average at the last step, tokens seen."""
+
+    steps: int
+    loss: float
+    tokens: int
+
+
+def fit_fixed_steps(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[_Example],
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    learning_rate: float,
+    max_warmup: int,
+    amp_dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
+) -> FitResult:
+    """Train a token classifier for exactly `steps` AdamW steps, then leave it in eval mode.
+
+    The one loop the NER and PHI trainings share, so both keep the same guarantees: the schedule (linear warm-up
+    over at most `max_warmup` steps, then linear decay to 2%) and the batch order (``random.Random(seed)``
+    reshuffling pass after pass as needed) depend on the seed and the data only, never on the machine's load or a
+    clock. Parameters with ``requires_grad`` off (frozen embeddings or layers) are left out of the optimizer.
+    `amp_dtype`: autocast the forward pass to that dtype (None: fp32). The caller seeds torch before it builds the
+    model (the new head's initial weights come from torch's generator) and saves the model afterwards.
+    """
+    import torch
+
+    rng = random.Random(seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
+    warmup = max(1, min(max_warmup, steps // 20))
+    model.train()
+    step, loss_avg, tokens = 0, 0.0, 0
+    while step < steps:
+        for batch in _batches(examples, batch_size, rng):
+            if step >= steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - step / steps))
+            input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                                  tokenizer.pad_token_id)
+            with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens += int(attention.sum())
+            value = float(loss.detach())
+            loss_avg = 0.9 * loss_avg + 0.1 * value if step > 1 else value
+            if progress is not None:
+                progress(step, steps, {"loss": loss_avg})
+    model.eval()
+    return FitResult(steps=step, loss=loss_avg, tokens=tokens)
+
+
 def train_ner(
     out_dir: Path,
     notes: Sequence,
@@ -205,7 +272,6 @@ def train_ner(
     if threads is not None:
         torch.set_num_threads(max(1, int(threads)))
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     train_notes = list(notes)
     base = Path(base_model) if base_model else base_model_dir()
     labels = bio_labels()
@@ -248,41 +314,17 @@ def train_ner(
     total_steps = int(steps) if steps is not None else max(1, int(steps_per_epoch * epochs))
     if total_steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, min(20, total_steps // 20))
-    model.train()
-    step, loss_avg, train_tokens = 0, 0.0, 0
     try:
-        while step < total_steps:
-            for batch in _batches(examples, batch_size, rng):
-                if step >= total_steps:
-                    break
-                # Linear warm-up, then linear decay to 2% over the fixed number of steps.
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - step / total_steps))
-                input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
-                                                      tokenizer.pad_token_id)
-                with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                    loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                train_tokens += int(attention.sum())
-                loss_value = float(loss.detach())
-                loss_avg = 0.9 * loss_avg + 0.1 * loss_value if step > 1 else loss_value
-                if progress is not None:
-                    progress(step, total_steps, {"loss": loss_avg})
+        fitted = fit_fixed_steps(model, tokenizer, examples, steps=total_steps, seed=seed, batch_size=batch_size,
+                                 learning_rate=learning_rate, max_warmup=20, amp_dtype=amp_dtype, progress=progress)
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)
+    step, train_tokens = fitted.steps, fitted.tokens
     train_seconds = time.perf_counter() - started
     if max_seconds is not None and train_seconds > max_seconds:
         log.warning("NER training took %.0f s, over its %.0f s budget (all %d steps ran)", train_seconds,
                     max_seconds, step)
-    model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     card: dict[str, Any] = {
