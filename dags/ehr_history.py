@@ -37,8 +37,10 @@ def _params() -> dict[str, Any]:
 
 def _run(item: dict[str, Any], group: str) -> dict[str, Any]:
     from pipeline.tasks import backfill
+    from pipeline.tasks.runs import fails_without_retry
 
-    return backfill.run_dag_group(item, group)
+    with fails_without_retry():  # a chunk's own failure is recorded and returned; this is what escapes it
+        return backfill.run_dag_group(item, group)
 
 
 @dag(
@@ -69,10 +71,13 @@ def ehr_history() -> None:
     @task
     def plan() -> list[dict[str, Any]]:
         from pipeline.tasks import backfill
+        from pipeline.tasks.runs import fails_without_retry
 
         p = _params()
-        return backfill.plan_for_dag(date.fromisoformat(p["start"]), date.fromisoformat(p["end"]), chunk=p["chunk"],
-                                     reprocess=p["reprocess"], skip_ner=p["skip_ner"], skip_risk=p["skip_risk"])
+        with fails_without_retry():  # an unreadable source or a wrong setting stays so on retry
+            return backfill.plan_for_dag(date.fromisoformat(p["start"]), date.fromisoformat(p["end"]),
+                                         chunk=p["chunk"], reprocess=p["reprocess"], skip_ner=p["skip_ner"],
+                                         skip_risk=p["skip_risk"])
 
     @task(pool=SETTINGS.backfill_pool)
     def extract(item: dict[str, Any]) -> dict[str, Any]:

@@ -37,23 +37,6 @@ def _run_id() -> str:
 
 
 @contextmanager
-def _bad_data_fails_without_retry() -> Iterator[None]:
-    """Bad data, a bad source file or a wrong setting stays so on retry: fail the task at once (and page
-    someone) instead of backing off. Other errors (a lost connection) are left to Airflow's retries."""
-    try:
-        yield
-    except Exception as exc:
-        # imported inside, like the task bodies: nothing of pipeline.tasks loads at parse time
-        from pipeline.tasks.runs import is_deterministic, safe_error
-
-        if not is_deterministic(exc):
-            raise
-        from airflow.sdk.exceptions import AirflowFailException
-
-        raise AirflowFailException(safe_error(exc)) from None
-
-
-@contextmanager
 def _one_run_per_day() -> Iterator[None]:
     """The day's lock (:mod:`pipeline.tasks.daylock`) while a whole-day task works: a CLI run of the same day
     waits for it, and it for the CLI run. The mapped NER/risk parts of one run share the day."""
@@ -84,8 +67,9 @@ def ehr_nightly() -> None:
     def extract() -> dict[str, int]:
         from pipeline.tasks import nightly
         from pipeline.tasks.preflight import check_ready
+        from pipeline.tasks.runs import fails_without_retry
 
-        with _bad_data_fails_without_retry():
+        with fails_without_retry():
             check_ready(load_settings())  # models and settings before any work
             with _one_run_per_day():
                 return nightly.extract(_ds(), run_id=_run_id())
@@ -93,8 +77,9 @@ def ehr_nightly() -> None:
     @task
     def validate() -> dict[str, list[int]]:
         from pipeline.tasks import nightly
+        from pipeline.tasks.runs import fails_without_retry
 
-        with _bad_data_fails_without_retry(), _one_run_per_day():
+        with fails_without_retry(), _one_run_per_day():
             parts = nightly.validate(_ds(), run_id=_run_id())
             nightly.clear_enriched(_ds())
         return parts
@@ -110,29 +95,33 @@ def ehr_nightly() -> None:
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool)
     def ner(part: int) -> dict[str, int]:
         from pipeline.tasks import nightly
+        from pipeline.tasks.runs import fails_without_retry
 
-        with _bad_data_fails_without_retry():
+        with fails_without_retry():
             return nightly.ner(_ds(), part, run_id=_run_id())
 
     @task(queue=SETTINGS.gpu_queue, pool=SETTINGS.gpu_pool, trigger_rule="none_failed")
     def risk(part: int) -> dict[str, int]:
         from pipeline.tasks import nightly
+        from pipeline.tasks.runs import fails_without_retry
 
-        with _bad_data_fails_without_retry():
+        with fails_without_retry():
             return nightly.risk(_ds(), part, run_id=_run_id())
 
     @task(trigger_rule="none_failed")
     def load() -> dict[str, int]:
         from pipeline.tasks import nightly
+        from pipeline.tasks.runs import fails_without_retry
 
-        with _bad_data_fails_without_retry(), _one_run_per_day():
+        with fails_without_retry(), _one_run_per_day():
             return nightly.load(_ds(), run_id=_run_id())
 
     @task
     def report() -> dict:
         from pipeline.tasks import nightly
+        from pipeline.tasks.runs import fails_without_retry
 
-        with _bad_data_fails_without_retry(), _one_run_per_day():
+        with fails_without_retry(), _one_run_per_day():
             return nightly.report(_ds(), run_id=_run_id())
 
     extracted = extract()

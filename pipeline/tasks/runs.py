@@ -68,6 +68,25 @@ def safe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__} (message withheld: it may quote source data; see the task log)"
 
 
+@contextmanager
+def fails_without_retry() -> Iterator[None]:
+    """For the body of an Airflow task: an error that retrying cannot change (:func:`is_deterministic`: bad data,
+    a bad source file, a wrong setting) fails the task at once with ``AirflowFailException`` (and pages someone)
+    instead of backing off through its retries; its message is :func:`safe_error`'s, so the task log and the UI
+    quote no row. Other errors (a lost connection, a killed worker) propagate unchanged to Airflow's retries.
+
+    Both DAG files use it inside their task bodies, where they import the pipeline (never at parse time).
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_deterministic(exc):
+            raise
+        from airflow.sdk.exceptions import AirflowFailException  # only a task running under Airflow gets here
+
+        raise AirflowFailException(safe_error(exc)) from None
+
+
 def new_run_id(ds: date, prefix: str = "cli") -> str:
     return f"{prefix}__{ds.isoformat()}__{uuid.uuid4().hex[:8]}"
 

@@ -125,12 +125,63 @@ def test_faults_deterministic_failures_fail_the_airflow_task_without_retry(monke
         callable_(*args)
 
 
+
+def _load_history_dag(monkeypatch, tmp_path):
+    import importlib.util
+
+    from pipeline.config import DAGS_DIR
+
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow"))
+    monkeypatch.setenv("EHR_WORKDIR", str(tmp_path / "w"))
+    spec = importlib.util.spec_from_file_location("ehr_history_under_test", DAGS_DIR / "ehr_history.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "_params", lambda: {"start": "2026-01-01", "end": "2026-01-31", "chunk": "month",
+                                                     "reprocess": "missing", "skip_ner": True, "skip_risk": True})
+    return module
+
+
+@pytest.mark.parametrize(("task_id", "target"), [("plan", "plan_for_dag"), ("extract", "run_dag_group")])
+def test_faults_history_dag_fails_deterministic_errors_without_retry(monkeypatch, tmp_path, task_id, target) -> None:
+    """The ehr_history DAG shares the nightly DAG's rule: an error retrying cannot change fails the task at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.tasks import backfill
+
+    module = _load_history_dag(monkeypatch, tmp_path)
+    callable_ = module.dag.get_task(task_id).python_callable
+    args = ({"start": "2026-01-01", "end": "2026-01-31", "stages": ["extract"], "since": "2026-01-01"},) \
+        if task_id == "extract" else ()
+
+    def fails(*_args, **_kwargs):
+        raise SourceError(f"labevents.csv line 3: {SSN}")  # a message of ours: it is kept whole
+
+    monkeypatch.setattr(backfill, target, fails)
+    with pytest.raises(AirflowFailException, match=r"SourceError: labevents\.csv line 3"):
+        callable_(*args)
+
+    def transient(*_args, **_kwargs):
+        raise PipelineError("warehouse unreachable")
+
+    monkeypatch.setattr(backfill, target, transient)
+    with pytest.raises(PipelineError, match="unreachable"):  # left to Airflow's retries
+        callable_(*args)
+
+    def library(*_args, **_kwargs):
+        raise ValueError(f"could not convert {SSN!r}")
+
+    monkeypatch.setattr(backfill, target, library)
+    with pytest.raises(ValueError):  # not deterministic: retried, its message stays in the task log only
+        callable_(*args)
+
 def test_faults_dag_extract_checks_models_before_extracting(monkeypatch, tmp_path) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
     module = _load_dag_module(monkeypatch, tmp_path)
     monkeypatch.setenv("EHR_WORKDIR", str(tmp_path / "w"))
     monkeypatch.setenv("EHR_NER_MODEL_PATH", str(tmp_path / "nowhere"))
+    # preflight opens the source before it looks at models: a readable source, so the model is what fails
+    monkeypatch.setenv("EHR_SOURCE_PATH", str(write_folder(tmp_path / "src")))
     extracted = []
     monkeypatch.setattr(nightly, "extract", lambda *a, **k: extracted.append(1))
     with pytest.raises(AirflowFailException, match="no NER model"):
