@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import date
 from pathlib import Path
 
@@ -103,27 +104,32 @@ def test_faults_missing_risk_model_and_bad_bands_are_named_together(tmp_path: Pa
 ], ids=["source", "configuration", "data-quality"])
 def test_faults_deterministic_failures_fail_the_airflow_task_without_retry(monkeypatch, tmp_path, task_id,
                                                                           error) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
     module = _load_dag_module(monkeypatch, tmp_path)
     monkeypatch.setattr("pipeline.tasks.preflight.check_ready", lambda *a, **k: None)
-    callable_ = module.dag.get_task(task_id).python_callable
     args = (0,) if task_id in ("ner", "risk") else ()
+    _assert_fails_at_once_only_when_deterministic(monkeypatch, module.dag.get_task(task_id).python_callable, args,
+                                                  nightly, task_id, error)
 
-    def fails(*_args, **_kwargs):
+
+def _raising(error: BaseException):
+    def raise_(*_args, **_kwargs):
         raise error
 
-    monkeypatch.setattr(nightly, task_id, fails)
-    with pytest.raises(AirflowFailException, match=str(error).split(":")[0]):
-        callable_(*args)
+    return raise_
 
-    def transient(*_args, **_kwargs):
-        raise PipelineError("warehouse unreachable")
 
-    monkeypatch.setattr(nightly, task_id, transient)
+def _assert_fails_at_once_only_when_deterministic(monkeypatch, task_callable, args, owner, name: str,
+                                                  error: BaseException) -> None:
+    """With ``owner.name`` raising `error` (deterministic) the Airflow task fails without retry, its message kept;
+    with a transient error instead, the error itself reaches Airflow, which retries the task."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setattr(owner, name, _raising(error))
+    with pytest.raises(AirflowFailException, match=re.escape(str(error).split(":")[0])):
+        task_callable(*args)
+    monkeypatch.setattr(owner, name, _raising(PipelineError("warehouse unreachable")))
     with pytest.raises(PipelineError, match="unreachable"):  # left to Airflow's retries
-        callable_(*args)
-
+        task_callable(*args)
 
 
 def _load_history_dag(monkeypatch, tmp_path):
@@ -143,36 +149,16 @@ def _load_history_dag(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("task_id", "target"), [("plan", "plan_for_dag"), ("extract", "run_dag_group")])
 def test_faults_history_dag_fails_deterministic_errors_without_retry(monkeypatch, tmp_path, task_id, target) -> None:
-    """The ehr_history DAG shares the nightly DAG's rule: an error retrying cannot change fails the task at once."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """The ehr_history DAG shares the nightly DAG's rule (``pipeline.tasks.runs.fails_without_retry``)."""
     from pipeline.tasks import backfill
 
     module = _load_history_dag(monkeypatch, tmp_path)
-    callable_ = module.dag.get_task(task_id).python_callable
-    args = ({"start": "2026-01-01", "end": "2026-01-31", "stages": ["extract"], "since": "2026-01-01"},) \
-        if task_id == "extract" else ()
+    item = {"start": "2026-01-01", "end": "2026-01-31", "stages": ["extract"], "since": "2026-01-01"}
+    args = (item,) if task_id == "extract" else ()
+    _assert_fails_at_once_only_when_deterministic(monkeypatch, module.dag.get_task(task_id).python_callable, args,
+                                                  backfill, target,
+                                                  SourceError("labevents.csv line 3: 16 fields, the header has 15"))
 
-    def fails(*_args, **_kwargs):
-        raise SourceError(f"labevents.csv line 3: {SSN}")  # a message of ours: it is kept whole
-
-    monkeypatch.setattr(backfill, target, fails)
-    with pytest.raises(AirflowFailException, match=r"SourceError: labevents\.csv line 3"):
-        callable_(*args)
-
-    def transient(*_args, **_kwargs):
-        raise PipelineError("warehouse unreachable")
-
-    monkeypatch.setattr(backfill, target, transient)
-    with pytest.raises(PipelineError, match="unreachable"):  # left to Airflow's retries
-        callable_(*args)
-
-    def library(*_args, **_kwargs):
-        raise ValueError(f"could not convert {SSN!r}")
-
-    monkeypatch.setattr(backfill, target, library)
-    with pytest.raises(ValueError):  # not deterministic: retried, its message stays in the task log only
-        callable_(*args)
 
 def test_faults_dag_extract_checks_models_before_extracting(monkeypatch, tmp_path) -> None:
     from airflow.sdk.exceptions import AirflowFailException
