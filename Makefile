@@ -26,8 +26,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ehr-pipeline demo
 
+# two workers (pytest-xdist), a test file at a time each, slow files first (tests/conftest.py)
+PYTEST_PARALLEL := -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "$(FAST_LANE)"

@@ -34,6 +34,14 @@ def _scratch_airflow_home_and_no_leaked_environment(tmp_path_factory: pytest.Tem
     assert not changed, f"tests left environment variables changed: {changed}; set them with monkeypatch.setenv"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests first (stable: files keep their order otherwise). ``make test`` runs the suite on two
+    workers, a file at a time each (``-n 2 --dist loadfile``): with the minute-long files handed out first, the
+    quick ones fill in behind them instead of one worker finishing a long file alone at the end. Tests do not
+    depend on their order (each has its own workdir and databases)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     services.current_test = item  # before the item's fixtures: a session fixture set up for it sees it too
 

@@ -4,8 +4,11 @@
    (:mod:`pipeline.sources.stream`) under ``<lake>/raw/_staged/<fingerprint>/``; the fingerprint names the
    source (files, sizes, modification times; or the SQL URL) and the day shift, so a changed source is staged
    anew and an unchanged one is not read again.
-2. **chunks** (:func:`plan_chunks`, default a calendar month, ``EHR_BACKFILL_CHUNK``): each chunk runs the
-   stages ``extract → validate → ner → risk → load`` in bounded memory (a chunk's rows, never the range's):
+2. **chunks** (:func:`plan_chunks`, default a calendar month, ``EHR_BACKFILL_CHUNK``, planned from the staged
+   copy's rows per day: a chunk without rows is left out, one with more than ``EHR_BACKFILL_CHUNK_ROWS`` is cut at
+   a day boundary, so a chunk's memory follows the budget, not the source): each chunk runs the stages
+   ``extract → validate → ner → risk → load`` on the days of the chunk that have rows (a table without rows on
+   such a day has no partition; a whole MIMIC history is ~90 shifted years of which a few thousand days hold data):
 
    - extract: :func:`~pipeline.sources.extract_range` over the staging copy for the chunk's days, written to
      the raw lake as day partitions (the nightly layout; the admissions open at the chunk's end under its last
@@ -13,13 +16,12 @@
    - validate: the chunk as one batch through :func:`~pipeline.validate.validate_batch` with the warehouse's
      known admissions (:func:`pipeline.tasks.nightly.known_context`, like the nightly run), written back per day
      to ``lake/validated`` and recorded per day (so ``ehr-pipeline report`` and its conservation check work on
-     history days);
+     history days); a failed batch leaves its quarantine and results in the warehouse;
    - ner / risk: the nightly mapped functions :func:`~pipeline.tasks.nightly.ner` and
-     :func:`~pipeline.tasks.nightly.risk` on every validated part of every day;
-   - load: :func:`pipeline.tasks.nightly.load` day by day. Risk reads the history the warehouse holds, so a
-     day's risk runs just before that day's load (risk and load share one loop; each is recorded). Without
-     risk, :func:`load_chunk` loads the chunk's days in one warehouse call (what ``nightly.load`` does, per day
-     atomic, without opening the warehouse twice per day).
+     :func:`~pipeline.tasks.nightly.risk` on every validated part of every day; risk reads history as of each
+     day from the lake (:mod:`pipeline.tasks.asof`), which holds every day the backfill validated;
+   - load: :func:`load_chunk`, the chunk's days in one warehouse call (what ``nightly.load`` does, per day
+     atomic, without opening the warehouse once per day).
 
 3. **records** (:func:`chunk_records`): each chunk × stage is one row of ``ehr.pipeline_runs`` (``ds`` = the
    chunk's first day, ``stage`` = ``backfill.<stage>``, ``table_name`` = ``chunk``) whose detail holds the
@@ -55,7 +57,7 @@ from pipeline.config import REPO_ROOT, SCHEMAS_DIR, Settings, load_settings
 from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
 from pipeline.tasks import nightly
 from pipeline.tasks.nightly import ENRICHED, OPEN_ADMISSIONS, QUARANTINE, RAW, REJECTS, RESULTS, VALIDATED
-from pipeline.tasks.runs import DataQualityError, PipelineError, RunRecorder, new_run_id
+from pipeline.tasks.runs import ConfigurationError, DataQualityError, PipelineError, RunRecorder, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,9 @@ REPROCESS_MODES: tuple[str, ...] = ("missing", "failed", "stale", "all")
 STAGED = "_staged"
 
 
-class BackfillError(PipelineError):
-    """The backfill cannot start (bad range or chunk size, unreadable source); no chunk was run."""
+class BackfillError(ConfigurationError):
+    """The backfill cannot start (bad range or chunk size, unreadable source, a missing model); no chunk was run.
+    Deterministic: the same command fails the same way until it or the setup changes (never retried)."""
 
 
 # --- chunks --------------------------------------------------------------------------------------
