@@ -3,7 +3,6 @@ read from the lake's validated days before it (bulk history from the warehouse),
 
 from __future__ import annotations
 
-import random
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from pipeline.tasks import history, nightly
 from pipeline.warehouse import open_warehouse
 
 START = date(2026, 2, 2)
-DAYS = [START + timedelta(days=i) for i in range(4)]
+DAYS = [START + timedelta(days=i) for i in range(3)]
 HISTORY_DAYS = 20
 COMPARED = ["ds", "hadm_id", "subject_id", "charlson_index", "elixhauser_vw", "lace_score", "readmit_30d_prob",
             "mortality_prob", "risk_band", "top_factors"]  # all but the model's name and the run id
@@ -46,7 +45,7 @@ def _risk(settings) -> list[dict]:
 
 @pytest.mark.slow
 def test_faults_forward_backward_and_shuffled_backfills_give_identical_risk(tmp_path, source, trained) -> None:
-    orders = {"forward": DAYS, "backward": DAYS[::-1], "shuffled": random.Random(3).sample(DAYS, len(DAYS))}
+    orders = {"forward": DAYS, "backward": DAYS[::-1], "shuffled": [DAYS[1], DAYS[2], DAYS[0]]}
     assert orders["shuffled"] not in (orders["forward"], orders["backward"])
     results = {}
     for name, order in orders.items():
