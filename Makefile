@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 FAST_LANE := not slow and not postgres and not celery and not e2e
+# two workers (pytest-xdist), a test file at a time each, the longest files first (tests/conftest.py)
+PYTEST_PARALLEL := -n 2 --dist loadfile
 
 .PHONY: demo test test-fast install lint services clean
 
@@ -26,14 +28,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ehr-pipeline demo
 
-# two workers (pytest-xdist), a test file at a time each, slow files first (tests/conftest.py)
-PYTEST_PARALLEL := -n 2 --dist loadfile
-
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "$(FAST_LANE)"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "$(FAST_LANE)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -71,6 +71,7 @@ def _ner_records(settings) -> list[tuple[str, int]]:
     return [(r["stage"], r["rows_out"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_faults_rerun_after_a_note_is_quarantined_leaves_no_stale_entities(day) -> None:
     settings, source = day
     nightly.run_day(D2, settings=settings, risk_enabled=False)
@@ -85,6 +86,7 @@ def test_faults_rerun_after_a_note_is_quarantined_leaves_no_stale_entities(day) 
     assert left == [{"note_id": "2-DS-1"}]
 
 
+@pytest.mark.slow
 def test_faults_rerun_with_skip_ner_removes_the_days_entities_and_ner_record(day) -> None:
     settings, _ = day
     nightly.run_day(D2, settings=settings, risk_enabled=False)
@@ -106,6 +108,7 @@ def test_faults_rerun_with_skip_ner_on_postgres(day) -> None:
         assert _entities(settings) == 0 and _ner_records(settings) == []
 
 
+@pytest.mark.slow
 def test_faults_three_reruns_leave_identical_counts(day) -> None:
     settings, _ = day
     seen = []
@@ -145,6 +148,7 @@ def test_faults_second_run_of_a_day_fails_clearly_when_it_cannot_wait(day) -> No
     assert not (settings.lake_dir / "raw").exists()  # the refused run did nothing
 
 
+@pytest.mark.slow
 def test_faults_second_run_of_a_day_waits_with_a_message(day) -> None:
     settings, _ = day
     held = threading.Event()

@@ -202,6 +202,7 @@ def test_faults_ssn_in_lab_comments_is_quarantined_not_loaded(tmp_path: Path) ->
     assert REAL_LOOKING_SSN not in _everything_stored(settings)
 
 
+@pytest.mark.slow
 def test_faults_raw_free_text_partitions_are_removed_once_the_day_is_loaded(tmp_path: Path) -> None:
     from pipeline import lake
 

@@ -66,6 +66,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _site(tmp_path_factory.mktemp("site"))
 
 
+@pytest.mark.slow
 def test_site_writes_an_index_and_a_page_per_day_linked_both_ways(site: tuple[Path, Path]) -> None:
     out, index = site
     assert index == out / "index.html"
@@ -105,6 +106,7 @@ def test_site_day_page_shows_the_numbers_people_look_for(site: tuple[Path, Path]
     assert "Drift: risk_input:admission_type (PSI 2.250 &gt; 0.500, warn )" in text
 
 
+@pytest.mark.slow
 def test_site_without_drift_shows_no_alert_and_index_says_none(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     index = write_site(_data(tmp_path, drift_status="ok"), out, pages_from=D3)  # the last day's page only

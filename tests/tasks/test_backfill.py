@@ -193,6 +193,7 @@ def test_the_dag_groups_in_dag_order_give_the_same_warehouse_as_the_cli_path(sou
     assert backfill.plan_for_dag(START, END, chunk="20 days", skip_ner=True, skip_risk=True, settings=dag) == []
 
 
+@pytest.mark.slow
 def test_a_failed_chunk_is_recorded_the_others_go_on_and_failed_redoes_it(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

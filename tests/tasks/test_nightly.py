@@ -107,6 +107,7 @@ def test_nightly_validate_detects_rows_lost_between_stage_and_lake(tmp_path, mon
     assert not lake.list_parts(settings.lake_dir, nightly.VALIDATED, "labs", D2)
 
 
+@pytest.mark.slow
 def test_nightly_report_checks_conservation_against_the_warehouse(tmp_path):
     settings = _settings(tmp_path, _source(tmp_path / "src"))
     summary = nightly.run_day(D2, run_id="run-1", settings=settings, ner_enabled=False, risk_enabled=False)

@@ -23,6 +23,7 @@ def hosp_only(tmp_path_factory: pytest.TempPathFactory):
     return folder
 
 
+@pytest.mark.slow
 def test_optional_modules_hosp_only_source_runs_with_warnings(tmp_path, hosp_only) -> None:
     # NER stays enabled (the default) and no NER model exists: with no notes there is nothing for it to do
     settings = load_settings(workdir=tmp_path / "w", source_path=hosp_only, risk_enabled=False)
