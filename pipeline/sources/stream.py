@@ -236,6 +236,9 @@ class _PartitionedWriter:
         self.pending_size: dict[str, tuple[int, int]] = {}  # month → rows, bytes
         self.open: dict[str, tuple[pq.ParquetWriter, int]] = {}  # month → writer, rows written (LRU order)
         self.files: dict[str, int] = {}  # month → files started
+        # bytes of the batches taken in since everything was last written: a month's rows are slices of their
+        # batch, which stays in memory until its last slice is written, so the batch's size is what is held
+        self.held = 0
 
     def __enter__(self) -> _PartitionedWriter:
         return self
@@ -255,16 +258,18 @@ class _PartitionedWriter:
             return
         if not self.by_month:
             self._add("", table)
-            return
-        # one stable sort, then a slice per month (a MIMIC batch spans hundreds of shifted months)
-        table = table.take(pc.sort_indices(table.column(MONTH)))
-        start = 0
-        for item in pc.value_counts(table.column(MONTH)).to_pylist():
-            self._add(item["values"], table.slice(start, item["counts"]).drop_columns([MONTH]))
-            start += item["counts"]
-        if sum(size for _, size in self.pending_size.values()) >= PENDING_BYTES:
+        else:
+            # one stable sort, then a slice per month (a MIMIC batch spans hundreds of shifted months)
+            table = table.take(pc.sort_indices(table.column(MONTH)))
+            start = 0
+            for item in pc.value_counts(table.column(MONTH)).to_pylist():
+                self._add(item["values"], table.slice(start, item["counts"]).drop_columns([MONTH]))
+                start += item["counts"]
+        self.held += table.nbytes
+        if self.held >= PENDING_BYTES:
             for month in list(self.pending):
                 self._flush(month)
+            self.held = 0
 
     def _add(self, month: str, rows: pa.Table) -> None:
         self.pending.setdefault(month, []).append(rows)
