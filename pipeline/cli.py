@@ -273,8 +273,12 @@ def bench_backfill(
     factor: Annotated[int, typer.Option(min=2, help="Size of the larger source, in multiples of the 1x one.")] = 4,
     ner_model: Annotated[Path | None, typer.Option(
         help="NER model for the history-NER rate (default: one fine-tuned briefly by the benchmark).")] = None,
-    ner_days: Annotated[int, typer.Option(min=1, help="Days of history the NER rate is measured on.")] = 7,
+    ner_days: Annotated[int, typer.Option(
+        min=0, help="Days of history the NER rate is measured on (0: not measured; the section keeps the "
+                    "NER figure it has).")] = 7,
     chunk: Annotated[str, typer.Option(help="Chunk size of both backfills (month, week, N days).")] = "month",
+    chunk_rows: Annotated[int | None, typer.Option(
+        min=1, help="Row budget of a chunk in both backfills (default: EHR_BACKFILL_CHUNK_ROWS's default).")] = None,
     workdir: Annotated[Path, typer.Option(help="Scratch folder (sources are kept for reruns).")] = Path(".ehr/bench-backfill"),
     out: Annotated[Path, typer.Option(help="Markdown file to update.")] = Path("BENCHMARKS.md"),
 ) -> None:
@@ -283,7 +287,7 @@ def bench_backfill(
 
     workdir.mkdir(parents=True, exist_ok=True)
     run_backfill_benchmark(patients, factor, workdir=workdir.resolve(), ner_model=ner_model, ner_days=ner_days,
-                           chunk=chunk, out_md=out, log=console.print)
+                           chunk=chunk, chunk_rows=chunk_rows, out_md=out, log=console.print)
     console.print(f"updated {out}")
 
 

@@ -71,6 +71,9 @@ STAGING_ORDER = ("admissions", "notes", "labs", "patients", "diagnoses", "proced
 WITNESS_COLUMNS = ("hadm_id", "charttime", "storetime", "note_type")
 READER_COLUMNS = {"_bad_encoding": pa.bool_(), "_reader_rule": pa.string(), "_reader_detail": pa.string()}
 MAX_OPEN_FILES = 64
+# staged rows held before they are written: a month's are written once they make a row group (GROUP_ROWS rows or
+# GROUP_BYTES), every month's once all together pass PENDING_BYTES (note texts are wide: bytes, not rows, bound it)
+GROUP_ROWS, GROUP_BYTES, PENDING_BYTES, FILE_ROWS = 65_536, 16 << 20, 96 << 20, 2_000_000
 
 
 class StagingIncompleteError(SourceError):
@@ -178,8 +181,8 @@ def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: i
         if day_of:
             schema = schema.append(pa.field(DAY, pa.date32())).append(pa.field(MONTH, pa.string()))
 
-        def stream() -> Iterator[pa.RecordBatch]:
-            nonlocal rows
+        with _PartitionedWriter(tmp / "data", schema.remove(schema.get_field_index(MONTH)) if day_of else schema,
+                                by_month=day_of is not None) as writer:
             for raw in _chain(first, batches):
                 rows += raw.num_rows
                 out = _normalise(raw, text_schema)
@@ -188,15 +191,7 @@ def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: i
                     month = pc.fill_null(pc.strftime(day.cast(pa.timestamp("s")), "%Y-%m"), NO_MONTH) \
                         if len(day) else pa.array([], pa.string())
                     out = out.append_column(DAY, day).append_column(MONTH, month)
-                yield from out.to_batches()
-
-        pads.write_dataset(
-            stream(), tmp / "data", schema=schema, format="parquet",
-            partitioning=pads.partitioning(pa.schema([(MONTH, pa.string())]), flavor="hive") if day_of else None,
-            max_open_files=MAX_OPEN_FILES, max_rows_per_file=2_000_000, max_rows_per_group=256_000,
-            min_rows_per_group=64_000, existing_data_behavior="error",
-            file_options=pads.ParquetFileFormat().make_write_options(compression="zstd"),
-        )
+                writer.write(out)
         if rows == 0:  # an empty (or absent optional) table: one empty file keeps its columns readable
             file_schema = schema.remove(schema.get_field_index(MONTH)) if day_of else schema
             folder = tmp / "data" / (f"{MONTH}={NO_MONTH}" if day_of else "")
@@ -222,6 +217,94 @@ def stage_table(reader: SourceReader, table: str, out_dir: Path, *, day_shift: i
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return rows
+
+
+class _PartitionedWriter:
+    """Writes a staged table as Parquet under ``folder``, by month (``staged_month=<YYYY-MM>/``, the hive layout
+    the dataset reader expects) or as one series of files, *in the caller's thread*.
+
+    Why not ``pyarrow.dataset.write_dataset``: it writes in background threads and bounds what it holds only at
+    tens of millions of queued rows, so its memory followed the table: staging the labs of a generated 40,000-patient
+    year (5.7 M rows) peaked at 2.2 GB with it, at about 1 GB with this writer (10,000 patients: about 0.6 GB). Here
+    a month's rows are written once they make a row group and all pending rows once they pass ``PENDING_BYTES``; at most ``MAX_OPEN_FILES`` files are
+    open (the least recently used is closed, and its month continues in a new file), a file ends at
+    ``FILE_ROWS`` rows."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, *, by_month: bool) -> None:
+        self.folder, self.schema, self.by_month = folder, schema, by_month
+        self.pending: dict[str, list[pa.Table]] = {}
+        self.pending_size: dict[str, tuple[int, int]] = {}  # month → rows, bytes
+        self.open: dict[str, tuple[pq.ParquetWriter, int]] = {}  # month → writer, rows written (LRU order)
+        self.files: dict[str, int] = {}  # month → files started
+        # bytes of the batches taken in since everything was last written: a month's rows are slices of their
+        # batch, which stays in memory until its last slice is written, so the batch's size is what is held
+        self.held = 0
+
+    def __enter__(self) -> _PartitionedWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                for month in list(self.pending):
+                    self._flush(month)
+        finally:
+            for writer, _ in self.open.values():
+                writer.close()
+            self.open.clear()
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        if not self.by_month:
+            self._add("", table)
+        else:
+            # one stable sort, then a slice per month (a MIMIC batch spans hundreds of shifted months)
+            table = table.take(pc.sort_indices(table.column(MONTH)))
+            start = 0
+            for item in pc.value_counts(table.column(MONTH)).to_pylist():
+                self._add(item["values"], table.slice(start, item["counts"]).drop_columns([MONTH]))
+                start += item["counts"]
+        self.held += table.nbytes
+        if self.held >= PENDING_BYTES:
+            for month in list(self.pending):
+                self._flush(month)
+            self.held = 0
+
+    def _add(self, month: str, rows: pa.Table) -> None:
+        self.pending.setdefault(month, []).append(rows)
+        n, size = self.pending_size.get(month, (0, 0))
+        n, size = self.pending_size[month] = n + rows.num_rows, size + rows.nbytes
+        if n >= GROUP_ROWS or size >= GROUP_BYTES:
+            self._flush(month)
+
+    def _flush(self, month: str) -> None:
+        rows = pa.concat_tables(self.pending.pop(month)).cast(self.schema)
+        self.pending_size.pop(month)
+        start = 0
+        while start < rows.num_rows:
+            writer, written = self._writer(month)
+            take = min(rows.num_rows - start, FILE_ROWS - written)
+            writer.write_table(rows.slice(start, take), row_group_size=GROUP_ROWS * 4)
+            self.open[month] = (writer, written + take)
+            start += take
+
+    def _writer(self, month: str) -> tuple[pq.ParquetWriter, int]:
+        if month in self.open:
+            writer, written = self.open.pop(month)
+            if written < FILE_ROWS:
+                self.open[month] = (writer, written)  # most recently used last
+                return writer, written
+            writer.close()
+        while len(self.open) >= MAX_OPEN_FILES:
+            oldest = next(iter(self.open))
+            self.open.pop(oldest)[0].close()
+        n = self.files[month] = self.files.get(month, -1) + 1
+        folder = self.folder / f"{MONTH}={month}" if self.by_month else self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = pq.ParquetWriter(folder / f"part-{n}.parquet", self.schema, compression="zstd")
+        self.open[month] = (writer, 0)
+        return writer, 0
 
 
 def _chain(first: pa.Table, rest: Iterator[pa.Table]) -> Iterator[pa.Table]:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline import lake
 from pipeline.config import REPO_ROOT, SCHEMAS_DIR, Settings, load_settings
@@ -466,12 +468,43 @@ def extract_chunk(chunk: Chunk, *, run_id: str, settings: Settings, staged: Path
     return {name: c["rows_extracted"] for name, c in result.counts().items()}
 
 
+# What each validated admissions / patients partition holds for _known_from_lake, by partition version (a rewrite
+# makes a new version folder): every chunk looks up all the days validated before it, so reading each partition
+# anew would make a backfill of N chunks read O(N²) files. Holds four columns per admission of the range (a few
+# MB for MIMIC-IV's 431k admissions), and only the partitions the last lookup used.
+_KNOWN_PARTS: dict[tuple[str, str, int], pa.Table] = {}
+
+
+def _validated_columns(root: Path, table: str, first: date, before: date, schema: pa.Schema) -> pa.Table:
+    """``schema``'s columns of every complete validated ``table`` partition of ``first..before - 1``, each
+    partition version read once per process."""
+    used: dict[tuple[str, str, int], pa.Table] = {}
+    parts = [schema.empty_table()]
+    for day in lake.list_days(root, VALIDATED, table, first=first, before=before):
+        folder = os.path.realpath(lake.partition_dir(root, VALIDATED, table, day))
+        try:
+            key = (table, folder, os.stat(os.path.join(folder, lake.SUCCESS)).st_mtime_ns)
+        except FileNotFoundError:  # replaced since it was listed: read as it is now, not cached
+            key = None
+        cached = _KNOWN_PARTS.get(key) if key else None
+        if cached is None:
+            cached = pa.concat_tables([schema.empty_table()] + [
+                pq.read_table(path, columns=schema.names).cast(schema)
+                for path in lake.list_parts(root, VALIDATED, table, day)])
+        if key:
+            used[key] = cached
+        parts.append(cached)
+    for stale in [k for k in _KNOWN_PARTS if k[0] == table and k not in used]:
+        del _KNOWN_PARTS[stale]
+    _KNOWN_PARTS.update(used)
+    return pa.concat_tables(parts)
+
+
 def _known_from_lake(settings: Settings, first: date, before: date,
                      tables: Mapping[str, pa.Table]) -> tuple[pa.Table, pa.Array]:
-    """Admissions and subjects validated on ``days`` (earlier chunks of this backfill) that the batch refers to:
-    known even when those chunks are not loaded yet (the DAG validates chunks before it loads them)."""
-    import pyarrow.parquet as pq
-
+    """Admissions and subjects validated on ``first..before - 1`` (earlier chunks of this backfill) that the
+    batch refers to: known even when those chunks are not loaded yet (the DAG validates chunks before it loads
+    them)."""
     root = settings.lake_dir
     cols = ["hadm_id", "subject_id", "admittime", "dischtime"]
     referenced = pc.unique(pa.chunked_array(
@@ -479,16 +512,11 @@ def _known_from_lake(settings: Settings, first: date, before: date,
         type=pa.int64()).combine_chunks()).drop_null()
     subjects = pc.unique(tables["admissions"].column("subject_id").combine_chunks()).drop_null()
     schema = pa.schema([arrow_schema("admissions").field(c).with_nullable(True) for c in cols])
-    admissions, patients = [schema.empty_table()], [pa.array([], pa.int64())]
-    for day in lake.list_days(root, VALIDATED, "admissions", first=first, before=before):
-        for path in lake.list_parts(root, VALIDATED, "admissions", day):
-            part = pq.read_table(path, columns=cols).cast(schema)
-            admissions.append(part.filter(pc.is_in(part.column("hadm_id"), value_set=referenced)))
-    for day in lake.list_days(root, VALIDATED, "patients", first=first, before=before):
-        for path in lake.list_parts(root, VALIDATED, "patients", day):
-            ids = pq.read_table(path, columns=["subject_id"]).column("subject_id").combine_chunks()
-            patients.append(ids.filter(pc.is_in(ids, value_set=subjects)).cast(pa.int64()))
-    return pa.concat_tables(admissions), pc.unique(pa.concat_arrays(patients))
+    admissions = _validated_columns(root, "admissions", first, before, schema)
+    ids = _validated_columns(root, "patients", first, before, pa.schema([pa.field("subject_id", pa.int64())]))
+    ids = ids.column("subject_id").combine_chunks()
+    return (admissions.filter(pc.is_in(admissions.column("hadm_id"), value_set=referenced)),
+            pc.unique(ids.filter(pc.is_in(ids, value_set=subjects.cast(pa.int64())))))
 
 
 def validate_chunk(chunk: Chunk, *, run_id: str, settings: Settings, since: date | None = None) -> dict[str, int]:
