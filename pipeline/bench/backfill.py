@@ -207,9 +207,10 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int,
         f"- Loaded ({factor}×): " + ", ".join(f"{k} {v:,}" for k, v in large["loaded"].items()) + ".",
         f"- Projection for MIMIC-IV `hosp` ({mimic_rows / 1e6:.1f} M rows: 118 M labevents, 15 M prescriptions, "
         f"4.8 M diagnoses, 431 k admissions) at the {factor}× rate: **{projected_min:,.0f} minutes** "
-        f"({projected_min / 60:.1f} h). Memory follows the largest chunk, which the row budget bounds "
-        f"({budget:,} rows whatever the source's size; a calendar chunk with fewer rows stays whole, so the 1× "
-        "source's chunks are smaller than the budget when its months are). MEDS-Transforms' published figure for "
+        f"({projected_min / 60:.1f} h). The row budget bounds each chunk's rows ({budget:,} whatever the "
+        "source's size; a calendar chunk with fewer rows stays whole, so the 1× source's chunks are smaller than "
+        "the budget when its months are); whether peak memory follows the chunk and not the source is what the "
+        "ratio above tests. MEDS-Transforms' published figure for "
         f"all of MIMIC-IV is {MEDS_MINUTES} minutes at {MEDS_PEAK_GB} GB peak memory, on other hardware and "
         "producing a different output (MEDS shards, no validation or warehouse load), so the comparison is of "
         "orders of magnitude only.",
