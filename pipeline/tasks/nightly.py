@@ -336,10 +336,7 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
         return _skipped(NER, ds, part)
 
     def annotate(notes: Path) -> PartOutput:
-        model = NerModel.load(settings.ner_model_dir, device=settings.device, max_length=settings.ner_max_length,
-                              token_budget=settings.ner_token_budget, precision=settings.ner_precision,
-                              fused_cpu=settings.ner_fused_cpu)
-        annotator = AssertionAnnotator.create()
+        model, annotator = _ner_annotators(settings, NerModel, AssertionAnnotator)
         stats = NerStats()
         # streamed: notes are read in record batches and entities written as each chunk is done, so memory
         # stays at a couple of chunks whatever the partition's size
@@ -349,6 +346,27 @@ def ner(ds: date, part: int, *, run_id: str, settings: Settings | None = None) -
 
     return map_part(NER, ds, part, run_id=run_id, settings=settings, model_dir=settings.ner_model_dir,
                     transform=annotate)
+
+
+_NER_LOADED: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+
+def _ner_annotators(settings: Settings, model_cls: Any, annotator_cls: Any) -> tuple[Any, Any]:
+    """The NER model and the assertion pipeline, loaded once per process while the model's files and the NER
+    settings stay the same. An Airflow task is a process per part, so nothing changes there; a backfill maps NER
+    over every day's parts in one process, and loading both took seconds per part. A changed file (a new
+    ``train-ner``, a corrupted weight) changes the key: the model is loaded, and its checksum verified, again."""
+    folder = settings.ner_model_dir
+    files = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file())
+    key = (str(folder.resolve()), files, settings.device, settings.ner_max_length, settings.ner_token_budget,
+           settings.ner_precision, settings.ner_fused_cpu)
+    if key not in _NER_LOADED:
+        _NER_LOADED.clear()  # one model held at a time
+        model = model_cls.load(folder, device=settings.device, max_length=settings.ner_max_length,
+                               token_budget=settings.ner_token_budget, precision=settings.ner_precision,
+                               fused_cpu=settings.ner_fused_cpu)
+        _NER_LOADED[key] = (model, annotator_cls.create())
+    return _NER_LOADED[key]
 
 
 def _risk_inputs(settings: Settings, ds: date, admissions: pa.Table) -> dict[str, pa.Table]:
