@@ -80,7 +80,7 @@ def day_lock(settings: Settings, ds: date, *, run_id: str = "", wait_seconds: fl
 
 class _FileLock:
     def __init__(self, url: str, ds: date) -> None:
-        folder = Path(url.removeprefix("duckdb:///")).parent / ".locks"
+        folder = Path(url.removeprefix("duckdb:///").partition("?")[0]).parent / ".locks"
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"ds={ds.isoformat()}.lock"
         self._fh = None

@@ -163,10 +163,14 @@ def rows_outside_days(data: pa.Table, ds_start: date, ds_end: date) -> int:
 def open_warehouse(url: str) -> Warehouse:
     """Open the warehouse named by ``url`` (duckdb:///path or postgresql://...)."""
     if url.startswith("duckdb:///"):
+        from urllib.parse import parse_qsl
+
         from pipeline.warehouse.duckdb import DuckDBWarehouse
 
-        # SQLAlchemy convention: duckdb:///relative/path or duckdb:////absolute/path
-        return DuckDBWarehouse(Path(url[len("duckdb:///") :]))
+        # SQLAlchemy convention: duckdb:///relative/path or duckdb:////absolute/path; a query string sets DuckDB
+        # options (duckdb:///w.duckdb?memory_limit=1GB&threads=2)
+        path, _, query = url[len("duckdb:///") :].partition("?")
+        return DuckDBWarehouse(Path(path), config=dict(parse_qsl(query)))
     if url.startswith(("postgresql", "postgres://")):
         from pipeline.warehouse.postgres import PostgresWarehouse
 

@@ -16,11 +16,12 @@ from pipeline.warehouse.base import Warehouse, WarehouseError
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, config: Mapping[str, str] | None = None) -> None:
+        """``config``: DuckDB options for the connection (e.g. ``memory_limit``, ``threads``), from the URL."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(str(path))
+            self._con = duckdb.connect(str(path), config=dict(config or {}))
         except duckdb.Error as exc:
             raise WarehouseError(f"cannot open DuckDB warehouse {path}: {exc}") from None
         self.ensure_schema()

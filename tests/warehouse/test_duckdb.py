@@ -142,3 +142,15 @@ def test_duckdb_reopen_keeps_data(tmp_path: Path) -> None:
         w.replace_days({"patients": make_day("patients", DAY1)}, DAY1)
     with open_warehouse(url) as w:
         assert _count(w, "patients", DAY1) == 5  # type: ignore[arg-type]
+
+
+def test_duckdb_url_query_sets_connection_options(tmp_path: Path) -> None:
+    """``duckdb:///path?memory_limit=…&threads=…``: DuckDB options for the connection; the path is the file's."""
+    warehouse = open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=300MB&threads=1")
+    try:
+        settings = dict(warehouse._con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'threads')").fetchall())
+    finally:
+        warehouse.close()
+    assert settings["threads"] == "1" and settings["memory_limit"].startswith("286")  # 300 MB in MiB
+    assert (tmp_path / "w.duckdb").is_file()
