@@ -10,8 +10,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 FAST_LANE := not slow and not postgres and not celery and not e2e
-# two workers (pytest-xdist), a test file at a time each, the longest files first (tests/conftest.py)
-PYTEST_PARALLEL := -n 2 --dist loadfile
+# two workers (pytest-xdist), a test file at a time each, the longest files first (tests/conftest.py; xdist
+# would otherwise reorder files by their number of tests)
+PYTEST_PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test test-fast install lint services clean
 
