@@ -21,7 +21,7 @@ so a rerun of the DAG (or of `ehr-pipeline backfill`) continues where the last o
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -59,13 +59,7 @@ def _run(item: dict[str, Any], group: str) -> dict[str, Any]:
         "skip_ner": Param(False, type="boolean", description="structured-only seed (NER recorded as skipped)"),
         "skip_risk": Param(False, type="boolean", description="no risk scores (e.g. no risk model yet)"),
     },
-    default_args={
-        "owner": "data-engineering",
-        "retries": SETTINGS.retries,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-    },
+    default_args=SETTINGS.dag_default_args,
 )
 def ehr_history() -> None:
     @task

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 from airflow.sdk import dag, get_current_context, task
 
@@ -54,13 +54,7 @@ def _one_run_per_day() -> Iterator[None]:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["ehr", "mimic", "nightly"],
-    default_args={
-        "owner": "data-engineering",
-        "retries": SETTINGS.retries,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-    },
+    default_args=SETTINGS.dag_default_args,
 )
 def ehr_nightly() -> None:
     @task

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -261,6 +261,13 @@ class Settings(ValidationSettings, BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.workdir_abs / "reports"
+
+    @property
+    def dag_default_args(self) -> dict[str, Any]:
+        """The DAGs' task defaults: retries (``EHR_RETRIES``) with exponential backoff; deterministic errors are
+        never retried (:func:`pipeline.tasks.runs.fails_without_retry`)."""
+        return {"owner": "data-engineering", "retries": self.retries, "retry_delay": timedelta(minutes=1),
+                "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=30)}
 
     @property
     def warehouse(self) -> str:
