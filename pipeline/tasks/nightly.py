@@ -610,7 +610,9 @@ def stage_count_problems(stage_runs: list[dict[str, Any]], loaded: Mapping[str, 
 # --- whole days outside the scheduler -------------------------------------------------------------
 def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = None, ner_enabled: bool = True,
             risk_enabled: bool = True, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The DAG's stages in order for one day (what ``ehr-pipeline run`` does)."""
+    """The DAG's stages in order for one day (what ``ehr-pipeline run`` does); then later days whose risk scores
+    were computed without this day as it is now are scored again (``summary["rescored"]``), so a day run after
+    later ones gives the scores a forward run gives."""
     from pipeline.tasks.daylock import day_lock
     from pipeline.tasks.preflight import check_ready
 
@@ -619,7 +621,52 @@ def run_day(ds: date, *, run_id: str | None = None, settings: Settings | None = 
     run_id = run_id or new_run_id(ds)
     step = on_step or (lambda _name: None)
     with day_lock(settings, ds, run_id=run_id, on_wait=step):  # one run per day at a time
-        return _run_day_locked(ds, run_id, settings, ner_enabled, risk_enabled, step)
+        summary = _run_day_locked(ds, run_id, settings, ner_enabled, risk_enabled, step)
+    if risk_enabled and settings.risk_enabled:
+        summary["rescored"] = [rescore_day(day, settings=settings, step=step) for day in stale_risk_days(settings, [ds])]
+    return summary
+
+
+def _written_at(settings: Settings, stage: str, table: str, ds: date) -> float | None:
+    """When the partition was last written (its newest file), None when it was never written."""
+    folder = lake.partition_dir(settings.lake_dir, stage, table, ds)
+    if not folder.is_dir():
+        return None
+    return max((p.stat().st_mtime for p in folder.iterdir()), default=None)
+
+
+def stale_risk_days(settings: Settings, validated: Iterable[date]) -> list[date]:
+    """Later days whose risk scores were computed before one of ``validated`` was validated as it is now: their
+    features read history as of the day (:mod:`pipeline.tasks.asof`), so a day run after a later one (or run again)
+    changes what the later day should have seen. Only days within the features' look-back are affected."""
+    from pipeline.tasks import asof
+
+    done = set(validated)
+    stale: set[date] = set()
+    for ds in sorted(done):
+        written = [t for t in (_written_at(settings, VALIDATED, name, ds) for name in ("admissions", "labs")) if t]
+        if not written:
+            continue
+        later = lake.list_days(settings.lake_dir, ENRICHED, "admission_risk", first=ds + timedelta(days=1),
+                               before=ds + timedelta(days=asof.PRIOR_DAYS + 1), complete_only=False)
+        stale |= {day for day in later
+                  if day not in done and (_written_at(settings, ENRICHED, "admission_risk", day) or 0) < max(written)}
+    return sorted(stale)
+
+
+def rescore_day(ds: date, *, settings: Settings, step: Callable[[str], None] | None = None) -> date:
+    """Risk again for a day whose history changed, then its load and report (its other stages' output stands)."""
+    from pipeline.tasks.daylock import day_lock
+
+    run_id = new_run_id(ds)
+    step = step or (lambda _name: None)
+    log.warning("rescoring a later day: an earlier day of its history was run after it", extra={"ds": str(ds)})
+    with day_lock(settings, ds, run_id=run_id, on_wait=step):
+        lake.clear_partition(settings.lake_dir, ENRICHED, "admission_risk", ds)
+        parts = {"notes_parts": [], "admission_parts": list(range(len(
+            lake.list_parts(settings.lake_dir, VALIDATED, "admissions", ds))))}
+        _enrich_load_report(ds, run_id, settings, parts, False, True, lambda name: step(f"rescore {ds}: {name}"))
+    return ds
 
 
 def _run_day_locked(ds: date, run_id: str, settings: Settings, ner_enabled: bool, risk_enabled: bool,
@@ -637,7 +684,7 @@ def run_days(days_in_order: Iterable[date], *, settings: Settings | None = None,
     """A backfill: every day extracted and validated first, in calendar order, then enriched, loaded and
     reported in the order given. Risk features are history as of each day (:mod:`pipeline.tasks.asof`) and
     that history is all validated before any day is scored, so the scores do not depend on the order days
-    are given in (nor on which of them ran before)."""
+    are given in; later days already scored without these (:func:`stale_risk_days`) are scored again."""
     from pipeline.tasks.daylock import day_lock
     from pipeline.tasks.preflight import check_ready
 
@@ -659,6 +706,9 @@ def run_days(days_in_order: Iterable[date], *, settings: Settings | None = None,
         with day_lock(settings, day, run_id=run_ids[day], on_wait=lambda m, d=day: step(d, m)):
             summaries.append(_enrich_load_report(day, run_ids[day], settings, parts[day], ner_enabled, risk_enabled,
                                                  lambda name, d=day: step(d, name)))
+    if risk_enabled and settings.risk_enabled:  # later days outside the list, scored before these were validated
+        for day in stale_risk_days(settings, days_in_order):
+            rescore_day(day, settings=settings, step=lambda name, d=day: step(d, name))
     return summaries
 
 
