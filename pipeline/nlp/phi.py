@@ -30,7 +30,7 @@ import torch
 from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch
 from pipeline.nlp.labels import bio_labels
-from pipeline.nlp.ner import NerModel
+from pipeline.nlp.ner import WEIGHTS_CHECKSUM_KEY, NerModel, weights_checksums
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,8 @@ def train_phi(
             "seconds": round(time.perf_counter() - started, 1),
         },
     }
+    # the tagger loads through NerModel, which refuses weights that no longer match this checksum
+    card[WEIGHTS_CHECKSUM_KEY] = weights_checksums(out_dir)
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
     log.info("train_phi: %d steps on %d windows in %.0f s", step, len(examples), card["training"]["seconds"])
     return card

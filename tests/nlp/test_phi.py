@@ -55,3 +55,11 @@ def test_train_phi_fixed_steps(tmp_path):
     assert json.loads((tmp_path / "phi" / "config.json").read_text())["num_hidden_layers"] == 1
     tagger = load_phi_tagger(tmp_path / "phi")
     assert tagger.name == "ehr-phi-tagger-minilm" and len(tagger.find(["Mr. Quist seen today."])) == 1
+    # the card carries the weights' checksum: a changed weights file is refused on load
+    assert set(card["weights_sha256"]) == {"model.safetensors"}
+    weights = tmp_path / "phi" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(100)
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PhiTaggerError, match="E010"):
+        load_phi_tagger(tmp_path / "phi")
