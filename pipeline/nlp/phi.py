@@ -57,7 +57,9 @@ class PhiTagger(NerModel):
     def load_tagger(cls, path: Path, *, threshold: float = DEFAULT_THRESHOLD, device: str = "cpu") -> PhiTagger:
         """Load and check a PHI checkpoint; any problem raises :class:`PhiTaggerError` (the gate fails closed)."""
         try:
-            tagger = cls.load(Path(path), device=device)
+            # without the clinical rule layer (pipeline/nlp/refine.py adds PROBLEM/TREATMENT spans from its
+            # vocabularies): on the tagger those would be findings, and every note naming a drug would be held
+            tagger = cls.load(Path(path), device=device, rules=False)
         except Exception as exc:  # a missing or broken checkpoint must stop the gate, not switch it off
             raise PhiTaggerError(f"PHI model at {path} cannot be loaded: {type(exc).__name__}: {exc}") from exc
         labels = tagger.model.config.label2id

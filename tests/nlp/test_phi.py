@@ -55,6 +55,9 @@ def test_train_phi_fixed_steps(tmp_path):
     assert json.loads((tmp_path / "phi" / "config.json").read_text())["num_hidden_layers"] == 1
     tagger = load_phi_tagger(tmp_path / "phi")
     assert tagger.name == "ehr-phi-tagger-minilm" and len(tagger.find(["Mr. Quist seen today."])) == 1
+    # only identifier types: the clinical NER rule layer never runs on the tagger (it tagged drugs as findings)
+    found = tagger.find(["Home meds: Toprol, Lasix, Coumadin. Denies chest pain, s/p CABG x3."])[0]
+    assert {kind for _, _, kind, _ in found} <= set(PHI_ENTITY_TYPES), found
     # the card carries the weights' checksum: a changed weights file is refused on load
     assert set(card["weights_sha256"]) == {"model.safetensors"}
     weights = tmp_path / "phi" / "model.safetensors"
