@@ -772,7 +772,7 @@ def demo(
     # of the generated discharge notes as suspected PHI (drug brands, eponyms, lab values), which fails the
     # history's quarantine-share check. Without a tagger the gate runs its rules (logged as a warning).
     if (settings.phi_model_dir / "config.json").is_file():
-        console.print(f"PHI gate: tagger {settings.phi_model_dir} and the rules")
+        console.print(f"PHI gate: tagger {settings.phi_model_dir} and the rules", soft_wrap=True)
     else:
         console.print("PHI gate: rules only (no tagger; `ehr-pipeline train-phi` trains one, BENCHMARKS.md has its "
                       "figures)")
