@@ -572,6 +572,8 @@ def train_phi(
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_PHI_MODEL_PATH or <workdir>/models/phi).")] = None,
     notes: Annotated[int, typer.Option(min=1, help="Generated training notes (the train split).")] = 3000,
     steps: Annotated[int, typer.Option(min=1, help="Training steps (batches of 16 windows).")] = 900,
+    negatives: Annotated[int, typer.Option(min=0, help="Identifier-free generated clinical notes added as hard "
+                                           "negatives (discharge summaries and clinic notes, all O).")] = 300,
     init: Annotated[Path | None, typer.Option(help="Continue from this PHI checkpoint instead of MiniLM-L6.")] = None,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 3e-4,
 ) -> None:
@@ -582,7 +584,8 @@ def train_phi(
     target = out or settings.phi_model_dir
     with _progress() as progress:
         bar = progress.add_task("training the PHI tagger", total=steps)
-        card = train_phi_model(target, n_notes=notes, steps=steps, init=init, learning_rate=learning_rate,
+        card = train_phi_model(target, n_notes=notes, steps=steps, n_negatives=negatives, init=init,
+                               learning_rate=learning_rate,
                                progress=lambda done, total, *_: progress.update(bar, completed=done, total=total))
     console.print(f"saved {target}")
     console.print_json(json.dumps(card, default=str))
@@ -595,6 +598,8 @@ def eval_phi(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     notes: Annotated[int, typer.Option(min=1, help="Held-out generated notes.")] = 1000,
     deidentified: Annotated[int, typer.Option(min=1, help="Placeholder-only texts for the false-positive rate.")] = 2000,
+    clinical: Annotated[int, typer.Option(min=0, help="Held-out generated clinical notes for the false-positive "
+                                          "rate on clinician-style text.")] = 300,
     threshold: Annotated[float | None, typer.Option(help="Tagger threshold (default EHR_PHI_THRESHOLD).")] = None,
     rules_only: Annotated[bool, typer.Option("--rules-only", help="The deterministic recognizers alone.")] = False,
     cost: Annotated[bool, typer.Option("--cost", help="Also time the gate against the NER model per note.")] = False,
@@ -610,15 +615,17 @@ def eval_phi(
         err.print(f"[red]no PHI model at {path}[/red]: train one with `ehr-pipeline train-phi` (or use --rules-only)")
         raise typer.Exit(2)
     result = evaluate_phi(None if rules_only else path, n_notes=notes, n_deidentified=deidentified,
-                          threshold=threshold if threshold is not None else settings.phi_threshold)
+                          n_clinical=clinical, threshold=threshold if threshold is not None else settings.phi_threshold)
     if cost and not rules_only:
         result["cost"] = phi_cost(path, settings.ner_model_dir)
     if out is not None:
         from pipeline.bench.phi import render_section
         from pipeline.bench.sections import replace_section
 
-        rules = None if rules_only else evaluate_phi(None, n_notes=notes, n_deidentified=deidentified)
-        command = f"ehr-pipeline eval-phi --notes {notes} --deidentified {deidentified}" + (" --cost" if cost else "")
+        rules = None if rules_only else evaluate_phi(None, n_notes=notes, n_deidentified=deidentified,
+                                                     n_clinical=clinical)
+        command = (f"ehr-pipeline eval-phi --notes {notes} --deidentified {deidentified} --clinical {clinical}"
+                   + (" --cost" if cost else ""))
         replace_section(out, render_section(result, rules, command=command + f" --out {out.name}"))
     if as_json:
         print(json.dumps(result, default=str))
@@ -634,7 +641,8 @@ def eval_phi(
     console.print(table)
     fp = result["false_positives"]
     console.print(f"false positives: {fp['deidentified_flagged']}/{fp['deidentified_texts']} de-identified texts "
-                  f"({fp['deidentified_rate']:.2%}), {fp['clean_notes_flagged']}/{fp['clean_notes']} clean notes")
+                  f"({fp['deidentified_rate']:.2%}), {fp['clean_notes_flagged']}/{fp['clean_notes']} clean notes, "
+                  f"{fp['clinical_notes_flagged']}/{fp['clinical_notes']} clinical notes")
     for key, goal in result["goals"].items():
         console.print(f"{'met ' if goal['met'] else 'MISSED'} {key}: {goal['value']} (goal {goal['goal']})")
     if "cost" in result:

@@ -684,6 +684,22 @@ def phi_held_out_notes(n_notes: int, seed: int = EVAL_SEED) -> list[PhiNote]:
     return list(PhiNoteGenerator(seed, "test").corpus(n_notes))
 
 
+def clinical_negative_notes(n_notes: int, split: str = "train", seed: int = TRAIN_SEED) -> list[PhiNote]:
+    """Hard negatives: generated clinical notes with no planted identifier (two thirds discharge summaries of
+    `pipeline.synth.notes`, one third shorthand clinic notes of `pipeline.synth.clinic`), in one split's
+    templates and terms. They carry the brand drugs, eponyms ("Murphy sign"), lab strings and section headers a
+    tagger trained on identifier sentences alone takes for names and places; their only identifiers are
+    MIMIC-style placeholders (``___``) and, in some, an age over 89 (screen those with the deterministic
+    recognizers before calling them identifier-free)."""
+    from pipeline.synth.clinic import clinic_notes
+    from pipeline.synth.notes import NoteComposer
+
+    clinic = n_notes // 3
+    composed = list(NoteComposer(seed=seed, split=split).corpus(n_notes - clinic))
+    composed += clinic_notes(clinic, seed=seed, split=split) if clinic else []
+    return [PhiNote(note.text, [], ["clinical-negative"]) for note in composed]
+
+
 def deidentified_sentences(n: int, seed: int = EVAL_SEED) -> list[str]:
     """Placeholder-only text: held-out templates with every identifier replaced by a placeholder, and clinical
     lines (MIMIC shifted dates, look-alike numbers). No identifier in any of them."""
