@@ -4,6 +4,7 @@ scored before an earlier one arrived is scored again."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -30,12 +31,31 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _settings(tmp_path: Path, source: Path, model: Path):
-    return load_settings(workdir=tmp_path, source_path=source, risk_model_path=model, ner_enabled=False)
+def _settings(workdir: Path, source: Path, model: Path):
+    return load_settings(workdir=workdir, source_path=source, risk_model_path=model, ner_enabled=False)
 
 
-def _seed_history(settings) -> None:
-    history.ingest_history(START - timedelta(days=HISTORY_DAYS), START - timedelta(days=1), settings=settings)
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory, source: Path, trained) -> Path:
+    """A workdir with the history before START ingested (once; each run below works on its own copy of it)."""
+    workdir = tmp_path_factory.mktemp("order_seeded")
+    history.ingest_history(START - timedelta(days=HISTORY_DAYS), START - timedelta(days=1),
+                           settings=_settings(workdir, source, trained[2]))
+    return workdir
+
+
+def _seeded_copy(seeded: Path, workdir: Path, source: Path, model: Path):
+    """Settings of a fresh copy of the seeded workdir (lake, warehouse and run records: nothing outside it)."""
+    shutil.copytree(seeded, workdir, symlinks=True)  # the lake's partition links are relative: they stay inside
+    return _settings(workdir, source, model)
+
+
+@pytest.fixture(scope="module")
+def forward(tmp_path_factory: pytest.TempPathFactory, seeded: Path, source: Path, trained) -> list[dict]:
+    """The risk rows of the three days run forward in one backfill: what every other order must give."""
+    settings = _seeded_copy(seeded, tmp_path_factory.mktemp("order_forward") / "w", source, trained[2])
+    nightly.run_days(DAYS, settings=settings, ner_enabled=False)
+    return _risk(settings)
 
 
 def _risk(settings) -> list[dict]:
@@ -45,27 +65,24 @@ def _risk(settings) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_faults_forward_backward_and_shuffled_backfills_give_identical_risk(tmp_path, source, trained) -> None:
-    orders = {"forward": DAYS, "backward": DAYS[::-1], "shuffled": [DAYS[1], DAYS[2], DAYS[0]]}
-    assert orders["shuffled"] not in (orders["forward"], orders["backward"])
-    results = {}
+def test_faults_forward_backward_and_shuffled_backfills_give_identical_risk(tmp_path, seeded, source, trained,
+                                                                            forward) -> None:
+    assert len(forward) > 20
+    assert {r["ds"] for r in forward} == set(DAYS)
+    orders = {"backward": DAYS[::-1], "shuffled": [DAYS[1], DAYS[2], DAYS[0]]}
+    assert orders["shuffled"] not in (DAYS, orders["backward"])
     for name, order in orders.items():
-        settings = _settings(tmp_path / name, source, trained[2])
-        _seed_history(settings)
+        settings = _seeded_copy(seeded, tmp_path / name, source, trained[2])
         nightly.run_days(order, settings=settings, ner_enabled=False)
-        results[name] = _risk(settings)
-    assert len(results["forward"]) > 20
-    assert {r["ds"] for r in results["forward"]} == set(DAYS)
-    assert results["backward"] == results["forward"]
-    assert results["shuffled"] == results["forward"]
+        assert _risk(settings) == forward, name
 
 
 @pytest.mark.slow
-def test_faults_days_run_one_at_a_time_out_of_order_give_the_forward_scores(tmp_path, source, trained) -> None:
+def test_faults_days_run_one_at_a_time_out_of_order_give_the_forward_scores(tmp_path, seeded, source, trained,
+                                                                             forward) -> None:
     """Separate ``run --ds`` runs: a later day run before an earlier one is scored again when the earlier day
     arrives (its history changed), and a later day loaded first does not leak into an earlier day's scores."""
-    settings = _settings(tmp_path / "w", source, trained[2])
-    _seed_history(settings)
+    settings = _seeded_copy(seeded, tmp_path / "w", source, trained[2])
     assert nightly.run_day(DAYS[1], settings=settings, ner_enabled=False)["rescored"] == []
     # the earlier day arrives: the later one, scored without it, is scored again
     assert nightly.run_day(DAYS[0], settings=settings, ner_enabled=False)["rescored"] == [DAYS[1]]
@@ -74,7 +91,4 @@ def test_faults_days_run_one_at_a_time_out_of_order_give_the_forward_scores(tmp_
     nightly.run_day(DAYS[0], settings=settings, ner_enabled=False)
     assert [r for r in _risk(settings) if r["ds"] == DAYS[0]] == before
     # and the day-by-day runs agree with the backfill
-    backfilled = _settings(tmp_path / "b", source, trained[2])
-    _seed_history(backfilled)
-    nightly.run_days(DAYS, settings=backfilled, ner_enabled=False)
-    assert _risk(backfilled) == _risk(settings)
+    assert _risk(settings) == forward
