@@ -53,15 +53,18 @@ def test_airflow_local_env_points_airflow_and_the_tasks_at_the_workdir(settings)
     assert env["EHR_RISK_MODEL_PATH"] == str(settings.risk_model_dir)
 
 
-def test_airflow_local_prepare_migrates_once_and_sets_the_gpu_pool(settings, airflow_calls) -> None:
+def test_airflow_local_prepare_migrates_once_and_sets_the_pools(settings, airflow_calls) -> None:
     airflow_local.prepare_airflow(settings)
-    pool = ("pools", "set", settings.gpu_pool, str(settings.gpu_pool_slots), "NER and risk tasks")
-    history_pool = ("pools", "set", "backfill", "2", "history backfill chunks")  # ehr_history's chunk tasks
-    assert airflow_calls == [("db", "migrate"), pool, history_pool]
+    pools = settings.airflow_home / "pools.json"
+    assert airflow_calls == [("db", "migrate"), ("pools", "import", str(pools))]
+    assert json.loads(pools.read_text()) == {
+        settings.gpu_pool: {"slots": settings.gpu_pool_slots, "description": "NER and risk tasks"},
+        "backfill": {"slots": 2, "description": "history backfill chunks"},  # ehr_history's chunk tasks
+    }
     (settings.airflow_home / "airflow.db").touch()  # what the migration leaves behind
     airflow_calls.clear()
     airflow_local.prepare_airflow(settings)
-    assert airflow_calls == [pool, history_pool]
+    assert airflow_calls == [("pools", "import", str(pools))]
 
 
 @pytest.mark.parametrize(("returncode", "output"), [
