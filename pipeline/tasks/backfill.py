@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 from pipeline import lake
 from pipeline.config import REPO_ROOT, SCHEMAS_DIR, Settings, load_settings
 from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
+from pipeline.memory import release_memory
 from pipeline.tasks import nightly
 from pipeline.tasks.nightly import ENRICHED, OPEN_ADMISSIONS, QUARANTINE, RAW, REJECTS, RESULTS, VALIDATED
 from pipeline.tasks.runs import ConfigurationError, DataQualityError, PipelineError, RunRecorder, new_run_id
@@ -732,6 +733,7 @@ def run_chunk(work: ChunkWork, *, settings: Settings, staged: Path | None, versi
             result.counts[stage] = counts
             _record(settings, chunk, stage, run_id, "success", versions, inputs, {"counts": counts})
             inputs_of[stage] = run_id
+            release_memory()  # what the stage built is garbage now: the next stage starts from the same floor
     except Exception as exc:  # recorded and returned: the next chunk goes on
         message = f"{type(exc).__name__}: {exc}"[:2000]
         log.error("backfill chunk failed", extra={"chunk": str(chunk), "stage": current})
@@ -749,7 +751,23 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
 
     ``dry_run`` plans only. Returns the plan and what happened; failed chunks are in ``outcome.failed``.
     """
+    from urllib.parse import parse_qsl
+
+    from pipeline.warehouse import pinned_warehouse
+
     settings = settings or load_settings()
+    # one warehouse connection for the whole run, its DuckDB memory bounded (a connection per step checkpointed
+    # the file at every close, in memory that grew with the warehouse)
+    with pinned_warehouse(settings.warehouse, dict(parse_qsl(settings.backfill_duckdb))):
+        return _run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
+                             skip_risk=skip_risk, dry_run=dry_run, on_plan=on_plan, on_stage=on_stage,
+                             on_chunk=on_chunk)
+
+
+def _run_backfill(start: date, end: date, *, settings: Settings, chunk: str | None, reprocess: str, skip_ner: bool,
+                  skip_risk: bool, dry_run: bool, on_plan: Callable[[list[ChunkWork]], None] | None,
+                  on_stage: Callable[[Chunk, str], None] | None,
+                  on_chunk: Callable[[ChunkResult], None] | None) -> tuple[list[ChunkWork], BackfillOutcome]:
     spec = chunk or settings.backfill_chunk
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     versions = current_versions(settings)
@@ -765,6 +783,7 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     # the one pass over the source (kept and reused while the source is unchanged); a dry run uses a copy
     # already there and stages nothing (without one it plans calendar chunks)
     staged = stage_source(settings) if not dry_run else _complete_copy(settings)
+    release_memory()
     work = plan(calendar if staged is None else plan_chunks(
         start, end, spec, rows_per_day=_rows_per_day(staged, settings), max_rows=settings.backfill_chunk_rows))
     if on_plan:
