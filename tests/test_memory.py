@@ -29,3 +29,11 @@ def test_release_memory_collects_cycles_and_arrow_buffers() -> None:
         assert pa.total_allocated_bytes() <= before - 8_000_000
     finally:
         gc.enable()
+
+
+def test_fix_mmap_threshold_applies_on_glibc() -> None:
+    import platform
+
+    from pipeline.memory import fix_mmap_threshold
+
+    assert fix_mmap_threshold() is (platform.libc_ver()[0] == "glibc")

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from pipeline import lake
 from pipeline.config import REPO_ROOT, SCHEMAS_DIR, Settings, load_settings
 from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
-from pipeline.memory import release_memory
+from pipeline.memory import fix_mmap_threshold, release_memory
 from pipeline.tasks import nightly
 from pipeline.tasks.nightly import ENRICHED, OPEN_ADMISSIONS, QUARANTINE, RAW, REJECTS, RESULTS, VALIDATED
 from pipeline.tasks.runs import ConfigurationError, DataQualityError, PipelineError, RunRecorder, new_run_id
@@ -350,6 +350,7 @@ def staged_dir(settings: Settings) -> Path:
 
 def stage_source(settings: Settings, *, on_table: Callable[[str, int], None] | None = None) -> Path:
     """Read every source table once into the staging copy (tables already staged are kept); returns its folder."""
+    fix_mmap_threshold()  # the reader's multi-MB buffers: mapped and unmapped, not left in fragmented heaps
     from pipeline.sources import open_source
     from pipeline.sources.stream import (
         ADMISSION_DATED,
@@ -756,6 +757,7 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     from pipeline.warehouse import pinned_warehouse
 
     settings = settings or load_settings()
+    fix_mmap_threshold()
     # one warehouse connection for the whole run, its DuckDB memory bounded (a connection per step checkpointed
     # the file at every close, in memory that grew with the warehouse)
     with pinned_warehouse(settings.warehouse, dict(parse_qsl(settings.backfill_duckdb))):
