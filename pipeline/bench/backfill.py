@@ -228,8 +228,8 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int,
             f"({ner['chars'] / ner['seconds']:,.0f} characters/s). MIMIC-IV-Note's {MIMIC_DISCHARGE_NOTES:,} "
             f"discharge notes at that rate: **{hours:,.1f} hours** on this CPU (generated notes are shorter than "
             "real discharge summaries; scale by characters for a closer figure). This is the stage as a backfill "
-            "runs it: one call per day's notes part (a few notes each on these sparse days), the model and the "
-            "ConText pipeline loaded once per process; the NER section above measures the steady-state rate."
+            f"runs it: one call per day's notes part ({ner['notes'] / ner_days:.0f} notes a day here), the model "
+            "and the ConText pipeline loaded once per process; the NER section above measures the steady-state rate."
             + (f" Model: `{ner['model']}`." if not ner["trained_here"] else "")
             + (" The model was fine-tuned briefly by the benchmark (the packaged MiniLM-L6 architecture: the "
                "transformer's speed does not depend on how well it was trained; a model that finds few entities "
