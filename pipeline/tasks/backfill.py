@@ -39,12 +39,14 @@ no success record, so the same command redoes it and ends with the same counts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -758,25 +760,28 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
 
     settings = settings or load_settings()
     fix_mmap_threshold()
-    # one warehouse connection for the whole run, its DuckDB memory bounded (a connection per step checkpointed
-    # the file at every close, in memory that grew with the warehouse)
-    with pinned_warehouse(settings.warehouse, dict(parse_qsl(settings.backfill_duckdb))):
-        return _run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
-                             skip_risk=skip_risk, dry_run=dry_run, on_plan=on_plan, on_stage=on_stage,
-                             on_chunk=on_chunk)
+    # one warehouse connection for planning and one per chunk, their DuckDB memory bounded (a connection per step
+    # checkpointed the file at every close, in memory that grew with the warehouse; one for the whole run kept
+    # a buffer pool that grew with it up to the limit)
+    pin = functools.partial(pinned_warehouse, settings.warehouse, dict(parse_qsl(settings.backfill_duckdb)))
+    return _run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
+                         skip_risk=skip_risk, dry_run=dry_run, on_plan=on_plan, on_stage=on_stage, on_chunk=on_chunk,
+                         pin=pin)
 
 
 def _run_backfill(start: date, end: date, *, settings: Settings, chunk: str | None, reprocess: str, skip_ner: bool,
                   skip_risk: bool, dry_run: bool, on_plan: Callable[[list[ChunkWork]], None] | None,
                   on_stage: Callable[[Chunk, str], None] | None,
-                  on_chunk: Callable[[ChunkResult], None] | None) -> tuple[list[ChunkWork], BackfillOutcome]:
+                  on_chunk: Callable[[ChunkResult], None] | None,
+                  pin: Callable[[], AbstractContextManager[None]]) -> tuple[list[ChunkWork], BackfillOutcome]:
     spec = chunk or settings.backfill_chunk
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     versions = current_versions(settings)
     raw_kept = settings.raw_retention == "keep"
 
     def plan(chunks: list[Chunk]) -> list[ChunkWork]:
-        records = chunk_records(settings, chunks[0].start, chunks[-1].start) if chunks else {}
+        with pin():
+            records = chunk_records(settings, chunks[0].start, chunks[-1].start) if chunks else {}
         return plan_work(chunks, records, versions, reprocess, skip, raw_kept=raw_kept)
 
     calendar = plan_chunks(start, end, spec)  # a bad range or chunk size fails here, before anything is read
@@ -794,8 +799,9 @@ def _run_backfill(start: date, end: date, *, settings: Settings, chunk: str | No
         return work, BackfillOutcome([])
     outcome = BackfillOutcome([])
     for item in work:
-        result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, since=start,
-                           on_stage=on_stage)
+        with pin():
+            result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, since=start,
+                               on_stage=on_stage)
         outcome.chunks.append(result)
         if on_chunk:
             on_chunk(result)
