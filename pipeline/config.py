@@ -132,7 +132,7 @@ class Settings(ValidationSettings, BaseSettings):
     )
     backfill_duckdb: str = Field(
         default="memory_limit=256MB&threads=1", pattern=r"^([a-z_]+=[^&=]+(&[a-z_]+=[^&=]+)*)?$",
-        description="DuckDB options of the one warehouse connection a `backfill` holds (URL query syntax; options "
+        description="DuckDB options of the warehouse connection a `backfill` holds per chunk (URL query syntax; options "
                     "in the warehouse URL win): its checkpoints stay within the memory limit",
     )
     schedule: str = "@daily"
