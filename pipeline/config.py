@@ -130,6 +130,11 @@ class Settings(ValidationSettings, BaseSettings):
         description="most source rows in one backfill chunk: a bigger chunk is cut at a day boundary, so a "
                     "chunk's memory does not grow with the source (0: no limit)",
     )
+    backfill_duckdb: str = Field(
+        default="memory_limit=256MB&threads=1", pattern=r"^([a-z_]+=[^&=]+(&[a-z_]+=[^&=]+)*)?$",
+        description="DuckDB options of the warehouse connection a `backfill` holds per chunk (URL query syntax; options "
+                    "in the warehouse URL win): its checkpoints stay within the memory limit",
+    )
     schedule: str = "@daily"
     start_date: date = date(2026, 1, 1)
     catchup: bool = False

@@ -145,7 +145,7 @@ def run_backfill_benchmark(patients: int = 10_000, factor: int = 4, *, workdir: 
         ner = _ner_rate(workdir / f"run-{patients}", workdir / f"source-{patients}", ner_model, ner_days)
         log(f"  {json.dumps(ner)}")
     summary = {"runs": runs, "ner": ner, "start": start.isoformat(), "end": end.isoformat(), "chunk": chunk,
-               "chunk_rows": runs[0]["chunk_rows"]}
+               "chunk_rows": runs[0]["chunk_rows"], "ner_model": str(ner_model) if ner_model and ner_days else None}
     kept = None if ner else _kept_ner_paragraph(out_md)
     replace_section(out_md, _section(summary, patients, factor, ner_days, kept))
     return summary
@@ -179,7 +179,8 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int,
         SECTION,
         "",
         f"Reproduce: `ehr-pipeline bench backfill --patients {patients} --factor {factor} --chunk {s['chunk']} "
-        f"--chunk-rows {budget} --ner-days {ner_days}` (calls "
+        f"--chunk-rows {budget} --ner-days {ner_days}"
+        + (f" --ner-model {s['ner_model']}" if s.get("ner_model") else "") + "` (calls "
         "`pipeline.bench.backfill.run_backfill_benchmark`). Measured "
         f"{date.today().isoformat()} on {cpu}, {os.cpu_count()} cores **shared with other jobs running at the same "
         f"time** ({load}; the wall times are upper bounds). Generated MIMIC-IV-style "
@@ -227,8 +228,9 @@ def _section(s: dict[str, Any], patients: int, factor: int, ner_days: int,
             f"({ner['chars'] / ner['seconds']:,.0f} characters/s). MIMIC-IV-Note's {MIMIC_DISCHARGE_NOTES:,} "
             f"discharge notes at that rate: **{hours:,.1f} hours** on this CPU (generated notes are shorter than "
             "real discharge summaries; scale by characters for a closer figure). This is the stage as a backfill "
-            "runs it on sparse days: every day's part loads the model and the ConText pipeline again, which a few "
-            "notes per day cannot amortise; the NER section above measures the steady-state rate of the same model."
+            f"runs it: one call per day's notes part ({ner['notes'] / ner_days:.0f} notes a day here), the model "
+            "and the ConText pipeline loaded once per process; the NER section above measures the steady-state rate."
+            + (f" Model: `{ner['model']}`." if not ner["trained_here"] else "")
             + (" The model was fine-tuned briefly by the benchmark (the packaged MiniLM-L6 architecture: the "
                "transformer's speed does not depend on how well it was trained; a model that finds few entities "
                "spends less time in ConText)." if ner["trained_here"] else ""),

@@ -39,12 +39,14 @@ no success record, so the same command redoes it and ends with the same counts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -57,6 +59,7 @@ import pyarrow.parquet as pq
 from pipeline import lake
 from pipeline.config import REPO_ROOT, SCHEMAS_DIR, Settings, load_settings
 from pipeline.contracts import INPUT_TABLES, arrow_schema, raw_arrow_schema
+from pipeline.memory import fix_mmap_threshold, release_memory
 from pipeline.tasks import nightly
 from pipeline.tasks.nightly import ENRICHED, OPEN_ADMISSIONS, QUARANTINE, RAW, REJECTS, RESULTS, VALIDATED
 from pipeline.tasks.runs import ConfigurationError, DataQualityError, PipelineError, RunRecorder, new_run_id
@@ -349,6 +352,7 @@ def staged_dir(settings: Settings) -> Path:
 
 def stage_source(settings: Settings, *, on_table: Callable[[str, int], None] | None = None) -> Path:
     """Read every source table once into the staging copy (tables already staged are kept); returns its folder."""
+    fix_mmap_threshold()  # the reader's multi-MB buffers: mapped and unmapped, not left in fragmented heaps
     from pipeline.sources import open_source
     from pipeline.sources.stream import (
         ADMISSION_DATED,
@@ -732,6 +736,7 @@ def run_chunk(work: ChunkWork, *, settings: Settings, staged: Path | None, versi
             result.counts[stage] = counts
             _record(settings, chunk, stage, run_id, "success", versions, inputs, {"counts": counts})
             inputs_of[stage] = run_id
+            release_memory()  # what the stage built is garbage now: the next stage starts from the same floor
     except Exception as exc:  # recorded and returned: the next chunk goes on
         message = f"{type(exc).__name__}: {exc}"[:2000]
         log.error("backfill chunk failed", extra={"chunk": str(chunk), "stage": current})
@@ -749,14 +754,34 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
 
     ``dry_run`` plans only. Returns the plan and what happened; failed chunks are in ``outcome.failed``.
     """
+    from urllib.parse import parse_qsl
+
+    from pipeline.warehouse import pinned_warehouse
+
     settings = settings or load_settings()
+    fix_mmap_threshold()
+    # one warehouse connection for planning and one per chunk, their DuckDB memory bounded (a connection per step
+    # checkpointed the file at every close, in memory that grew with the warehouse; one for the whole run kept
+    # a buffer pool that grew with it up to the limit)
+    pin = functools.partial(pinned_warehouse, settings.warehouse, dict(parse_qsl(settings.backfill_duckdb)))
+    return _run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
+                         skip_risk=skip_risk, dry_run=dry_run, on_plan=on_plan, on_stage=on_stage, on_chunk=on_chunk,
+                         pin=pin)
+
+
+def _run_backfill(start: date, end: date, *, settings: Settings, chunk: str | None, reprocess: str, skip_ner: bool,
+                  skip_risk: bool, dry_run: bool, on_plan: Callable[[list[ChunkWork]], None] | None,
+                  on_stage: Callable[[Chunk, str], None] | None,
+                  on_chunk: Callable[[ChunkResult], None] | None,
+                  pin: Callable[[], AbstractContextManager[None]]) -> tuple[list[ChunkWork], BackfillOutcome]:
     spec = chunk or settings.backfill_chunk
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     versions = current_versions(settings)
     raw_kept = settings.raw_retention == "keep"
 
     def plan(chunks: list[Chunk]) -> list[ChunkWork]:
-        records = chunk_records(settings, chunks[0].start, chunks[-1].start) if chunks else {}
+        with pin():
+            records = chunk_records(settings, chunks[0].start, chunks[-1].start) if chunks else {}
         return plan_work(chunks, records, versions, reprocess, skip, raw_kept=raw_kept)
 
     calendar = plan_chunks(start, end, spec)  # a bad range or chunk size fails here, before anything is read
@@ -765,6 +790,7 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     # the one pass over the source (kept and reused while the source is unchanged); a dry run uses a copy
     # already there and stages nothing (without one it plans calendar chunks)
     staged = stage_source(settings) if not dry_run else _complete_copy(settings)
+    release_memory()
     work = plan(calendar if staged is None else plan_chunks(
         start, end, spec, rows_per_day=_rows_per_day(staged, settings), max_rows=settings.backfill_chunk_rows))
     if on_plan:
@@ -773,8 +799,9 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
         return work, BackfillOutcome([])
     outcome = BackfillOutcome([])
     for item in work:
-        result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, since=start,
-                           on_stage=on_stage)
+        with pin():
+            result = run_chunk(item, settings=settings, staged=staged, versions=versions, skip=skip, since=start,
+                               on_stage=on_stage)
         outcome.chunks.append(result)
         if on_chunk:
             on_chunk(result)

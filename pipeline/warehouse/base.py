@@ -6,10 +6,13 @@ never see a half-loaded day and a rerun never duplicates rows.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -160,17 +163,24 @@ def rows_outside_days(data: pa.Table, ds_start: date, ds_end: date) -> int:
     return data.num_rows - int(pc.sum(pc.fill_null(inside, False).cast(pa.int64())).as_py() or 0)
 
 
-def open_warehouse(url: str) -> Warehouse:
-    """Open the warehouse named by ``url`` (duckdb:///path or postgresql://...)."""
-    if url.startswith("duckdb:///"):
-        from urllib.parse import parse_qsl
+def _duckdb_path_and_options(url: str) -> tuple[Path, dict[str, str]]:
+    # SQLAlchemy convention: duckdb:///relative/path or duckdb:////absolute/path; a query string sets DuckDB
+    # options (duckdb:///w.duckdb?memory_limit=1GB&threads=2)
+    path, _, query = url[len("duckdb:///") :].partition("?")
+    return Path(path), dict(parse_qsl(query))
 
+
+def open_warehouse(url: str) -> Warehouse:
+    """Open the warehouse named by ``url`` (duckdb:///path or postgresql://...); inside
+    :func:`pinned_warehouse` for the same URL (and thread), the warehouse it holds open."""
+    pinned = getattr(_PINNED, "by_url", {}).get(url)
+    if pinned is not None:
+        return _Borrowed(pinned)
+    if url.startswith("duckdb:///"):
         from pipeline.warehouse.duckdb import DuckDBWarehouse
 
-        # SQLAlchemy convention: duckdb:///relative/path or duckdb:////absolute/path; a query string sets DuckDB
-        # options (duckdb:///w.duckdb?memory_limit=1GB&threads=2)
-        path, _, query = url[len("duckdb:///") :].partition("?")
-        return DuckDBWarehouse(Path(path), config=dict(parse_qsl(query)))
+        path, options = _duckdb_path_and_options(url)
+        return DuckDBWarehouse(path, config=options)
     if url.startswith(("postgresql", "postgres://")):
         from pipeline.warehouse.postgres import PostgresWarehouse
 
@@ -178,3 +188,67 @@ def open_warehouse(url: str) -> Warehouse:
     raise WarehouseError(
         f"unsupported warehouse URL scheme (expected duckdb:/// or postgresql://): {url.split(':')[0]}"
     )
+
+
+_PINNED = threading.local()  # .by_url: URL → the warehouse pinned_warehouse holds open in this thread
+
+
+@contextmanager
+def pinned_warehouse(url: str, duckdb_options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Hold one DuckDB warehouse open for the block: every :func:`open_warehouse` of ``url`` in this thread gets
+    it, and closing what it got leaves it open. A long run (a backfill) then opens and checkpoints the file once,
+    not a few times per chunk, and its DuckDB memory is bounded by ``duckdb_options`` (e.g. ``memory_limit``,
+    ``threads``; options in ``url`` win). DuckDB still checkpoints as its WAL grows, within that limit.
+
+    Another process cannot open the file while it is held (DuckDB has one writer per file). A PostgreSQL URL
+    (or a block nested in one for the same URL) changes nothing."""
+    by_url: dict[str, Warehouse] = _PINNED.__dict__.setdefault("by_url", {})
+    if not url.startswith("duckdb:///") or url in by_url:
+        yield
+        return
+    from pipeline.warehouse.duckdb import DuckDBWarehouse
+
+    path, options = _duckdb_path_and_options(url)
+    warehouse = DuckDBWarehouse(path, config={**(duckdb_options or {}), **options})
+    by_url[url] = warehouse
+    try:
+        yield
+    finally:
+        del by_url[url]
+        warehouse.close()
+
+
+class _Borrowed(Warehouse):
+    """The warehouse :func:`pinned_warehouse` holds, as :func:`open_warehouse` returns it: closing it is a no-op."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self.dialect = warehouse.dialect
+
+    def __getattr__(self, name: str) -> object:  # what a dialect has beyond the interface (DuckDB's path)
+        return getattr(self._warehouse, name)
+
+    def close(self) -> None:
+        """Left open: the block of :func:`pinned_warehouse` closes it."""
+
+    def execute_script(self, sql: str) -> None:
+        self._warehouse.execute_script(sql)
+
+    def replace_days(
+        self, tables: Mapping[str, pa.Table], ds_start: date, ds_end: date | None = None
+    ) -> dict[str, int]:
+        return self._warehouse.replace_days(tables, ds_start, ds_end)
+
+    def record_runs(self, runs: pa.Table) -> None:
+        self._warehouse.record_runs(runs)
+
+    def forget_runs(self, ds: date, stage_prefixes: Sequence[str]) -> int:
+        return self._warehouse.forget_runs(ds, stage_prefixes)
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        return self._warehouse.query(sql, params)
+
+    def select_where_in(
+        self, table: str, column: str, values: pa.Array | pa.ChunkedArray, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        return self._warehouse.select_where_in(table, column, values, columns)

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from pipeline.warehouse.base import SchemaMismatchError, WarehouseError, open_warehouse
+from pipeline.warehouse.base import SchemaMismatchError, WarehouseError, open_warehouse, pinned_warehouse
 from pipeline.warehouse.duckdb import DuckDBWarehouse
 
 from .conftest import DAY1, DAY2, make_day, make_runs, sort_rows
@@ -154,3 +154,35 @@ def test_duckdb_url_query_sets_connection_options(tmp_path: Path) -> None:
         warehouse.close()
     assert settings["threads"] == "1" and settings["memory_limit"].startswith("286")  # 300 MB in MiB
     assert (tmp_path / "w.duckdb").is_file()
+
+
+def _settings(warehouse: object) -> dict[str, str]:
+    con = warehouse._con  # type: ignore[attr-defined]
+    return dict(con.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'threads')").fetchall())
+
+
+def test_pinned_warehouse_is_one_connection_with_its_options(tmp_path: Path) -> None:
+    """Inside ``pinned_warehouse`` every open of the URL is the same connection (closing it keeps it open), with
+    the block's DuckDB options unless the URL sets them; after the block the file opens as before."""
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}?threads=2"
+    with pinned_warehouse(url, {"memory_limit": "300MB", "threads": "1"}):
+        with open_warehouse(url) as first:
+            first.replace_days({"patients": make_day("patients", DAY1)}, DAY1)
+        with open_warehouse(url) as second:
+            assert second._con is first._con  # type: ignore[attr-defined]
+            assert _count(second, "patients", DAY1) == 5  # type: ignore[arg-type]
+            options = _settings(second)
+        with open_warehouse(f"duckdb:///{tmp_path / 'other.duckdb'}") as other:  # another URL: its own connection
+            assert other._con is not first._con  # type: ignore[attr-defined]
+    assert options["threads"] == "2" and options["memory_limit"].startswith("286")  # the URL's threads win
+    with pytest.raises(duckdb.ConnectionException):  # closed with the block
+        first._con.execute("SELECT 1")  # type: ignore[attr-defined]
+    with open_warehouse(url) as again:
+        assert _count(again, "patients", DAY1) == 5  # type: ignore[arg-type]
+        assert again._con is not first._con  # type: ignore[attr-defined]
+
+
+def test_pinned_warehouse_leaves_postgres_urls_alone(tmp_path: Path) -> None:
+    with pinned_warehouse("postgresql://nobody@127.0.0.1:1/none"):
+        pass  # nothing opened: a PostgreSQL warehouse keeps opening per call

@@ -1,0 +1,66 @@
+"""Giving memory back to the operating system between the steps of a long run (the chunks of a backfill).
+
+A backfill chunk builds Arrow tables, pandas frames (validation) and Python objects of a few hundred MB, then
+drops them. Without help, the process keeps that memory: Python's cyclic garbage (Great Expectations results
+hold their frames in reference cycles) waits for a full collection, Arrow's allocator (mimalloc or jemalloc)
+keeps freed pages for reuse, and glibc's malloc keeps the top of its heaps. The process then grows with the
+number of chunks run, not with the largest one. :func:`release_memory` frees all three.
+
+glibc also raises its mmap threshold each time a large block is freed (up to 32 MB), after which blocks of a
+few MB (the source reader's buffers, Python bytes) come from heaps that fragment and are not returned:
+staging a 40,000-patient year's labs read at 594 MB with the dynamic threshold, 468 MB with it fixed.
+:func:`fix_mmap_threshold` fixes it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import gc
+from collections.abc import Callable
+
+import pyarrow as pa
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
+MMAP_THRESHOLD_BYTES = 128 << 10  # glibc's initial value: larger blocks are mapped and unmapped on their own
+
+
+@functools.cache
+def fix_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at 128 KiB for this process (no dynamic raise); False where there is no glibc."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+def release_memory() -> None:
+    """Collect cyclic garbage, return the Arrow pool's unused pages and trim glibc's heaps."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
