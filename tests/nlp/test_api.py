@@ -78,6 +78,9 @@ def test_int8_quantizes_the_linear_layers_and_keeps_running(tiny_model_dir):
     kinds = {type(m).__name__ for m in model.model.modules()}
     assert "DynamicQuantizedLinear" in kinds or "Linear" in {k.split(".")[-1] for k in kinds}
     assert not any(type(m) is torch.nn.Linear for m in model.model.modules())
+    # one scale per output channel (per-tensor scales cost about three times the F1)
+    schemes = {m.weight().qscheme() for m in model.model.modules() if hasattr(m, "weight") and callable(m.weight)}
+    assert schemes == {torch.per_channel_affine}
     fp32 = NerModel.load(tiny_model_dir, device="cpu", precision="fp32", rules=False)
     text = "Chest pain and shortness of breath, treated with aspirin. " * 3
     assert len(model.predict([text])) == 1 and len(fp32.predict([text])) == 1
