@@ -24,18 +24,18 @@ import pyarrow as pa
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``; None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if not name:
+def _libc_function(name: str, argtypes: tuple, restype) -> Callable[..., int] | None:
+    """A function of glibc (``malloc_trim``, ``mallopt``); None where the C library has none (musl, macOS)."""
+    library = ctypes.util.find_library("c")
+    if not library:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        function = getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = list(argtypes)
+    function.restype = restype
+    return function
 
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc malloc.h)
@@ -45,22 +45,14 @@ MMAP_THRESHOLD_BYTES = 128 << 10  # glibc's initial value: larger blocks are map
 @functools.cache
 def fix_mmap_threshold() -> bool:
     """Keep glibc's mmap threshold at 128 KiB for this process (no dynamic raise); False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def release_memory() -> None:
     """Collect cyclic garbage, return the Arrow pool's unused pages and trim glibc's heaps."""
     gc.collect()
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
     if trim is not None:
         trim(0)
