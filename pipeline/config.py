@@ -126,7 +126,7 @@ class Settings(ValidationSettings, BaseSettings):
         description="how `backfill` cuts its range: month (calendar), week (ISO) or N days",
     )
     backfill_chunk_rows: int = Field(
-        default=250_000, ge=0,
+        default=150_000, ge=0,
         description="most source rows in one backfill chunk: a bigger chunk is cut at a day boundary, so a "
                     "chunk's memory does not grow with the source (0: no limit)",
     )
