@@ -67,6 +67,11 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
         if key.startswith("EHR_"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("EHR_CONFIG", str(tmp_path_factory.getbasetemp() / "no-pipeline.yaml"))
+    # the NER task keeps its model loaded per process (pipeline.tasks.nightly._ner_annotators): each test starts
+    # without one, so a test counting model loads does not depend on which test ran before it in the worker
+    from pipeline.tasks import nightly
+
+    monkeypatch.setattr(nightly, "_NER_LOADED", {})
 
 
 @pytest.fixture(scope="session")
