@@ -149,6 +149,7 @@ def evaluate_phi(
     fp_types = _finding_types(deid_found)
     clinical = identifier_free(clinical_negative_notes(n_clinical, split="test", seed=EVAL_SEED), scanner)
     clinical_found = scanner.findings(pa.array([n.text for n in clinical], pa.string()), tagger=tagger)
+    clinical_flagged = sum(bool(f) for f in clinical_found)
     result = {
         "model": None if tagger is None else {"name": tagger.name, "version": tagger.version,
                                               "path": str(tagger.path)},
@@ -162,8 +163,8 @@ def evaluate_phi(
             "deidentified_rate": _ratio(deid_flagged, len(deid)), "finding_types": fp_types,
             "clean_notes": clean_notes, "clean_notes_flagged": clean_flagged,
             "clean_note_rate": _ratio(clean_flagged, clean_notes),
-            "clinical_notes": len(clinical), "clinical_notes_flagged": sum(bool(f) for f in clinical_found),
-            "clinical_note_rate": _ratio(sum(bool(f) for f in clinical_found), len(clinical)),
+            "clinical_notes": len(clinical), "clinical_notes_flagged": clinical_flagged,
+            "clinical_note_rate": _ratio(clinical_flagged, len(clinical)),
             "clinical_finding_types": _finding_types(clinical_found),
         },
     }

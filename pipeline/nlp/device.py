@@ -71,8 +71,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of the model's nn.Linear layers (CPU): int8 weights with one scale per output
-    channel, activations quantized per batch on the fly, fp32 everywhere else. About 4× smaller linear weights; its F1 change is measured by
-    `ehr-pipeline bench ner`."""
+    channel, activations quantized per batch on the fly, fp32 everywhere else. About 4× smaller linear weights;
+    its F1 change is measured by `ehr-pipeline bench ner`."""
     import warnings
 
     with warnings.catch_warnings():

@@ -46,7 +46,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -764,16 +763,6 @@ def run_backfill(start: date, end: date, *, settings: Settings | None = None, ch
     # checkpointed the file at every close, in memory that grew with the warehouse; one for the whole run kept
     # a buffer pool that grew with it up to the limit)
     pin = functools.partial(pinned_warehouse, settings.warehouse, dict(parse_qsl(settings.backfill_duckdb)))
-    return _run_backfill(start, end, settings=settings, chunk=chunk, reprocess=reprocess, skip_ner=skip_ner,
-                         skip_risk=skip_risk, dry_run=dry_run, on_plan=on_plan, on_stage=on_stage, on_chunk=on_chunk,
-                         pin=pin)
-
-
-def _run_backfill(start: date, end: date, *, settings: Settings, chunk: str | None, reprocess: str, skip_ner: bool,
-                  skip_risk: bool, dry_run: bool, on_plan: Callable[[list[ChunkWork]], None] | None,
-                  on_stage: Callable[[Chunk, str], None] | None,
-                  on_chunk: Callable[[ChunkResult], None] | None,
-                  pin: Callable[[], AbstractContextManager[None]]) -> tuple[list[ChunkWork], BackfillOutcome]:
     spec = chunk or settings.backfill_chunk
     skip = tuple(s for s, on in (("ner", skip_ner), ("risk", skip_risk)) if on)
     versions = current_versions(settings)

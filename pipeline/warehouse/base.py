@@ -209,7 +209,13 @@ def pinned_warehouse(url: str, duckdb_options: Mapping[str, str] | None = None) 
     from pipeline.warehouse.duckdb import DuckDBWarehouse
 
     path, options = _duckdb_path_and_options(url)
-    warehouse = DuckDBWarehouse(path, config={**(duckdb_options or {}), **options})
+    config = {**(duckdb_options or {}), **options}
+    try:
+        warehouse = DuckDBWarehouse(path, config=config)
+    except WarehouseError as exc:  # name the options: they come from a setting the user may not know is applied
+        given = "&".join(f"{k}={v}" for k, v in config.items())
+        raise WarehouseError(f"{exc} (DuckDB options {given!r}: the URL's query and, for a backfill, "
+                             "EHR_BACKFILL_DUCKDB)") from None
     by_url[url] = warehouse
     try:
         yield

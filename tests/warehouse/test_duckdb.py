@@ -186,3 +186,10 @@ def test_pinned_warehouse_is_one_connection_with_its_options(tmp_path: Path) -> 
 def test_pinned_warehouse_leaves_postgres_urls_alone(tmp_path: Path) -> None:
     with pinned_warehouse("postgresql://nobody@127.0.0.1:1/none"):
         pass  # nothing opened: a PostgreSQL warehouse keeps opening per call
+
+
+def test_pinned_warehouse_with_a_bad_option_names_the_setting(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    with pytest.raises(WarehouseError, match=r"memory_limit=lots.*EHR_BACKFILL_DUCKDB"), pinned_warehouse(
+            url, {"memory_limit": "lots"}):
+        pass
