@@ -18,8 +18,10 @@ AGE (over 89).
 
 from __future__ import annotations
 
+import importlib
 import random
 import re
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,17 +84,46 @@ _HOSPITAL_PREFIXES = ("Saint", "St.", "Good Samaritan", "Mount", "Sacred Heart",
                       "North Shore", "South Shore", "Metro West", "Pine Ridge", "Oak Hill", "Lakeview", "Baystate")
 
 
+# Names of other origins (Faker's person providers; accents folded the way US exports write them), drawn for
+# `WORLD_NAME_SHARE` of the names: a US patient list is not only en_US census names, and a tagger that only saw
+# those would learn the names and not the contexts.
+_NAME_LOCALES = ("en_GB", "en_IE", "en_IN", "en_NG", "es_MX", "es_ES", "it_IT", "fr_FR", "de_DE", "pt_BR", "nl_NL",
+                 "tr_TR", "id_ID", "yo_NG", "vi_VN")
+WORLD_NAME_SHARE = 0.3
+_NAME_SHAPE = re.compile(r"[A-Za-z][A-Za-z' -]*[a-z]")
+
+
+def _ascii(value: str) -> str:
+    return unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+
+
+def _person_names(locale: str) -> tuple[list[str], list[str]]:
+    """(first names, last names) of one Faker locale, ASCII-folded, only plain name shapes."""
+    provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+    out = []
+    for attr in ("first_names", "last_names"):
+        folded = {_ascii(v) for v in getattr(provider, attr, ())}
+        out.append(sorted(v for v in folded if _NAME_SHAPE.fullmatch(v)))
+    return out[0], out[1]
+
+
 @cache
 def _pools(split: str) -> dict[str, list[str]]:
     from faker.providers.address.en_US import Provider as Address
-    from faker.providers.person.en_US import Provider as Person
 
-    firsts = sorted(set(Person.first_names))
-    lasts = sorted(set(Person.last_names))
+    firsts, lasts = _person_names("en_US")
+    world_firsts: set[str] = set()
+    world_lasts: set[str] = set()
+    for locale in _NAME_LOCALES:
+        more_firsts, more_lasts = _person_names(locale)
+        world_firsts.update(more_firsts)
+        world_lasts.update(more_lasts)
     pick = lambda values: [v for v in values if _split_of(v) == split]  # noqa: E731
     return {
         "first": pick(firsts),
         "last": pick(lasts),
+        "first_world": pick(sorted(world_firsts - set(firsts))),
+        "last_world": pick(sorted(world_lasts - set(lasts))),
         "city": pick(sorted(set(_CITIES))),
         "street_suffix": list(Address.street_suffixes),
         "hospital_prefix": pick(_HOSPITAL_PREFIXES) or list(_HOSPITAL_PREFIXES),
@@ -110,15 +141,19 @@ class Surrogates:
         r = self.rng.random()
         return value.upper() if r < upper else value.lower() if r < upper + 0.05 else value
 
+    def _pick(self, kind: str) -> str:
+        world = self.rng.random() < WORLD_NAME_SHARE
+        return self.rng.choice(self.pool[f"{kind}_world"] if world else self.pool[kind])
+
     def first(self) -> str:
-        return self._case(self.rng.choice(self.pool["first"]))
+        return self._case(self._pick("first"))
 
     def last(self) -> str:
-        return self._case(self.rng.choice(self.pool["last"]))
+        return self._case(self._pick("last"))
 
     def full(self) -> str:
         r = self.rng.random()
-        first, last = self.rng.choice(self.pool["first"]), self.rng.choice(self.pool["last"])
+        first, last = self._pick("first"), self._pick("last")
         if r < 0.5:
             value = f"{first} {last}"
         elif r < 0.65:
@@ -390,7 +425,97 @@ Admitted to {unit} from the ED; transferred to {unit2} on hospital day 2.
 Seen by {unit} team, recs appreciated.
 F/u in {unit} clinic in 2 weeks.
 Transferred to {unit} for closer monitoring.
+Pt seen with {rel} {relative} and {rel2} {relative2} at the bedside.
+{REL} {RELATIVE} CALLED FOR UPDATE.
+Spoke to {relative} (pt's {rel}) via phone, all questions answered.
+Per {rel} {relative}, pt had a fall at home last week.
+Message left for {rel} {relative} at {phone}.
+Emergency contact: {relative}, {rel}, {phone}.
+NOK: {relative} ({rel}) tel {phone}
+Discussed w/ {rel}, {relative}, who is the HCP.
+Team met with {relative} and {relative2} this afternoon.
+Pt's friend {relative} visited, pt in good spirits.
+Husband ({relative}) stayed overnight.
+Note written by {clinician}, RN.
+Electronically signed by {clinician}, MD on {date}.
+cc: Dr. {clinician}; Dr. {clinician2}
+D/W DR. {CLINICIAN} AND TEAM.
+Per Dr. {clinician}'s note, pt is DNR.
+ID fellow ({clinician}) recommends vanc.
+Resident: {clinician}  Attending: {clinician2}
+Oncologist Dr. {clinician} at {hospital}.
+Pt followed by {clinician} in {hosp_abbr} clinic.
+Pt was transferred from {hosp_abbr} to {hospital}.
+Recently at {hospital} in {city} for pneumonia.
+Transfer from {hospital} ICU, intubated.
+{HOSPITAL} REPORTS PT WAS HYPOTENSIVE.
+OSH: {hospital}
+Came from {hospital} rehab on {date}.
+Originally from {city}, lives with {rel}.
+Address: {street}, {city}
+Page {clinician} at {pager} if any issues.
+For questions page #{pager}.
+Tel: {phone}  Fax: {fax}
+Cell {phone}
+Date of surgery: {date}
+On {date} pt had EGD.
+CT {date} showed no bleed.
+Since {date} pt has had poor PO intake.
+Admitted {date} - discharged {date2}.
+{date}: started on levofloxacin.
+Rehab stay in {yearq}, doing well since.
+{PATIENT} IS A 78 YO WOMAN WITH COPD.
+{patient}, 68M, POD 2 s/p ex lap.
+Pt name: {patient}
+Cared for {patient} this shift; no acute events.
 """
+
+# Sentences of the same shapes with no identifier in the slots (roles, relation words alone, brand drugs,
+# eponyms, services): training sees the contexts above without a name in them (train split only).
+_TRAIN_CONTRAST_TEMPLATES = """
+Seen by {role}, recs appreciated.
+Discussed with {role} who agrees with plan.
+Spoke with {role} re: plan of care.
+{role} aware and at bedside.
+Spoke with {rel} at length, questions answered.
+{rel} called for update.
+Pt's {rel} in to visit this afternoon.
+Started {brand} 20 mg daily.
+Pt refused {brand} this am.
+Home meds include {brand} and {brand2}.
+Hold {brand} for SBP < 100.
+{BRAND} GIVEN AS ORDERED.
+Positive {eponym} on exam.
+Hx of {eponym}, followed by {role}.
+{eponym} noted; {role} notified.
+Transferred from {unit} on {brand}.
+"""
+
+_ROLES = ("the attending", "covering resident", "night float", "the renal fellow", "charge RN", "the team",
+          "PCP", "case management", "social work", "the on-call MD", "cardiology", "the surgeon",
+          "nursing supervisor", "the NP", "ortho", "the primary team", "MD", "house officer", "IV team",
+          "respiratory therapy", "the fellow", "hospitalist", "palliative care", "the intern")
+# Eponymous terms (person names that are clinical words, not identifiers). Words of the held-out notes'
+# lexicon are left out (``_contrast_eponyms``), so the clinical false-positive set stays unseen.
+_EPONYMS = (
+    "Babinski sign", "Homans sign", "Kernig sign", "Brudzinski sign", "Romberg sign", "Chvostek sign",
+    "Trousseau sign", "Tinel sign", "Phalen test", "Lachman test", "McMurray test", "Allen test",
+    "Trendelenburg gait", "Cushing syndrome", "Addison disease", "Graves disease", "Crohn's disease",
+    "Hodgkin lymphoma", "Wilms tumor", "Bell's palsy", "Guillain-Barre syndrome", "Mallory-Weiss tear",
+    "Barrett esophagus", "Zenker diverticulum", "Meckel diverticulum", "Kussmaul breathing",
+    "Cheyne-Stokes respirations", "Wenckebach block", "Mobitz II block", "Brugada pattern",
+    "Wolff-Parkinson-White", "Raynaud phenomenon", "Sjogren syndrome", "Marfan syndrome", "Down syndrome",
+    "Stevens-Johnson syndrome", "Kawasaki disease", "Wernicke encephalopathy", "Korsakoff syndrome",
+    "Dupuytren contracture", "Baker's cyst", "Colles fracture", "Lisfranc injury", "Hill-Sachs lesion",
+    "Jackson-Pratt drain", "Penrose drain", "Hickman catheter", "Swan-Ganz catheter", "Foley catheter",
+    "Greenfield filter", "Nissen fundoplication", "Whipple procedure", "Hartmann pouch", "Roux-en-Y bypass",
+    "Billroth II", "Pfannenstiel incision", "Kocher incision", "McBurney point tenderness", "Rovsing sign",
+    "Cullen sign", "Grey Turner sign", "Virchow node", "Ranson criteria", "Wells score", "Child-Pugh class B",
+    "Glasgow coma scale 15", "Braden score 14", "Morse fall score 45", "Mallampati class II", "Killip class I",
+    "Gleason 7", "Apgar 9", "Levine sign", "Austin Flint murmur", "Osler nodes", "Janeway lesions",
+    "Roth spots", "Beck triad", "Charcot foot", "Tourette syndrome", "Huntington disease", "Paget disease",
+    "Bowen disease", "Pott disease", "Ludwig angina", "Bartholin cyst", "Fournier gangrene", "Berger disease",
+)
 
 _TEST_TEMPLATES = """
 Mr {patient} continues to do well post op.
@@ -504,10 +629,33 @@ Moved in with her son last year.
 """
 
 
-def _templates(split: str) -> list[tuple[str, str]]:
-    text = _TRAIN_TEMPLATES if split == "train" else _TEST_TEMPLATES
+def _templates(split: str, contrast: bool = False) -> list[tuple[str, str]]:
+    if contrast:
+        text, prefix = (_TRAIN_CONTRAST_TEMPLATES if split == "train" else ""), f"{split}-contrast"
+    else:
+        text, prefix = (_TRAIN_TEMPLATES if split == "train" else _TEST_TEMPLATES), split
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return [(f"{split}:{i}", line) for i, line in enumerate(lines)]
+    return [(f"{prefix}:{i}", line) for i, line in enumerate(lines)]
+
+
+_NAME_WORD = re.compile(r"[A-Z][a-z]{2,}")
+
+
+@cache
+def _contrast_values() -> dict[str, tuple[str, ...]]:
+    """Fillers of the contrast templates' slots: roles, brand drugs of the notes' train split, and eponyms whose
+    name words no held-out clinical term uses."""
+    from pipeline.synth._data import split_of
+    from pipeline.synth.clinic import _terms
+
+    terms = _terms()
+    held_out = {w.lower() for kind in terms.values() for term_id, surface in kind if split_of(term_id) == "test"
+                for w in _NAME_WORD.findall(surface)}
+    held_out_brands = {surface.lower() for term_id, surface in terms["brand"] if split_of(term_id) == "test"}
+    brands = sorted({surface for term_id, surface in terms["brand"] if split_of(term_id) == "train"
+                     and surface[:1].isupper() and surface.isalpha() and surface.lower() not in held_out_brands})
+    eponyms = tuple(e for e in _EPONYMS if not {w.lower() for w in _NAME_WORD.findall(e)} & held_out)
+    return {"role": _ROLES, "brand": tuple(brands), "eponym": eponyms}
 
 
 _RELATIONS = {
@@ -535,6 +683,7 @@ class PhiNoteGenerator:
         self.split = split
         self.surrogates = Surrogates(self.rng, split)
         self.templates = _templates(split)
+        self.contrast = _templates(split, contrast=True)
         self.placeholder_share = placeholder_share
         self.filler = _filler_lines(split)
         self.clinical = _clinical_lines(split)
@@ -593,9 +742,11 @@ class PhiNoteGenerator:
             length += match.start() - pos
             pos = match.end()
             slot = match.group(1)
-            if slot.rstrip("0123456789").lower() in ("rel", "unit"):
-                pool = _RELATIONS if slot.lower().startswith("rel") else _UNITS
-                value = self.rng.choice(pool[self.split])
+            base = slot.rstrip("0123456789").lower()
+            if base in ("rel", "unit", "role", "brand", "eponym"):
+                pool = _RELATIONS[self.split] if base == "rel" else _UNITS[self.split] if base == "unit" \
+                    else _contrast_values()[base]
+                value = self.rng.choice(pool)
                 value = value.upper() if slot.isupper() else value
                 out.append(value)
                 length += len(value)
@@ -634,12 +785,13 @@ class PhiNoteGenerator:
         template_ids: list[str] = []
         n_planted = rng.choice((0, 1, 1, 2, 2, 3, 4))
         n_filler = rng.randint(2, 10)
-        slots = ["planted"] * n_planted + ["filler"] * n_filler
+        n_contrast = rng.choice((0, 0, 1, 1, 2)) if self.contrast else 0
+        slots = ["planted"] * n_planted + ["contrast"] * n_contrast + ["filler"] * n_filler
         rng.shuffle(slots)
         offset = 0
         for slot in slots:
-            if slot == "planted":
-                template_id, template = rng.choice(self.templates)
+            if slot in ("planted", "contrast"):
+                template_id, template = rng.choice(self.templates if slot == "planted" else self.contrast)
                 text, spans = self.sentence(self._augment(template))
                 template_ids.append(template_id)
                 for start, end, label, kind in spans:

@@ -36,7 +36,38 @@ def test_phi_held_out_split_is_unseen():
         assert not {v for v in unseen if " " not in v} & {v for v in seen if " " not in v}
     train_templates = {t for n in train for t in n.template_ids}
     test_templates = {t for n in test for t in n.template_ids}
-    assert all(t.startswith("train:") for t in train_templates) and all(t.startswith("test:") for t in test_templates)
+    assert {t.split(":")[0] for t in train_templates} == {"train", "train-contrast"}
+    assert {t.split(":")[0] for t in test_templates} == {"test"}
+
+
+def test_contrast_sentences_carry_no_identifier_and_no_held_out_term():
+    from pipeline.synth._data import split_of
+    from pipeline.synth.clinic import _terms
+    from pipeline.synth.phi import _contrast_values, _templates
+
+    gen = PhiNoteGenerator(3, "train", placeholder_share=0.0)
+    for _, template in _templates("train", contrast=True):
+        text, spans = gen.sentence(template)
+        assert spans == [] and "{" not in text
+    held_out = {w.lower() for kind in _terms().values() for term_id, surface in kind if split_of(term_id) == "test"
+                for w in re.findall(r"[A-Z][a-z]{2,}", surface)}
+    values = _contrast_values()
+    assert values["eponym"] and values["brand"] and values["role"]
+    assert not {w.lower() for e in values["eponym"] for w in re.findall(r"[A-Z][a-z]{2,}", e)} & held_out
+    held_out_brands = {surface.lower() for term_id, surface in _terms()["brand"] if split_of(term_id) == "test"}
+    assert not {b.lower() for b in values["brand"]} & held_out_brands
+    assert _templates("test", contrast=True) == []
+
+
+def test_names_of_other_origins_are_drawn_and_split():
+    from pipeline.synth.phi import _pools
+
+    train, test = _pools("train"), _pools("test")
+    assert len(train["last_world"]) > len(train["last"]) and test["last_world"]
+    assert not set(train["last_world"]) & set(test["last_world"])
+    assert all(name.isascii() for name in train["first_world"] + train["last_world"])
+    names = {e.text for n in phi_training_notes(600) for e in n.entities if e.kind == "patient"}
+    assert any(n in set(train["last_world"]) | set(train["first_world"]) for n in names)
 
 
 def test_phi_placeholders_are_not_gold():
