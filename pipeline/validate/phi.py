@@ -56,7 +56,7 @@ MAX_OFFSETS_SHOWN = 10
 class PhiScanner:
     """Finds PHI in note texts: the PHI tagger (when given) plus the deterministic recognizers."""
 
-    def __init__(self, rules: dict[str, Any]) -> None:
+    def __init__(self, rules: dict[str, Any], base_dir: Path | None = None) -> None:
         self.placeholders = [re.compile(p) for p in rules.get("placeholders", [])]
         self.placeholder_re = re.compile("|".join(f"(?:{p})" for p in rules.get("placeholders", []))) \
             if rules.get("placeholders") else None
@@ -64,7 +64,18 @@ class PhiScanner:
         self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
         self.date_must_match = re.compile(rules["date_must_match"]) if rules.get("date_must_match") else None
         self.not_identifier_patterns = [re.compile(p) for p in rules.get("not_identifier_patterns", [])]
+        self.eponym_after = re.compile(rules["eponym_followers"]) if rules.get("eponym_followers") else None
+        self.clinical_words = _clinical_words(tuple(rules.get("clinical_vocabularies", [])), base_dir)
         self.recognizers = _build_recognizers(rules)
+
+    def clinical_term(self, text: str, start: int, end: int) -> bool:
+        """Whether the tagger's NAME/LOCATION span is a clinical word: an eponym (a name directly followed by
+        "sign", "disease", "catheter" ...) or only words of the clinical vocabularies (drugs, brands, procedures)
+        that are not also common names."""
+        if self.eponym_after is not None and self.eponym_after.match(text, end):
+            return True
+        words = [w.lower().removesuffix("'s") for w in _WORD.findall(text[start:end])]
+        return bool(words) and all(w in self.clinical_words for w in words)
 
     def blank(self, text: str) -> str:
         """The text with every placeholder replaced by as many spaces (offsets unchanged)."""
@@ -122,6 +133,8 @@ class PhiScanner:
                     continue  # punctuation alone identifies nothing
                 if entity in ("NAME", "LOCATION") and value.strip(" .,;:").lower() in self.not_identifiers:
                     continue  # a hospital unit, service or role (MICU, GI, PT ...)
+                if entity in ("NAME", "LOCATION") and self.clinical_term(text, start, end):
+                    continue  # a drug, procedure or eponym (Lasix, Murphy's sign)
                 if entity == "DATE" and self.date_must_match is not None and not self.date_must_match.search(value):
                     continue  # "last year", "today": no day, month or year written
                 found.append(PhiFinding(start, end, entity, score, "tagger"))
@@ -199,9 +212,38 @@ def _offline_email_recognizer() -> type:
     return OfflineEmailRecognizer
 
 
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+
+
+class PhiRulesError(ValueError):
+    """phi_rules.json names something that is not there."""
+
+
+@cache
+def _common_names() -> frozenset[str]:
+    from faker.providers.person.en_US import Provider
+
+    return frozenset(n.lower() for n in (*Provider.first_names, *Provider.last_names))
+
+
+@cache
+def _clinical_words(files: tuple[str, ...], base_dir: Path | None) -> frozenset[str]:
+    """Words of the clinical vocabularies (paths relative to the rules file), without the common first and last
+    names (a word that is both, like Allegra, stays a possible name)."""
+    words: set[str] = set()
+    for name in files:
+        path = (Path(base_dir) if base_dir else Path.cwd()) / name
+        if not path.is_file():
+            raise PhiRulesError(f"{PHI_RULES_FILE}: clinical vocabulary {name} not found (looked at {path})")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                words.update(w.lower() for w in _WORD.findall(line))
+    return frozenset(words - _common_names()) if words else frozenset()
+
+
 @cache
 def _scanner(path: Path, mtime_ns: int) -> PhiScanner:
-    return PhiScanner(json.loads(path.read_text()))
+    return PhiScanner(json.loads(path.read_text()), base_dir=path.parent)
 
 
 def load_phi_scanner(suites_dir: Path) -> PhiScanner:

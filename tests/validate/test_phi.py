@@ -171,3 +171,35 @@ def test_phi_units_services_and_dates_without_a_date_are_not_identifiers():
     found = load_phi_scanner(DEFAULT_SUITES_DIR).scan(pa.array([text]), tagger=lambda texts: [spans]).to_pylist()
     at, date_at = text.index("Quist"), text.index("3/14")
     assert found == [f"DATE x1 [{date_at}-{date_at + 4} 0.80]; NAME x1 [{at}-{at + 5} 0.90]"]
+
+
+def test_phi_drugs_procedures_and_eponyms_are_not_names():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = ("Positive Murphy's sign. Started Lasix, s/p appendectomy. Foley catheter in place. Greenfield filter. "
+            "Dr. Murphy and Dr. White saw pt in Greenfield.")
+    tagged = [("Murphy", "NAME", 0), ("Lasix", "NAME", 0), ("appendectomy", "LOCATION", 0), ("Foley", "NAME", 0),
+              ("Greenfield", "LOCATION", 0), ("Murphy", "NAME", 1), ("White", "NAME", 0), ("Greenfield", "LOCATION", 1)]
+
+    def at(word: str, nth: int) -> int:
+        return text.index(word, text.index(word) + 1) if nth else text.index(word)
+
+    spans = [(at(w, n), at(w, n) + len(w), kind, 0.9) for w, kind, n in tagged]
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
+    # the person after a title, a common name that is also a colour, and the town stay; the clinical words go
+    assert [text[f.start:f.end] for f in found] == ["Murphy", "White", "Greenfield"]
+    assert found[0].start == at("Murphy", 1) and found[2].start == at("Greenfield", 1)
+
+
+def test_phi_rules_naming_a_missing_vocabulary_fail_clearly(tmp_path):
+    import json
+
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import PHI_RULES_FILE, PhiRulesError, load_phi_scanner
+
+    rules = json.loads((DEFAULT_SUITES_DIR / PHI_RULES_FILE).read_text())
+    rules["clinical_vocabularies"] = ["no/such/words.txt"]
+    (tmp_path / PHI_RULES_FILE).write_text(json.dumps(rules))
+    with pytest.raises(PhiRulesError, match=r"no/such/words\.txt not found"):
+        load_phi_scanner(tmp_path)
