@@ -43,6 +43,7 @@ class TokenBatch:
     input_ids: np.ndarray  # int64 (B, L)
     attention_mask: np.ndarray  # int64 (B, L)
     window_index: np.ndarray  # rows → window indices in the chunk
+    token_type_ids: np.ndarray | None = None  # int64 (B, L) for a model with token types ("case"), else None
 
     @property
     def tokens(self) -> int:
@@ -55,24 +56,30 @@ class TokenBatch:
         for rows in (slice(0, half), slice(half, None)):
             mask = self.attention_mask[rows]
             width = int(mask.sum(axis=1).max()) if mask.size else 0
-            parts.append(TokenBatch(self.input_ids[rows, :width], mask[:, :width], self.window_index[rows]))
+            types = None if self.token_type_ids is None else self.token_type_ids[rows, :width]
+            parts.append(TokenBatch(self.input_ids[rows, :width], mask[:, :width], self.window_index[rows], types))
         return parts[0], parts[1]
 
 
 def build_batch(
-    window_ids: list[np.ndarray], window_index: np.ndarray, cls_id: int, sep_id: int, pad_id: int
+    window_ids: list[np.ndarray], window_index: np.ndarray, cls_id: int, sep_id: int, pad_id: int,
+    window_types: list[np.ndarray] | None = None,
 ) -> TokenBatch:
-    """Pad windows' content ids into one batch, each framed by [CLS] … [SEP]."""
+    """Pad windows' content ids into one batch, each framed by [CLS] … [SEP] (token type 0 on both and on
+    padding when `window_types` are given)."""
     width = max(len(ids) for ids in window_ids) + 2
     input_ids = np.full((len(window_ids), width), pad_id, dtype=np.int64)
     attention_mask = np.zeros((len(window_ids), width), dtype=np.int64)
+    types = None if window_types is None else np.zeros((len(window_ids), width), dtype=np.int64)
     for row, ids in enumerate(window_ids):
         n = len(ids)
         input_ids[row, 0] = cls_id
         input_ids[row, 1 : n + 1] = ids
         input_ids[row, n + 1] = sep_id
         attention_mask[row, : n + 2] = 1
-    return TokenBatch(input_ids, attention_mask, window_index)
+        if types is not None:
+            types[row, 1 : n + 1] = window_types[row]
+    return TokenBatch(input_ids, attention_mask, window_index, types)
 
 
 _DONE = object()

@@ -100,6 +100,14 @@ def to_device(batch: TokenBatch, device: torch.device) -> tuple[torch.Tensor, to
     return input_ids, attention_mask
 
 
+def token_types_to_device(batch: TokenBatch, device: torch.device) -> torch.Tensor | None:
+    """The batch's token type ids on the device (None when the model has none)."""
+    if batch.token_type_ids is None:
+        return None
+    types = torch.from_numpy(batch.token_type_ids)
+    return types.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else types
+
+
 @dataclass
 class OomGuard:
     """Run batches; on CUDA out-of-memory, halve the batch and retry, and lower the budget for later batches."""

@@ -151,10 +151,11 @@ class FusedTokenClassifier:
         self.classifier = _packed(model.classifier.weight, model.classifier.bias)
         self.hidden = int(config.hidden_size)
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         linear = torch.ops.mkldnn._linear_pointwise
         rows, width = input_ids.shape
-        h = self.embeddings(input_ids=input_ids)
+        h = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
         if self.project is not None:
             h = self.project(h)
         h = h.reshape(rows * width, self.hidden)

@@ -24,7 +24,7 @@ from pipeline.nlp.batching import TokenBatch, build_batch, plan_batches, prefetc
 from pipeline.nlp.errors import E001, E002, E010, E011
 from pipeline.nlp.fused import fuse_token_classifier
 from pipeline.nlp.labels import LabelScheme
-from pipeline.nlp.windows import NoteTokens, make_windows, sentence_starts
+from pipeline.nlp.windows import TOKEN_TYPE_SCHEMES, NoteTokens, case_types, make_windows, sentence_starts
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,13 @@ class NerModel:
         precision: str = "auto",
         fused_cpu: bool = True,
         rules=None,
+        token_types: str | None = None,
     ) -> None:
         self.model = model
+        if token_types is not None and token_types not in TOKEN_TYPE_SCHEMES:
+            raise ValueError(f"token_types {token_types!r} is not one of {TOKEN_TYPE_SCHEMES}")
+        # "case": token type ids carry letter case (windows.case_types), as the checkpoint was trained; None: zeros
+        self.token_types = token_types
         # the rule layer after the model (pipeline.nlp.refine.RuleLayer), or None for the model's raw spans
         self.rules = rules
         self.tokenizer = tokenizer
@@ -235,6 +240,7 @@ class NerModel:
             precision=precision,
             fused_cpu=fused_cpu,
             rules=_rule_layer() if rules else None,
+            token_types=card.get("token_types"),
         )
 
     # -- tokenisation and windows (runs in the prefetch thread) ------------------------------------------------
@@ -257,7 +263,8 @@ class NerModel:
             ids = np.asarray(enc.ids, dtype=np.int64)
             offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
             word_ids = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
-            notes[i] = NoteTokens(ids, offsets, word_ids)
+            types = case_types(texts[i], offsets) if self.token_types == "case" else None
+            notes[i] = NoteTokens(ids, offsets, word_ids, types)
         return notes
 
     def _prepare(self, texts: Sequence[str | None]) -> _PreparedChunk:
@@ -281,7 +288,9 @@ class NerModel:
         batches = []
         for rows in plan_batches(lengths + 2, self.oom.token_budget):
             ids = [notes[window_note[w]].ids[window_start[w] : window_end[w]] for w in rows]
-            batches.append(build_batch(ids, rows, self.cls_id, self.sep_id, self.pad_id))
+            types = None if self.token_types is None else [
+                notes[window_note[w]].types[window_start[w] : window_end[w]] for w in rows]
+            batches.append(build_batch(ids, rows, self.cls_id, self.sep_id, self.pad_id, types))
         stats = ChunkStats(
             windows=len(lengths),
             tokens=int(sum(len(n) for n in notes)),
@@ -295,16 +304,21 @@ class NerModel:
 
     # -- model ----------------------------------------------------------------------------------------------------
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The model's logits for one batch: the fused CPU forward where it is on, else the transformers one."""
         if self.fused is not None:
-            return self.fused(input_ids, attention_mask)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return self.fused(input_ids, attention_mask, token_type_ids)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+    def batch_logits(self, batch: TokenBatch) -> torch.Tensor:
+        """Logits of one host batch (moved to the device); call under inference mode."""
+        input_ids, attention_mask = devices.to_device(batch, self.device)
+        return self.logits(input_ids, attention_mask, devices.token_types_to_device(batch, self.device))
 
     def _forward(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
-        input_ids, attention_mask = devices.to_device(batch, self.device)
         with torch.inference_mode(), devices.autocast(self.device, self.autocast_dtype):
-            probs, preds = self.logits(input_ids, attention_mask).float().softmax(dim=-1).max(dim=-1)
+            probs, preds = self.batch_logits(batch).float().softmax(dim=-1).max(dim=-1)
         return preds.cpu().numpy(), probs.cpu().numpy()
 
     def _run_chunk(self, chunk: _PreparedChunk) -> list[NoteEntities]:

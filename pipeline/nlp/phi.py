@@ -31,6 +31,7 @@ from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch
 from pipeline.nlp.labels import bio_labels
 from pipeline.nlp.ner import WEIGHTS_CHECKSUM_KEY, NerModel, weights_checksums
+from pipeline.nlp.windows import CASE_TYPE_COUNT
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ MODEL_VERSION = "1.0.0"
 DEFAULT_LAYERS = 2
 DEFAULT_STEPS = 900
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_TOKEN_TYPES = "case"
 
 Finding = tuple[int, int, str, float]  # start char, end char (exclusive), entity type, score
 
@@ -73,9 +75,8 @@ class PhiTagger(NerModel):
         return tagger
 
     def _forward(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
-        input_ids, attention_mask = devices.to_device(batch, self.device)
         with torch.inference_mode(), devices.autocast(self.device, self.autocast_dtype):
-            probs = self.logits(input_ids, attention_mask).float().softmax(dim=-1)
+            probs = self.batch_logits(batch).float().softmax(dim=-1)
         o_id = self._o_id
         phi = 1.0 - probs[..., o_id]
         masked = probs.clone()
@@ -104,6 +105,19 @@ def load_phi_tagger(path: Path, *, threshold: float = DEFAULT_THRESHOLD, device:
 
 # -- training ---------------------------------------------------------------------------------------------------------
 
+def widen_token_types(model: torch.nn.Module, count: int) -> None:
+    """Give a BERT-style model `count` token types; every new row starts as the pretrained type 0, so the widened
+    model computes exactly what it did before training moves them apart."""
+    embeddings = model.base_model.embeddings
+    old = embeddings.token_type_embeddings
+    if old.num_embeddings >= count:
+        return
+    wider = torch.nn.Embedding(count, old.embedding_dim)
+    with torch.no_grad():
+        wider.weight.copy_(old.weight[:1].expand(count, -1))
+    embeddings.token_type_embeddings = wider
+    model.config.type_vocab_size = count
+
 Progress = Callable[[int, int, dict[str, float]], None]
 
 
@@ -119,9 +133,15 @@ def train_phi(
     window_tokens: int = 96,
     seed: int = 13,
     base_model: Path | None = None,
+    token_types: str | None = DEFAULT_TOKEN_TYPES,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the first `layers` layers of MiniLM-L6 to tag PHI for a fixed number of `steps`.
+
+    `token_types` "case": the model also reads each token's letter case (``windows.case_types``: title, capitals,
+    other) through BERT's token type embeddings, widened to three rows that all start as the pretrained row 0;
+    the uncased tokenizer alone reads "Nash", "NASH" and "nash" alike. The card records it, so inference gives
+    the same types. None: no token types (any token-classification checkpoint).
 
     `notes`: objects with ``.text`` (placeholders already blanked) and gold ``.entities`` (``start_char``,
     ``end_char``, ``label`` in PHI_ENTITY_TYPES). Saves model, tokenizer and ``model_card.json`` to `out_dir`.
@@ -151,7 +171,10 @@ def train_phi(
     finally:
         hf_logging.set_verbosity(verbosity)
     model.get_input_embeddings().weight.requires_grad_(False)
-    examples = build_examples(notes, tokenizer, label2id, window_tokens, entity_types=PHI_ENTITY_TYPES)
+    if token_types == "case":
+        widen_token_types(model, CASE_TYPE_COUNT)
+    examples = build_examples(notes, tokenizer, label2id, window_tokens, entity_types=PHI_ENTITY_TYPES,
+                              token_types=token_types)
     if not examples:
         raise ValueError("train_phi: no training text")
     fitted = fit_fixed_steps(model, tokenizer, examples, steps=steps, seed=seed, batch_size=batch_size,
@@ -169,6 +192,7 @@ def train_phi(
         "scheme": "BIO",
         "max_length": 256,
         "default_threshold": DEFAULT_THRESHOLD,
+        "token_types": token_types,
         "training": {
             "corpus": corpus,
             "notes": len(notes),

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.nlp.labels import ENTITY_TYPES, bio_labels
 from pipeline.nlp.ner import WEIGHTS_CHECKSUM_KEY, weights_checksums
-from pipeline.nlp.windows import sentence_starts
+from pipeline.nlp.windows import case_types, sentence_starts
 
 if TYPE_CHECKING:  # torch and transformers load lazily: importing this module stays cheap
     import torch
@@ -87,6 +87,7 @@ def corpus_fingerprint(notes: Sequence) -> str:
 class _Example:
     ids: np.ndarray
     labels: np.ndarray
+    types: np.ndarray | None = None  # token type ids (case_types) for a model trained with them
 
 
 def token_labels(
@@ -107,9 +108,10 @@ def token_labels(
 
 def build_examples(
     notes: Sequence, tokenizer, label2id: dict[str, int], window_tokens: int,
-    entity_types: Sequence[str] = ENTITY_TYPES,
+    entity_types: Sequence[str] = ENTITY_TYPES, token_types: str | None = None,
 ) -> list[_Example]:
-    """Groups of consecutive sentences of at most `window_tokens` tokens, with their BIO labels."""
+    """Groups of consecutive sentences of at most `window_tokens` tokens, with their BIO labels (and, with
+    `token_types` "case", the case token types inference will give the model)."""
     examples: list[_Example] = []
     encoded = tokenizer(
         [n.text for n in notes], add_special_tokens=False, return_offsets_mapping=True, verbose=False
@@ -120,6 +122,11 @@ def build_examples(
         if ids.size == 0:
             continue
         labels = token_labels(offsets, note.entities, label2id, entity_types)
+        types = case_types(note.text, offsets) if token_types == "case" else None
+
+        def example(a: int, b: int) -> _Example:
+            return _Example(ids[a:b], labels[a:b], None if types is None else types[a:b])  # noqa: B023
+
         bounds = [*sentence_starts(note.text, offsets).tolist(), len(ids)]
         # Pack whole sentences greedily; a sentence longer than a window is cut hard.
         begin = 0
@@ -128,13 +135,13 @@ def build_examples(
             if sent_end - begin <= window_tokens:
                 continue
             if sent_begin > begin:
-                examples.append(_Example(ids[begin:sent_begin], labels[begin:sent_begin]))
+                examples.append(example(begin, sent_begin))
                 begin = sent_begin
             while sent_end - begin > window_tokens:
-                examples.append(_Example(ids[begin : begin + window_tokens], labels[begin : begin + window_tokens]))
+                examples.append(example(begin, begin + window_tokens))
                 begin += window_tokens
         if begin < len(ids):
-            examples.append(_Example(ids[begin:], labels[begin:]))
+            examples.append(example(begin, len(ids)))
     return examples
 
 
@@ -158,13 +165,16 @@ def _collate(batch: list[_Example], cls_id: int, sep_id: int, pad_id: int):
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    types = torch.zeros((len(batch), width), dtype=torch.long) if batch[0].types is not None else None
     for row, ex in enumerate(batch):
         n = len(ex.ids)
         input_ids[row, 0], input_ids[row, n + 1] = cls_id, sep_id
         input_ids[row, 1 : n + 1] = torch.from_numpy(ex.ids)
         labels[row, 1 : n + 1] = torch.from_numpy(ex.labels)
         attention[row, : n + 2] = 1
-    return input_ids, attention, labels
+        if types is not None:
+            types[row, 1 : n + 1] = torch.from_numpy(ex.types)
+    return input_ids, attention, labels, types
 
 
 @dataclass(frozen=True)
@@ -212,10 +222,10 @@ def fit_fixed_steps(
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * min((step + 1) / warmup, max(0.02, 1.0 - step / steps))
-            input_ids, attention, gold = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
-                                                  tokenizer.pad_token_id)
+            input_ids, attention, gold, types = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
+                                                         tokenizer.pad_token_id)
             with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                loss = model(input_ids=input_ids, attention_mask=attention, labels=gold).loss
+                loss = model(input_ids=input_ids, attention_mask=attention, token_type_ids=types, labels=gold).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()

@@ -6,6 +6,7 @@ at the midpoint, so every token's prediction comes from the window in which it s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +22,35 @@ class NoteTokens:
     ids: np.ndarray  # int64 (n,)
     offsets: np.ndarray  # int64 (n, 2), Python str indices
     word_ids: np.ndarray  # int64 (n,)
+    types: np.ndarray | None = None  # int64 (n,) token type ids (case_types), None for a model without them
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+
+# Token types that carry the letter case an uncased tokenizer drops (a model card's "token_types": "case").
+CASE_OTHER, CASE_TITLE, CASE_UPPER = 0, 1, 2
+CASE_TYPE_COUNT = 3
+TOKEN_TYPE_SCHEMES = ("case",)
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+
+
+def case_types(text: str, offsets: np.ndarray) -> np.ndarray:
+    """Per token, the case of the letter run it sits in: CASE_TITLE ("Nash", "McGirr", an initial "J"),
+    CASE_UPPER ("NASH", "CT": two or more letters, all capitals), CASE_OTHER (lower case, digits, punctuation).
+
+    An uncased WordPiece model reads "Nash", "NASH" and "nash" as one token; the type keeps the difference, and
+    the words around a token tell the model whether the whole line is in capitals.
+    """
+    shape = np.zeros(len(text) + 1, dtype=np.int64)
+    for match in _LETTER_RUN.finditer(text):
+        word = match.group(0)
+        if word[0].isupper():
+            kind = CASE_UPPER if len(word) > 1 and word.isupper() else CASE_TITLE
+            shape[match.start() : match.end()] = kind
+    if offsets.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return shape[np.minimum(offsets[:, 0], len(text))]
 
 
 def codepoints(text: str) -> np.ndarray:

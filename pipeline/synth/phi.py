@@ -816,7 +816,11 @@ def _filler_lines(split: str) -> tuple[str, ...]:
     lines = []
     for note in NoteComposer(seed=seed, split=split).corpus(40):
         lines += [line.strip() for line in note.text.splitlines() if len(line.strip()) > 3]
-    return tuple(lines)
+    # an age over 89 is an identifier: such a line is neither filler nor placeholder-only text
+    return tuple(line for line in lines if not _AGE_OVER_89.search(line))
+
+
+_AGE_OVER_89 = re.compile(r"(?i)\b(?:9\d|1[01]\d)[\s-]*(?:yo\b|y/o|y\.o|years?[\s-]old|year-old)")
 
 
 @cache

@@ -52,8 +52,12 @@ def test_train_phi_fixed_steps(tmp_path):
                      progress=lambda step, total, m: calls.append((step, total)))
     assert [c[0] for c in calls] == [1, 2, 3] and card["training"]["steps"] == 3
     assert card["entity_types"] == list(PHI_ENTITY_TYPES) and card["training"]["layers"] == 1
-    assert json.loads((tmp_path / "phi" / "config.json").read_text())["num_hidden_layers"] == 1
+    config = json.loads((tmp_path / "phi" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    # letter case reaches the uncased model as token types (title, capitals, other), and the card says so
+    assert card["token_types"] == "case" and config["type_vocab_size"] == 3
     tagger = load_phi_tagger(tmp_path / "phi")
+    assert tagger.token_types == "case"
     assert tagger.name == "ehr-phi-tagger-minilm" and len(tagger.find(["Mr. Quist seen today."])) == 1
     # only identifier types: the clinical NER rule layer never runs on the tagger (it tagged drugs as findings)
     found = tagger.find(["Home meds: Toprol, Lasix, Coumadin. Denies chest pain, s/p CABG x3."])[0]
@@ -66,3 +70,56 @@ def test_train_phi_fixed_steps(tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(PhiTaggerError, match="E010"):
         load_phi_tagger(tmp_path / "phi")
+
+
+def test_case_token_types_reach_the_model_on_both_forwards(tmp_path, tiny_phi_dir):
+    """A card with "token_types": "case" makes inference give each token its case type, through the fused and the
+    transformers forward alike; widening the type embeddings changes nothing until training moves them."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    from pipeline.nlp.batching import build_batch
+    from pipeline.nlp.phi import widen_token_types
+    from pipeline.nlp.windows import CASE_TITLE, CASE_UPPER
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_phi_dir, local_files_only=True)
+    ids = torch.randint(1000, 2000, (2, 9))
+    types = torch.tensor([[0, 1, 2, 0, 1, 2, 0, 1, 2]] * 2)
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        widen_token_types(model, 3)
+        after_zero = model(input_ids=ids).logits
+        after_typed = model(input_ids=ids, token_type_ids=types).logits
+    assert model.config.type_vocab_size == 3
+    assert torch.allclose(before, after_zero) and torch.allclose(before, after_typed)
+    with torch.no_grad():  # as if training had moved the rows apart
+        model.base_model.embeddings.token_type_embeddings.weight[CASE_UPPER] += torch.randn(model.config.hidden_size)
+    out = tmp_path / "cased"
+    shutil.copytree(tiny_phi_dir, out)
+    model.save_pretrained(out, safe_serialization=True)
+    card = json.loads((out / "model_card.json").read_text()) | {"token_types": "case"}
+    card.pop("weights_sha256", None)
+    (out / "model_card.json").write_text(json.dumps(card))
+
+    tagger = load_phi_tagger(out, threshold=0.05)
+    assert tagger.token_types == "case" and tagger.fused is not None
+    note = tagger.encode(["Dr. Nash: NASH cirrhosis"])[0]
+    assert CASE_TITLE in note.types.tolist() and CASE_UPPER in note.types.tolist()
+    batch = build_batch([note.ids], np.array([0]), tagger.cls_id, tagger.sep_id, tagger.pad_id, [note.types])
+    assert batch.token_type_ids[0, 0] == 0 and batch.token_type_ids[0, 1:-1].tolist() == note.types.tolist()
+    with torch.inference_mode():
+        fused = tagger.batch_logits(batch)
+        plain = tagger.model(input_ids=torch.from_numpy(batch.input_ids),
+                             attention_mask=torch.from_numpy(batch.attention_mask),
+                             token_type_ids=torch.from_numpy(batch.token_type_ids)).logits
+        untyped = tagger.model(input_ids=torch.from_numpy(batch.input_ids)).logits
+    assert torch.allclose(fused, plain, atol=1e-4) and not torch.allclose(plain, untyped, atol=1e-4)
+    halves = batch.split()
+    assert all(h.token_type_ids is not None and h.token_type_ids.shape == h.input_ids.shape for h in halves)
+
+    (out / "model_card.json").write_text(json.dumps(card | {"token_types": "shape"}))
+    with pytest.raises(PhiTaggerError, match="token_types"):
+        load_phi_tagger(out)

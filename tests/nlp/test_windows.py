@@ -35,3 +35,22 @@ def test_windows_sentence_starts_keep_wrapped_lines():
     text = "Pt denies\nchest pain. Fever\n\nno cough"
     offsets = np.array([[0, 2], [3, 9], [10, 15], [16, 20], [20, 21], [22, 27], [29, 31], [32, 37]])
     assert sentence_starts(text, offsets).tolist() == [0, 5, 6]
+
+
+def test_case_types_keep_what_the_uncased_tokenizer_drops():
+    import numpy as np
+
+    from pipeline.nlp.windows import CASE_OTHER, CASE_TITLE, CASE_UPPER, case_types
+
+    text = "Dr. Nash: NASH, nash; J. McGirr CT 3/14 Élodie"
+    words = ["Dr", ".", "Nash", ":", "NASH", ",", "nash", ";", "J", ".", "McGirr", "CT", "3/14", "Élodie"]
+    offsets, at = [], 0
+    for w in words:
+        at = text.index(w, at)
+        offsets.append((at, at + len(w)))
+        at += len(w)
+    got = case_types(text, np.array(offsets, dtype=np.int64))
+    want = [CASE_TITLE, CASE_OTHER, CASE_TITLE, CASE_OTHER, CASE_UPPER, CASE_OTHER, CASE_OTHER, CASE_OTHER,
+            CASE_TITLE, CASE_OTHER, CASE_TITLE, CASE_UPPER, CASE_OTHER, CASE_TITLE]
+    assert got.tolist() == want
+    assert case_types("", np.zeros((0, 2), dtype=np.int64)).tolist() == []
