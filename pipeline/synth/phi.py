@@ -489,6 +489,20 @@ Positive {eponym} on exam.
 Hx of {eponym}, followed by {role}.
 {eponym} noted; {role} notified.
 Transferred from {unit} on {brand}.
+Hx of {problem}.
+Mother - {problem}; Father - {problem2}.
+Father with {problem}, sister with {problem2}.
+{problem} noted, {role} aware.
+{Problem} - stable, continue current regimen.
+Pt c/o {symptom} x 3 days.
+Denies {symptom} or {symptom2}.
+{Symptom} is intermittent, worse at night.
+{test} showed no acute process.
+s/p {procedure} in the past.
+Home {brand} continued.
+{BRAND} CONTINUED.
+# {problem}: continue home {drug}.
+Started {drug}, {role} to follow.
 """
 
 _ROLES = ("the attending", "covering resident", "night float", "the renal fellow", "charge RN", "the team",
@@ -643,19 +657,29 @@ _NAME_WORD = re.compile(r"[A-Z][a-z]{2,}")
 
 @cache
 def _contrast_values() -> dict[str, tuple[str, ...]]:
-    """Fillers of the contrast templates' slots: roles, brand drugs of the notes' train split, and eponyms whose
-    name words no held-out clinical term uses."""
+    """Fillers of the contrast templates' slots: roles; problems, symptoms, tests, procedures, drugs and brand
+    drugs of the clinical notes' train split (no surface a held-out term has); eponyms whose name words no
+    held-out clinical term uses."""
     from pipeline.synth._data import split_of
     from pipeline.synth.clinic import _terms
 
     terms = _terms()
     held_out = {w.lower() for kind in terms.values() for term_id, surface in kind if split_of(term_id) == "test"
                 for w in _NAME_WORD.findall(surface)}
+    # a surface some held-out term also has (the same word under another id) is held out too
+    held_out_surfaces = {surface.lower() for kind in terms.values() for term_id, surface in kind
+                         if split_of(term_id) == "test"}
+
+    def train_only(kind: str) -> tuple[str, ...]:
+        return tuple(sorted({surface for term_id, surface in terms[kind] if split_of(term_id) == "train"
+                             and surface.lower() not in held_out_surfaces and "{" not in surface}))
     held_out_brands = {surface.lower() for term_id, surface in terms["brand"] if split_of(term_id) == "test"}
     brands = sorted({surface for term_id, surface in terms["brand"] if split_of(term_id) == "train"
                      and surface[:1].isupper() and surface.isalpha() and surface.lower() not in held_out_brands})
     eponyms = tuple(e for e in _EPONYMS if not {w.lower() for w in _NAME_WORD.findall(e)} & held_out)
-    return {"role": _ROLES, "brand": tuple(brands), "eponym": eponyms}
+    return {"role": _ROLES, "brand": tuple(brands), "eponym": eponyms, "problem": train_only("problem"),
+            "symptom": train_only("symptom"), "test": train_only("test"), "procedure": train_only("procedure"),
+            "drug": train_only("drug")}
 
 
 _RELATIONS = {
@@ -664,6 +688,7 @@ _RELATIONS = {
              "partner", "dtr", "father"),
 }
 _SLOT = re.compile(r"\{(\w+)\}")
+_NON_IDENTIFIER_SLOTS = ("rel", "unit", "role", "brand", "eponym", "problem", "symptom", "test", "procedure", "drug")
 # Hospital units and services: the words that stand where a hospital or clinician would, and are not identifiers.
 _UNITS = {
     "train": ("MICU", "SICU", "CCU", "CVICU", "ED", "ER", "OR", "PACU", "GI", "ID", "Renal", "Cards", "Neuro",
@@ -743,11 +768,12 @@ class PhiNoteGenerator:
             pos = match.end()
             slot = match.group(1)
             base = slot.rstrip("0123456789").lower()
-            if base in ("rel", "unit", "role", "brand", "eponym"):
+            if base in _NON_IDENTIFIER_SLOTS:
                 pool = _RELATIONS[self.split] if base == "rel" else _UNITS[self.split] if base == "unit" \
                     else _contrast_values()[base]
                 value = self.rng.choice(pool)
-                value = value.upper() if slot.isupper() else value
+                value = value.upper() if slot.isupper() else value[:1].upper() + value[1:] if slot[0].isupper() \
+                    else value
                 out.append(value)
                 length += len(value)
                 continue
