@@ -468,6 +468,16 @@ Rehab stay in {yearq}, doing well since.
 {patient}, 68M, POD 2 s/p ex lap.
 Pt name: {patient}
 Cared for {patient} this shift; no acute events.
+{patient} slept well overnight, no prn needed.
+{patient} up to chair with assist x1.
+{patient} denies pain at this time.
+{patient} continues on heparin gtt, PTT therapeutic.
+{patient} refused am labs, MD aware.
+{patient} c/o nausea after lunch, zofran given.
+{patient} was given tylenol for HA with relief.
+{patient} voiding qs via foley.
+{PATIENT} AWAKE AND ALERT, FOLLOWS COMMANDS.
+{patient} and {rel} updated on plan.
 """
 
 # Sentences of the same shapes with no identifier in the slots (roles, relation words alone, brand drugs,

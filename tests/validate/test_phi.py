@@ -203,3 +203,23 @@ def test_phi_rules_naming_a_missing_vocabulary_fail_clearly(tmp_path):
     (tmp_path / PHI_RULES_FILE).write_text(json.dumps(rules))
     with pytest.raises(PhiRulesError, match=r"no/such/words\.txt not found"):
         load_phi_scanner(tmp_path)
+
+
+def test_phi_clinical_numbers_are_not_dates():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = ("Strength 4/5 in LUE, 5/5 elsewhere. Pain 6/10. CIWA scores 8-10. INR goal 2-3. F/u in 1-2 weeks, "
+            "diurese 1-2 L. Seen 5/5 and 3-6 in clinic.")
+    numbers = ["4/5", "5/5", "6/10", "8-10", "2-3", "1-2", "1-2 L"]
+    spans = []
+    at = 0
+    for value in numbers:
+        at = text.index(value, at)
+        spans.append((at, at + len(value), "DATE", 0.9))
+        at += len(value)
+    dates = [text.rindex("5/5"), text.index("3-6")]
+    spans += [(dates[0], dates[0] + 3, "DATE", 0.9), (dates[1], dates[1] + 3, "DATE", 0.9)]
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
+    # the grades, scores and ranges with a unit go; the two dates of the last sentence stay
+    assert [(f.start, text[f.start:f.end]) for f in found] == [(dates[0], "5/5"), (dates[1], "3-6")]
