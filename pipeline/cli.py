@@ -576,6 +576,8 @@ def train_phi(
                                            "negatives (discharge summaries and clinic notes, all O).")] = 300,
     init: Annotated[Path | None, typer.Option(help="Continue from this PHI checkpoint instead of MiniLM-L6.")] = None,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 3e-4,
+    layers: Annotated[int, typer.Option(min=1, max=6, help="Encoder layers kept of MiniLM-L6's six (more: better "
+                                        "recall, slower gate).")] = 2,
 ) -> None:
     """Train the PHI tagger on generated notes with planted surrogate identifiers."""
     from pipeline.bench.phi import train_phi_model
@@ -585,7 +587,7 @@ def train_phi(
     with _progress() as progress:
         bar = progress.add_task("training the PHI tagger", total=steps)
         card = train_phi_model(target, n_notes=notes, steps=steps, n_negatives=negatives, init=init,
-                               learning_rate=learning_rate,
+                               learning_rate=learning_rate, layers=layers,
                                progress=lambda done, total, *_: progress.update(bar, completed=done, total=total))
     console.print(f"saved {target}")
     console.print_json(json.dumps(card, default=str))

@@ -16,7 +16,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.nlp.phi import DEFAULT_STEPS, DEFAULT_THRESHOLD, PhiTagger, load_phi_tagger, train_phi
+from pipeline.nlp.phi import (
+    DEFAULT_LAYERS,
+    DEFAULT_STEPS,
+    DEFAULT_THRESHOLD,
+    PhiTagger,
+    load_phi_tagger,
+    train_phi,
+)
 from pipeline.synth.phi import (
     EVAL_SEED,
     PHI_TYPES,
@@ -59,7 +66,7 @@ def identifier_free(notes: list[PhiNote], scanner: PhiScanner) -> list[PhiNote]:
 
 def train_phi_model(out_dir: Path, *, n_notes: int = DEFAULT_TRAIN_NOTES, steps: int = DEFAULT_STEPS,
                     n_negatives: int = DEFAULT_NEGATIVE_NOTES, seed: int | None = None, init: Path | None = None,
-                    learning_rate: float = 3e-4, progress=None) -> dict[str, Any]:
+                    learning_rate: float = 3e-4, layers: int = DEFAULT_LAYERS, progress=None) -> dict[str, Any]:
     """Generate `n_notes` training notes and `n_negatives` identifier-free clinical notes (hard negatives, all
     O), blank their placeholders and train the tagger into `out_dir` (from MiniLM-L6, or continuing from the PHI
     checkpoint `init`)."""
@@ -70,7 +77,7 @@ def train_phi_model(out_dir: Path, *, n_notes: int = DEFAULT_TRAIN_NOTES, steps:
     corpus = (f"pipeline.synth.phi train split, {n_notes} generated notes with planted surrogates + "
               f"{len(negatives)} identifier-free generated clinical notes of the train split "
               f"(clinical_negative_notes({n_negatives}), those the deterministic recognizers find nothing in)")
-    return train_phi(Path(out_dir), blanked, steps=steps, progress=progress, base_model=init,
+    return train_phi(Path(out_dir), blanked, steps=steps, progress=progress, base_model=init, layers=layers,
                      learning_rate=learning_rate, corpus=corpus + (f"; continued from {init}" if init else ""))
 
 
