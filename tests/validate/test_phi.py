@@ -223,3 +223,18 @@ def test_phi_clinical_numbers_are_not_dates():
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
     # the grades, scores and ranges with a unit go; the two dates of the last sentence stay
     assert [(f.start, text[f.start:f.end]) for f in found] == [(dates[0], "5/5"), (dates[1], "3-6")]
+
+
+def test_phi_lone_x_after_a_title_is_a_placeholder_and_may_is_a_verb():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    scanner = load_phi_scanner(DEFAULT_SUITES_DIR)
+    assert scanner.blank("Mrs. X is a 66 yo; Mr X has pain.") == " " * 6 + " is a 66 yo; " + " " * 4 + " has pain."
+    assert scanner.blank("Dr. Xu and Mr. X. Smith") == "Dr. Xu and Mr. X. Smith"
+    text = "He may need surgery. Seen in May. Note detail level (1-5): 3."
+    spans = [(text.index("may"), text.index("may") + 3, "DATE", 0.9),
+             (text.index("May"), text.index("May") + 3, "DATE", 0.9),
+             (text.index("1-5"), text.index("1-5") + 3, "DATE", 0.9)]
+    found = scanner.findings(pa.array([text]), tagger=lambda texts: [spans])[0]
+    assert [text[f.start:f.end] for f in found] == ["May"]
