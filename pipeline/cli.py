@@ -570,14 +570,14 @@ def eval_risk(
 def train_phi(
     workdir: WorkdirOpt = None,
     out: Annotated[Path | None, typer.Option(help="Model folder (default: EHR_PHI_MODEL_PATH or <workdir>/models/phi).")] = None,
-    notes: Annotated[int, typer.Option(min=1, help="Generated training notes (the train split).")] = 3000,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps (batches of 16 windows).")] = 900,
+    notes: Annotated[int, typer.Option(min=1, help="Generated training notes (the train split).")] = 9000,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps (batches of 16 windows).")] = 2700,
     negatives: Annotated[int, typer.Option(min=0, help="Identifier-free generated clinical notes added as hard "
-                                           "negatives (discharge summaries and clinic notes, all O).")] = 300,
+                                           "negatives (discharge summaries and clinic notes, all O).")] = 900,
     init: Annotated[Path | None, typer.Option(help="Continue from this PHI checkpoint instead of MiniLM-L6.")] = None,
     learning_rate: Annotated[float, typer.Option(min=0.0)] = 3e-4,
     layers: Annotated[int, typer.Option(min=1, max=6, help="Encoder layers kept of MiniLM-L6's six (more: better "
-                                        "recall, slower gate).")] = 2,
+                                        "recall, slower gate).")] = 3,
 ) -> None:
     """Train the PHI tagger on generated notes with planted surrogate identifiers."""
     from pipeline.bench.phi import train_phi_model

@@ -36,11 +36,11 @@ from pipeline.synth.phi import (
 from pipeline.validate.config import DEFAULT_SUITES_DIR
 from pipeline.validate.phi import PhiScanner, load_phi_scanner
 
-DEFAULT_TRAIN_NOTES = 3000
+DEFAULT_TRAIN_NOTES = 9000
 DEFAULT_EVAL_NOTES = 1000
 DEFAULT_DEID_TEXTS = 2000
 # Identifier-free generated clinical notes: hard negatives in training, a false-positive set in evaluation.
-DEFAULT_NEGATIVE_NOTES = 300
+DEFAULT_NEGATIVE_NOTES = 900
 DEFAULT_CLINICAL_NOTES = 300
 # Note-level kinds reported besides the seven labels (the shapes issue 16 lists).
 KIND_GROUPS: dict[str, tuple[str, ...]] = {

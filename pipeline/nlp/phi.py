@@ -1,15 +1,16 @@
 """PHI tagger: token classification of identifiers (NAME, LOCATION, DATE, PHONE, ID, EMAIL, AGE) in note text.
 
-A separate small model on the NER infrastructure: the MiniLM-L6 encoder cut to its first `layers` (2 by
-default) layers, fine-tuned with a BIO head on generated notes whose surrogate identifiers and gold spans come
+A separate small model on the NER infrastructure: the MiniLM-L6 encoder cut to its first `layers` (3 by
+default) layers, reading each token's letter case as a token type (the tokenizer is uncased), fine-tuned with a BIO head on generated notes whose surrogate identifiers and gold spans come
 from ``pipeline.synth.phi`` (the CLI passes them; a stage takes its data as an argument). Inference is
 :class:`pipeline.nlp.ner.NerModel` (windows, token-budget batches, word widening, exact char offsets), with one
 change: a token is an identifier when P(not O) ≥ `threshold`, and its score is P(not O), so the threshold trades
 recall for false positives.
 
 Why a separate model and not a second head on the clinical encoder: the gate runs in validation, before and
-independent of NER (NER may be off, or use a different checkpoint), and 2 layers cost about a third of the 6-layer
-NER forward (measured by ``ehr-pipeline eval-phi``, BENCHMARKS.md).
+independent of NER (NER may be off, or use a different checkpoint), and 3 layers cost about 0.4 of the NER
+stage (measured by ``ehr-pipeline eval-phi --cost``, BENCHMARKS.md); 2 layers were cheaper (0.3) but missed more
+names and flagged several times more clinical notes.
 
 Texts given to the tagger must have their de-identification placeholders blanked already (same length, spaces):
 ``pipeline.validate.phi.blank_placeholders`` does it for the gate, the CLI for training.
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 PHI_ENTITY_TYPES: tuple[str, ...] = ("NAME", "LOCATION", "DATE", "PHONE", "ID", "EMAIL", "AGE")
 MODEL_NAME = "ehr-phi-tagger-minilm"
 MODEL_VERSION = "1.0.0"
-DEFAULT_LAYERS = 2
-DEFAULT_STEPS = 900
+DEFAULT_LAYERS = 3
+DEFAULT_STEPS = 2700
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TOKEN_TYPES = "case"
 

@@ -238,3 +238,14 @@ def test_phi_lone_x_after_a_title_is_a_placeholder_and_may_is_a_verb():
              (text.index("1-5"), text.index("1-5") + 3, "DATE", 0.9)]
     found = scanner.findings(pa.array([text]), tagger=lambda texts: [spans])[0]
     assert [text[f.start:f.end] for f in found] == ["May"]
+
+
+def test_phi_vital_sign_decades_culture_counts_and_short_numbers_are_not_phones_or_dates():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = "Tele: NSR 70s-80s, SBP 100-120s. BCx 2/2 pending. Pager 5-1234, call x2."
+    tagged = [("80s", "PHONE"), ("120s", "PHONE"), ("2/2", "DATE"), ("5-1234", "PHONE"), ("x2", "PHONE")]
+    spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in tagged]
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
+    assert [text[f.start:f.end] for f in found] == ["5-1234"]
