@@ -9,6 +9,7 @@ saw) and on placeholder-only text, and ``phi_cost`` times it against the NER mod
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -238,7 +239,9 @@ def phi_cost(phi_model: Path, ner_model: Path | None, *, n_notes: int = 200, see
         stage = ner_seconds + assertion_seconds
         return {
             "notes": n_notes, "mean_chars": round(sum(map(len, texts)) / n_notes),
-            "ner_model": str(ner_path) if ner_path else "stand-in: MiniLM-L6 (6 layers), untrained head",
+            "ner_model": f"{ner.name} {ner.version}" if ner_path else "stand-in: MiniLM-L6 (6 layers), untrained head",
+            "phi_layers": int(tagger.model.config.num_hidden_layers),
+            "cpus": os.cpu_count(),
             "ner_model_ms_per_note": round(1000 * ner_seconds / n_notes, 2),
             "ner_stage_ms_per_note": round(1000 * stage / n_notes, 2),
             "gate_ms_per_note": round(1000 * gate / n_notes, 2),
@@ -329,12 +332,13 @@ def render_section(result: dict[str, Any], rules_only: dict[str, Any] | None = N
         lines += [
             "",
             f"Cost ({c['notes']} generated discharge-like notes, mean {c['mean_chars']} chars, CPU, "
-            f"{c['threads']} torch threads, one run on a shared 2-core machine): the whole gate "
+            f"{c['threads']} torch threads, one run on a {c.get('cpus')}-core machine): the whole gate "
             f"{c['gate_ms_per_note']} ms/note (rules alone {c['gate_rules_only_ms_per_note']}), the NER stage's "
             f"model + assertion {c['ner_stage_ms_per_note']} ms/note (model alone {c['ner_model_ms_per_note']}, "
             f"{c['ner_model']}): gate / {c['compared_with']} = **{c['gate_over_ner']}** (goal ≤ 0.5); "
-            f"gate / NER stage {c['gate_over_ner_stage']}, gate / NER model {c['gate_over_ner_model']}. A second head on the NER encoder would save the "
-            "tagger's 2 layers but tie the gate to the NER checkpoint and run it before validation on every note.",
+            f"gate / NER stage {c['gate_over_ner_stage']}, gate / NER model {c['gate_over_ner_model']}. A second head "
+            f"on the NER encoder would save the tagger's {c.get('phi_layers')} layers but tie the gate to the NER "
+            "checkpoint and run it before validation on every note.",
         ]
     met = [k for k, v in result["goals"].items() if v["met"]]
     missed = [k for k, v in result["goals"].items() if not v["met"]]
