@@ -155,7 +155,8 @@ class FusedTokenClassifier:
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         linear = torch.ops.mkldnn._linear_pointwise
         rows, width = input_ids.shape
-        h = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        h = self.embeddings(input_ids=input_ids, **extra)
         if self.project is not None:
             h = self.project(h)
         h = h.reshape(rows * width, self.hidden)

@@ -309,7 +309,9 @@ class NerModel:
         """The model's logits for one batch: the fused CPU forward where it is on, else the transformers one."""
         if self.fused is not None:
             return self.fused(input_ids, attention_mask, token_type_ids)
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        # token types only when the checkpoint uses them: some architectures (DistilBERT) take no such argument
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
     def batch_logits(self, batch: TokenBatch) -> torch.Tensor:
         """Logits of one host batch (moved to the device); call under inference mode."""

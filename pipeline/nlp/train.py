@@ -225,7 +225,8 @@ def fit_fixed_steps(
             input_ids, attention, gold, types = _collate(batch, tokenizer.cls_token_id, tokenizer.sep_token_id,
                                                          tokenizer.pad_token_id)
             with torch.autocast("cpu", dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                loss = model(input_ids=input_ids, attention_mask=attention, token_type_ids=types, labels=gold).loss
+                extra = {} if types is None else {"token_type_ids": types}
+                loss = model(input_ids=input_ids, attention_mask=attention, labels=gold, **extra).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
