@@ -1,11 +1,11 @@
 """PHI tagger: token classification of identifiers (NAME, LOCATION, DATE, PHONE, ID, EMAIL, AGE) in note text.
 
 A separate small model on the NER infrastructure: the MiniLM-L6 encoder cut to its first `layers` (3 by
-default) layers, reading each token's letter case as a token type (the tokenizer is uncased), fine-tuned with a BIO head on generated notes whose surrogate identifiers and gold spans come
-from ``pipeline.synth.phi`` (the CLI passes them; a stage takes its data as an argument). Inference is
-:class:`pipeline.nlp.ner.NerModel` (windows, token-budget batches, word widening, exact char offsets), with one
-change: a token is an identifier when P(not O) ≥ `threshold`, and its score is P(not O), so the threshold trades
-recall for false positives.
+default) layers, reading each token's letter case as a token type (the tokenizer is uncased), fine-tuned with
+a BIO head on generated notes whose surrogate identifiers and gold spans come from ``pipeline.synth.phi`` (the
+CLI passes them; a stage takes its data as an argument). Inference is :class:`pipeline.nlp.ner.NerModel`
+(windows, token-budget batches, word widening, exact char offsets), with one change: a token is an identifier
+when P(not O) ≥ `threshold`, and its score is P(not O), so the threshold trades recall for false positives.
 
 Why a separate model and not a second head on the clinical encoder: the gate runs in validation, before and
 independent of NER (NER may be off, or use a different checkpoint), and 3 layers cost about 0.4 of the NER
@@ -32,7 +32,7 @@ from pipeline.nlp import device as devices
 from pipeline.nlp.batching import TokenBatch
 from pipeline.nlp.labels import bio_labels
 from pipeline.nlp.ner import WEIGHTS_CHECKSUM_KEY, NerModel, weights_checksums
-from pipeline.nlp.windows import CASE_TYPE_COUNT
+from pipeline.nlp.windows import CASE_TYPE_COUNT, TOKEN_TYPE_SCHEMES
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ def train_phi(
 
     from pipeline.nlp.train import base_model_dir, build_examples, corpus_fingerprint, fit_fixed_steps
 
+    if token_types is not None and token_types not in TOKEN_TYPE_SCHEMES:
+        raise ValueError(f"train_phi: token_types {token_types!r} is not one of {TOKEN_TYPE_SCHEMES} or None")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -123,3 +123,9 @@ def test_case_token_types_reach_the_model_on_both_forwards(tmp_path, tiny_phi_di
     (out / "model_card.json").write_text(json.dumps(card | {"token_types": "shape"}))
     with pytest.raises(PhiTaggerError, match="token_types"):
         load_phi_tagger(out)
+
+
+def test_train_phi_refuses_an_unknown_token_type_scheme(tmp_path):
+    with pytest.raises(ValueError, match="token_types 'shape'"):
+        train_phi(tmp_path / "phi", [], token_types="shape")
+    assert not (tmp_path / "phi").exists()
