@@ -520,7 +520,7 @@ _ROLES = ("the attending", "covering resident", "night float", "the renal fellow
           "nursing supervisor", "the NP", "ortho", "the primary team", "MD", "house officer", "IV team",
           "respiratory therapy", "the fellow", "hospitalist", "palliative care", "the intern")
 # Eponymous terms (person names that are clinical words, not identifiers). Words of the held-out notes'
-# lexicon are left out (``_contrast_eponyms``), so the clinical false-positive set stays unseen.
+# lexicon are left out (``_contrast_values``), so the clinical false-positive set stays unseen.
 _EPONYMS = (
     "Babinski sign", "Homans sign", "Kernig sign", "Brudzinski sign", "Romberg sign", "Chvostek sign",
     "Trousseau sign", "Tinel sign", "Phalen test", "Lachman test", "McMurray test", "Allen test",
