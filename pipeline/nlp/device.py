@@ -90,22 +90,14 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def to_device(batch: TokenBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Host arrays → device tensors; on CUDA via pinned memory with non-blocking copies."""
-    input_ids = torch.from_numpy(batch.input_ids)
-    attention_mask = torch.from_numpy(batch.attention_mask)
+def to_device(batch: TokenBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Host arrays → device tensors (input ids, attention mask, token type ids or None when the model has none);
+    on CUDA via pinned memory with non-blocking copies."""
+    arrays = (batch.input_ids, batch.attention_mask, batch.token_type_ids)
+    tensors = [None if a is None else torch.from_numpy(a) for a in arrays]
     if device.type == "cuda":
-        input_ids = input_ids.pin_memory().to(device, non_blocking=True)
-        attention_mask = attention_mask.pin_memory().to(device, non_blocking=True)
-    return input_ids, attention_mask
-
-
-def token_types_to_device(batch: TokenBatch, device: torch.device) -> torch.Tensor | None:
-    """The batch's token type ids on the device (None when the model has none)."""
-    if batch.token_type_ids is None:
-        return None
-    types = torch.from_numpy(batch.token_type_ids)
-    return types.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else types
+        tensors = [None if t is None else t.pin_memory().to(device, non_blocking=True) for t in tensors]
+    return tensors[0], tensors[1], tensors[2]
 
 
 @dataclass

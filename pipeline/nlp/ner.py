@@ -24,7 +24,14 @@ from pipeline.nlp.batching import TokenBatch, build_batch, plan_batches, prefetc
 from pipeline.nlp.errors import E001, E002, E010, E011
 from pipeline.nlp.fused import fuse_token_classifier
 from pipeline.nlp.labels import LabelScheme
-from pipeline.nlp.windows import TOKEN_TYPE_SCHEMES, NoteTokens, case_types, make_windows, sentence_starts
+from pipeline.nlp.windows import (
+    CASE_TYPE_COUNT,
+    TOKEN_TYPE_SCHEMES,
+    NoteTokens,
+    case_types,
+    make_windows,
+    sentence_starts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +168,9 @@ class NerModel:
         if token_types is not None and token_types not in TOKEN_TYPE_SCHEMES:
             raise ValueError(f"token_types {token_types!r} is not one of {TOKEN_TYPE_SCHEMES}")
         # "case": token type ids carry letter case (windows.case_types), as the checkpoint was trained; None: zeros
+        if token_types == "case" and int(getattr(model.config, "type_vocab_size", 0)) < CASE_TYPE_COUNT:
+            raise ValueError(f"the model card asks for token_types 'case' but the model has "
+                             f"{getattr(model.config, 'type_vocab_size', 0)} token types, not {CASE_TYPE_COUNT}")
         self.token_types = token_types
         # the rule layer after the model (pipeline.nlp.refine.RuleLayer), or None for the model's raw spans
         self.rules = rules
@@ -315,8 +325,7 @@ class NerModel:
 
     def batch_logits(self, batch: TokenBatch) -> torch.Tensor:
         """Logits of one host batch (moved to the device); call under inference mode."""
-        input_ids, attention_mask = devices.to_device(batch, self.device)
-        return self.logits(input_ids, attention_mask, devices.token_types_to_device(batch, self.device))
+        return self.logits(*devices.to_device(batch, self.device))
 
     def _forward(self, batch: TokenBatch) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode(), devices.autocast(self.device, self.autocast_dtype):

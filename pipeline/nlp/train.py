@@ -123,10 +123,6 @@ def build_examples(
             continue
         labels = token_labels(offsets, note.entities, label2id, entity_types)
         types = case_types(note.text, offsets) if token_types == "case" else None
-
-        def example(a: int, b: int) -> _Example:
-            return _Example(ids[a:b], labels[a:b], None if types is None else types[a:b])  # noqa: B023
-
         bounds = [*sentence_starts(note.text, offsets).tolist(), len(ids)]
         # Pack whole sentences greedily; a sentence longer than a window is cut hard.
         begin = 0
@@ -135,14 +131,18 @@ def build_examples(
             if sent_end - begin <= window_tokens:
                 continue
             if sent_begin > begin:
-                examples.append(example(begin, sent_begin))
+                examples.append(_cut(ids, labels, types, begin, sent_begin))
                 begin = sent_begin
             while sent_end - begin > window_tokens:
-                examples.append(example(begin, begin + window_tokens))
+                examples.append(_cut(ids, labels, types, begin, begin + window_tokens))
                 begin += window_tokens
         if begin < len(ids):
-            examples.append(example(begin, len(ids)))
+            examples.append(_cut(ids, labels, types, begin, len(ids)))
     return examples
+
+
+def _cut(ids: np.ndarray, labels: np.ndarray, types: np.ndarray | None, a: int, b: int) -> _Example:
+    return _Example(ids[a:b], labels[a:b], None if types is None else types[a:b])
 
 
 def _batches(examples: list[_Example], batch_size: int, rng: random.Random) -> list[list[_Example]]:

@@ -64,8 +64,12 @@ def test_device_cuda_copies_pinned_non_blocking(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
     monkeypatch.setattr(torch.Tensor, "to", fake_to)
     batch = build_batch([np.array([5, 6])], np.array([0]), 1, 2, 0)
-    devices.to_device(batch, torch.device("cuda"))
+    assert devices.to_device(batch, torch.device("cuda"))[2] is None  # no token types: none copied
     assert calls == ["pin", ("to", "cuda", True), "pin", ("to", "cuda", True)]
+    calls.clear()
+    typed = build_batch([np.array([5, 6])], np.array([0]), 1, 2, 0, [np.array([1, 2])])
+    assert devices.to_device(typed, torch.device("cuda"))[2].tolist() == [[0, 1, 2, 0]]
+    assert calls == ["pin", ("to", "cuda", True)] * 3
 
 
 def test_device_oom_splits_batch_and_lowers_budget():

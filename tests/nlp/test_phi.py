@@ -123,6 +123,12 @@ def test_case_token_types_reach_the_model_on_both_forwards(tmp_path, tiny_phi_di
     (out / "model_card.json").write_text(json.dumps(card | {"token_types": "shape"}))
     with pytest.raises(PhiTaggerError, match="token_types"):
         load_phi_tagger(out)
+    # a card that asks for case types on a model without the three rows is refused, not an index error later
+    (out / "model_card.json").write_text(json.dumps(card))
+    shutil.copy(tiny_phi_dir / "config.json", out / "config.json")
+    shutil.copy(tiny_phi_dir / "model.safetensors", out / "model.safetensors")
+    with pytest.raises(PhiTaggerError, match="2 token types, not 3"):
+        load_phi_tagger(out)
 
 
 def test_train_phi_refuses_an_unknown_token_type_scheme(tmp_path):
