@@ -478,6 +478,55 @@ Cared for {patient} this shift; no acute events.
 {patient} voiding qs via foley.
 {PATIENT} AWAKE AND ALERT, FOLLOWS COMMANDS.
 {patient} and {rel} updated on plan.
+Received {patient} from the ED at 2200.
+Admitted {patient} to bed 4 from the OR.
+Pt is {patient}, a 70 yo with ESRD.
+{patient} was agitated overnight, haldol given.
+{patient} took PO meds whole with applesauce.
+{patient} is awaiting a rehab bed.
+{patient} c/o back pain, repositioned with relief.
+{patient} has been afebrile since admission.
+{patient} requires 2 assist to transfer.
+{patient} with good effect from the diuresis.
+{patient} by report had a restless night.
+Wrist band checked: {patient}.
+Verified identity of {patient} with DOB and name.
+Mr. {PATIENT} was seen by the team today.
+Mrs {patient} anxious about the procedure, reassured.
+Reoriented Ms. {patient} to place and time.
+Per report from {clinician}, pt stable.
+Handoff given to {clinician}, RN.
+Reviewed with {clinician} from the ICU team.
+Case reviewed w/ Dr. {clinician} by phone.
+{clinician} (attending) at bedside.
+Dr. {clinician} from GI will scope in am.
+Called by {clinician} from lab with critical K.
+{relative}, the pt's {rel}, visited with grandchildren.
+Voicemail left for {relative} ({rel}).
+{rel} {relative} signed consent for the procedure.
+Updated {relative} by phone, no questions.
+{relative} asked that the team call at {phone}.
+Pt's {rel} ({relative}) lives in {city}.
+Left message for {relative} at {phone}.
+Pt arrived from {hospital} by ambulance.
+Transfer paperwork from {hosp_abbr} incomplete.
+Pt had been admitted at {hospital} for 3 days.
+Pt lives in an apartment in {city}.
+Family is driving in from {city} tomorrow.
+Bills are sent to {street}, {city}
+Beeper #{pager}
+Page me at {pager} with questions.
+Work phone {phone}; home {phone2}
+Clinic fax: {fax}
+Extubated {date} without difficulty.
+Dialysis last done {date}.
+PICC placed {date}, tip in SVC.
+Pt last seen by PCP on {date}.
+Blood cultures {date} negative to date.
+Medical record number {mrn}
+SS# {ssn}
+Device serial: {device}
+Pt can be reached by email at {email}.
 """
 
 # Sentences of the same shapes with no identifier in the slots (roles, relation words alone, brand drugs,
@@ -513,6 +562,23 @@ Home {brand} continued.
 {BRAND} CONTINUED.
 # {problem}: continue home {drug}.
 Started {drug}, {role} to follow.
+Pacer interrogated by EP, settings unchanged.
+Checked by {role} at 1400, no changes.
+Verified by pharmacy and given at 0900.
+Meds given by mouth with applesauce.
+Identity confirmed by wristband and DOB.
+By report pt slept well.
+Cleared by PT for discharge home.
+Evaluated by SLP, diet advanced to soft solids.
+Seen at 0700 by {role}.
+Family updated by phone at 2000.
+Pt assessed at 0400, resting comfortably.
+Sent to lab at 0530 per {role}.
+Called {rel} at 1800, no answer.
+Up to chair at 1000 with assist of two.
+Temp 101.4 at 2200, cultures drawn.
+Transferred to {unit} at 1630 by {role}.
+Reviewed with {role}, plan to wean as tolerated.
 """
 
 _ROLES = ("the attending", "covering resident", "night float", "the renal fellow", "charge RN", "the team",
@@ -574,6 +640,48 @@ Wife's email {email}
 See {url} for his care plan.
 Patient is a {oldage} yo man with dementia.
 {PATIENT} WAS SEEN BY {CLINICIAN} TODAY.
+Assumed care of Mrs. {patient} at 0700, A&Ox3.
+Received Mr. {PATIENT} from PACU at 1500.
+Introduced self to {patient}; oriented to room and call light.
+{patient} walked twice in the hall with the walker.
+{patient} was tearful after the family left, support given.
+Pt ({patient}) c/o incisional pain overnight.
+Ms. {patient}'s sats dropped to 88% on RA.
+Reminded {patient} to use the incentive spirometer.
+MRS. {PATIENT} DENIES SOB AT REST.
+Left VM for {rel} {relative}, awaiting call back.
+{relative} ({rel}) signed consent for the PEG.
+Called and spoke with {relative}, pt's {rel}, at 1400.
+Per {relative}, pt has been more confused for 2 days.
+Pt's {rel} {relative} would like a call with any changes.
+Nephew {relative} is the contact person, {phone}.
+Case discussed with Dr. {clinician}, the attending.
+{clinician} from renal saw pt, will dialyze tomorrow.
+Spoke w/ dr {clinician} re: abx plan.
+Endorsed to {clinician} RN at 1900.
+Covering MD tonight is Dr. {clinician}.
+Signed: {clinician}, RN
+Transferred from {hospital} ED after head CT.
+Pt d/c'd to {hospital} for rehab.
+Outside films from {hosp_abbr} reviewed with radiology.
+Plans to return home to {city} after discharge.
+Pt's address on file is {street}.
+Lives with her {rel} in {city}.
+Surgery resident pager {pager}.
+Dr. {clinician} PG {pager}
+Daughter's cell: {phone}
+Office {phone}, fax {fax}.
+Intubated {date}, extubated {date2}.
+Blood cx from {date} grew GPCs.
+Last dose of coumadin {date}.
+Scheduled for TEE on {date}.
+CABG back in '{yearshort}, no issues since.
+MR# {mrn}
+Pt SSN: {ssn}
+Acct# {account}
+ICD serial {device} checked by EP.
+Son can be emailed at {email}.
+{oldage} yo woman admitted from home.
 """
 
 # Clinical lines whose numbers look like identifiers but are not (label O everywhere).

@@ -62,8 +62,7 @@ class PhiScanner:
             if rules.get("placeholders") else None
         self.shifted_years = re.compile(rules["shifted_years"]) if rules.get("shifted_years") else None
         self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
-        self.date_must_match = re.compile(rules["date_must_match"]) if rules.get("date_must_match") else None
-        self.phone_must_match = re.compile(rules["phone_must_match"]) if rules.get("phone_must_match") else None
+        self.must_match = {entity: re.compile(p) for entity, p in rules.get("must_match", {}).items()}
         self.not_identifier_patterns = [re.compile(p) for p in rules.get("not_identifier_patterns", [])]
         self.eponym_after = re.compile(rules["eponym_followers"]) if rules.get("eponym_followers") else None
         self.clinical_words = _clinical_words(tuple(rules.get("clinical_vocabularies", [])), base_dir)
@@ -136,10 +135,8 @@ class PhiScanner:
                     continue  # a hospital unit, service or role (MICU, GI, PT ...)
                 if entity in ("NAME", "LOCATION") and self.clinical_term(text, start, end):
                     continue  # a drug, procedure or eponym (Lasix, Murphy's sign)
-                if entity == "DATE" and self.date_must_match is not None and not self.date_must_match.search(value):
-                    continue  # "last year", "today": no day, month or year written
-                if entity == "PHONE" and self.phone_must_match is not None and not self.phone_must_match.search(value):
-                    continue  # "80s", "x2": too few digits for a phone, fax or pager number
+                if entity in self.must_match and not self.must_match[entity].search(value):
+                    continue  # a DATE without a day, month or year ("today"), a PHONE of 2 digits, a NAME "1400"
                 found.append(PhiFinding(start, end, entity, score, "tagger"))
             out.append(sorted(found, key=lambda f: (f.start, f.end, f.entity)))
         return out

@@ -40,6 +40,18 @@ def test_phi_held_out_split_is_unseen():
     assert {t.split(":")[0] for t in test_templates} == {"test"}
 
 
+def test_held_out_templates_are_not_training_sentences():
+    from pipeline.synth.phi import _templates
+
+    def words(template: str) -> str:
+        return " ".join(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", "", template.lower())))
+
+    train = {words(t) for _, t in _templates("train")}
+    test = [t for _, t in _templates("test")]
+    assert len(test) >= 70 and len(set(test)) == len(test)
+    assert not [t for t in test if words(t) in train]
+
+
 def test_contrast_sentences_carry_no_identifier_and_no_held_out_term():
     from pipeline.synth._data import split_of
     from pipeline.synth.clinic import _terms

@@ -249,3 +249,26 @@ def test_phi_vital_sign_decades_culture_counts_and_short_numbers_are_not_phones_
     spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in tagged]
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
     assert [text[f.start:f.end] for f in found] == ["5-1234"]
+
+
+def test_phi_names_and_places_need_a_letter():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = "Called and spoke with ___, pt's wife, at 1400. Lives at 12 Elm St in Lynn."
+    tagged = [("1400", "LOCATION"), ("12", "LOCATION"), ("12 Elm St", "LOCATION"), ("Lynn", "LOCATION")]
+    spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in tagged]
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
+    assert [text[f.start:f.end] for f in found if f.source == "tagger"] == ["12 Elm St", "Lynn"]
+
+
+@pytest.mark.parametrize(("text", "years"), [
+    ("Hip fracture '92 per family; CABG in \u201904.", ["'92", "\u201904"]),
+    ("Rehab in the '90s. He is 5'10\" and 6' 11 in. Quote 'tis '10' done.", []),
+])
+def test_phi_year_written_with_an_apostrophe_is_a_date(text, years):
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]))[0]
+    assert [(f.entity, text[f.start:f.end]) for f in found] == [("DATE_REAL_YEAR", y) for y in years]
