@@ -272,3 +272,15 @@ def test_phi_year_written_with_an_apostrophe_is_a_date(text, years):
 
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]))[0]
     assert [(f.entity, text[f.start:f.end]) for f in found] == [("DATE_REAL_YEAR", y) for y in years]
+
+
+def test_phi_kinship_words_and_score_names_are_not_names():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = "Nephew ___ is the contact. CIWA scores low. Nephew Lindqvist called; Dtr in later."
+    tagged = ["Nephew", "CIWA", "Nephew Lindqvist", "Dtr"]
+    spans = [(text.index(w), text.index(w) + len(w), "NAME", 0.9) for w in tagged]
+    spans[2] = (text.rindex("Nephew"), text.rindex("Nephew") + len("Nephew Lindqvist"), "NAME", 0.9)
+    found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
+    assert [text[f.start:f.end] for f in found] == ["Nephew Lindqvist"]
