@@ -130,6 +130,15 @@ def _pools(split: str) -> dict[str, list[str]]:
     }
 
 
+# Capitals a hospital abbreviation surrogate must not spell: services and units, clinical abbreviations, short words.
+_NOT_HOSPITAL_ABBREVIATIONS = frozenset("""
+AM AN AS AT BE BY DO GO HE IF IN IS IT ME MY NO OF OK ON OR SO TO UP US WE PM PO PR BP HR RR PT OT ED ER ID GI OB
+NP PA MD RN SW IV ICU CCU MICU SICU PACU DNR DNI NPO PRN BID TID QID ENT CT MRI EKG ECG CXR TEE TTE HCP SNF VNA
+ARE BUT CAN DAY DID FOR HAD HAS HER HIM HIS HOW NOT NOW OLD ONE OUR OUT SEE SHE THE TOO TWO WAS WAY WHO YES YET
+ALL AND ANY BED BAD DOG EAR EYE LEG ARM RED TOE LOW
+""".split())
+
+
 class Surrogates:
     """Random surrogate identifiers of one split."""
 
@@ -189,12 +198,16 @@ class Surrogates:
         return self._case(f"{base} {self.rng.choice(_HOSPITAL_SUFFIXES)}", 0.1)
 
     def hospital_abbr(self) -> str:
+        """Two to four capitals, sometimes with H, MC or GH; never a service or unit ("PT", "OR", "ED") nor a short
+        English word ("HE", "TO"): a note saying "from PT" names no hospital to a reader either."""
         letters = "ABCDEFGHJKLMNOPRSTUVWY"
-        n = self.rng.choice((2, 2, 2, 3, 3, 4))
-        value = "".join(self.rng.choice(letters) for _ in range(n))
-        if self.rng.random() < 0.3:
-            value += self.rng.choice(("H", "MC", "GH"))
-        return value
+        while True:
+            n = self.rng.choice((2, 2, 2, 3, 3, 4))
+            value = "".join(self.rng.choice(letters) for _ in range(n))
+            if self.rng.random() < 0.3:
+                value += self.rng.choice(("H", "MC", "GH"))
+            if value not in _NOT_HOSPITAL_ABBREVIATIONS:
+                return value
 
     def street(self) -> str:
         number = self.rng.randint(1, 9999)

@@ -94,3 +94,12 @@ def test_deidentified_sentences_hold_no_surrogate():
     texts = deidentified_sentences(300)
     assert len(texts) == 300 and not any("{" in t for t in texts)
     assert any(re.search(r"\[\*\*|___|\*\*[A-Z]+\[|XXXX|\[[A-Z]+\]|<[A-Z_]+>", t) for t in texts)
+
+
+def test_hospital_abbreviations_spell_no_service_or_word():
+    import random
+
+    from pipeline.synth.phi import Surrogates
+
+    values = {Surrogates(random.Random(seed), "test").hospital_abbr() for seed in range(3000)}
+    assert len(values) > 500 and not values & {"PT", "OR", "ED", "HE", "TO", "ICU", "THE"}
