@@ -131,12 +131,13 @@ def _pools(split: str) -> dict[str, list[str]]:
 
 
 # Capitals a hospital abbreviation surrogate must not spell: services and units, clinical abbreviations, short words.
-_NOT_HOSPITAL_ABBREVIATIONS = frozenset("""
+_NOT_HOSPITAL_ABBREVIATION_TEXT = """
 AM AN AS AT BE BY DO GO HE IF IN IS IT ME MY NO OF OK ON OR SO TO UP US WE PM PO PR BP HR RR PT OT ED ER ID GI OB
 NP PA MD RN SW IV ICU CCU MICU SICU PACU DNR DNI NPO PRN BID TID QID ENT CT MRI EKG ECG CXR TEE TTE HCP SNF VNA
 ARE BUT CAN DAY DID FOR HAD HAS HER HIM HIS HOW NOT NOW OLD ONE OUR OUT SEE SHE THE TOO TWO WAS WAY WHO YES YET
 ALL AND ANY BED BAD DOG EAR EYE LEG ARM RED TOE LOW
-""".split())
+"""
+_NOT_HOSPITAL_ABBREVIATIONS = frozenset(_NOT_HOSPITAL_ABBREVIATION_TEXT.split())
 
 
 class Surrogates:
