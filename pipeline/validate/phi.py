@@ -62,6 +62,10 @@ class PhiScanner:
             if rules.get("placeholders") else None
         self.shifted_years = re.compile(rules["shifted_years"]) if rules.get("shifted_years") else None
         self.not_identifiers = {w.lower() for w in rules.get("not_identifiers", [])}
+        moved = [key for key in ("date_must_match", "phone_must_match") if key in rules]
+        if moved:
+            raise PhiRulesError(f"{PHI_RULES_FILE}: {', '.join(moved)} moved into \"must_match\" "
+                                '({"DATE": ..., "PHONE": ...})')
         self.must_match = {entity: re.compile(p) for entity, p in rules.get("must_match", {}).items()}
         self.not_identifier_patterns = [re.compile(p) for p in rules.get("not_identifier_patterns", [])]
         self.eponym_after = re.compile(rules["eponym_followers"]) if rules.get("eponym_followers") else None

@@ -284,3 +284,16 @@ def test_phi_kinship_words_and_score_names_are_not_names():
     spans[2] = (text.rindex("Nephew"), text.rindex("Nephew") + len("Nephew Lindqvist"), "NAME", 0.9)
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
     assert [text[f.start:f.end] for f in found] == ["Nephew Lindqvist"]
+
+
+def test_phi_rules_with_the_old_must_match_keys_fail_clearly(tmp_path):
+    import json
+
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import PHI_RULES_FILE, PhiRulesError, load_phi_scanner
+
+    rules = json.loads((DEFAULT_SUITES_DIR / PHI_RULES_FILE).read_text())
+    rules["date_must_match"] = r"\d"
+    (tmp_path / PHI_RULES_FILE).write_text(json.dumps(rules))
+    with pytest.raises(PhiRulesError, match="date_must_match moved"):
+        load_phi_scanner(tmp_path)
