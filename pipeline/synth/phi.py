@@ -75,6 +75,19 @@ _CITIES = [
     "Port Charlotte", "Palm Beach", "Los Angeles", "New York", "Santo Domingo",
 ]
 _STATES = ("MA", "NH", "RI", "CT", "ME", "VT", "NY", "FL", "NJ", "PA")
+# Training-only variety (the held-out draw is untouched by it): towns of other countries from Faker's address
+# providers, Faker-style made-up towns ("Port Aliceton"), streets named after common words ("Case Corner",
+# "Mill Rd"). A tagger that saw only the list above would learn its towns, not the contexts places stand in.
+_WORLD_CITY_LOCALES = ("de_DE", "de_AT", "en_IN", "id_ID", "pt_PT", "ro_RO", "pl_PL", "sv_SE", "fr_DZ", "hr_HR",
+                       "cs_CZ", "nl_NL")
+TRAIN_CITY_VARIETY = 0.4
+_STREET_WORD_TEXT = """
+Main Elm Oak Maple Pine Cedar Park Lake Hill Church School Mill Water Spring Pleasant Prospect Highland Summer
+Winter Washington Lincoln Franklin Union Center High Broad Market Bridge River Forest Meadow Sunset Ridge Case
+Cherry Walnut Chestnut Locust Willow Birch Beacon Harbor Bay Ocean Beach Pond Brook Valley Orchard Cottage Grove
+Liberty Railroad Depot Canal Granite Quarry Garden Sumner Adams Jefferson Madison Monroe Jackson Pearl Green
+"""
+_STREET_WORDS = tuple(_STREET_WORD_TEXT.split())
 _HOSPITAL_SUFFIXES = (
     "Hospital", "Medical Center", "General Hospital", "Memorial Hospital", "Regional Medical Center",
     "Community Hospital", "Rehab", "Rehabilitation Center", "Nursing Home", "Health Center", "Clinic",
@@ -127,7 +140,21 @@ def _pools(split: str) -> dict[str, list[str]]:
         "city": pick(sorted(set(_CITIES))),
         "street_suffix": list(Address.street_suffixes),
         "hospital_prefix": pick(_HOSPITAL_PREFIXES) or list(_HOSPITAL_PREFIXES),
+        "city_world": pick(sorted(_world_cities())),
+        "street_word": pick(_STREET_WORDS),
     }
+
+
+def _world_cities() -> set[str]:
+    """Towns of `_WORLD_CITY_LOCALES`, ASCII-folded, plain name shapes only."""
+    out: set[str] = set()
+    for locale in _WORLD_CITY_LOCALES:
+        provider = importlib.import_module(f"faker.providers.address.{locale}").Provider
+        out.update(v for v in map(_ascii, provider.cities) if _PLACE_SHAPE.fullmatch(v))
+    return out
+
+
+_PLACE_SHAPE = re.compile(r"[A-Z][A-Za-z'.-]*(?: [A-Za-z][A-Za-z'.-]*){0,2}")
 
 
 # Capitals a hospital abbreviation surrogate must not spell: services and units, clinical abbreviations, short words.
@@ -145,6 +172,7 @@ class Surrogates:
 
     def __init__(self, rng: random.Random, split: str) -> None:
         self.rng = rng
+        self.split = split
         self.pool = _pools(split)
 
     def _case(self, value: str, upper: float = 0.2) -> str:
@@ -180,8 +208,20 @@ class Surrogates:
         r = self.rng.random()
         return self.full() if r < 0.45 else self.last() if r < 0.8 else self.first()
 
+    def _made_up_city(self) -> str:
+        from faker.providers.address.en_US import Provider as Address
+
+        rng = self.rng
+        name = rng.choice(self.pool["first"] + self.pool["last"])
+        suffix = rng.choice(Address.city_suffixes)
+        prefix = rng.choice(Address.city_prefixes)
+        return rng.choice((f"{prefix} {name}{suffix}", f"{prefix} {name}", f"{name}{suffix}"))
+
     def city(self) -> str:
-        city = self.rng.choice(self.pool["city"])
+        if self.split == "train" and self.rng.random() < TRAIN_CITY_VARIETY:
+            city = self.rng.choice(self.pool["city_world"]) if self.rng.random() < 0.6 else self._made_up_city()
+        else:
+            city = self.rng.choice(self.pool["city"])
         if self.rng.random() < 0.25:
             city += f", {self.rng.choice(_STATES)}"
         return self._case(city, 0.1)
@@ -212,7 +252,10 @@ class Surrogates:
 
     def street(self) -> str:
         number = self.rng.randint(1, 9999)
-        name = self.rng.choice(self.pool["last"] + self.pool["first"])
+        if self.split == "train" and self.rng.random() < 0.3:
+            name = self.rng.choice(self.pool["street_word"])
+        else:
+            name = self.rng.choice(self.pool["last"] + self.pool["first"])
         suffix = self.rng.choice(self.pool["street_suffix"])
         if self.rng.random() < 0.4:
             suffix = {"Street": "St", "Avenue": "Ave", "Road": "Rd", "Drive": "Dr", "Lane": "Ln"}.get(suffix, suffix)
@@ -541,6 +584,35 @@ Medical record number {mrn}
 SS# {ssn}
 Device serial: {device}
 Pt can be reached by email at {email}.
+Pt resides with {rel} in {city}.
+Lives w/ {rel} in {city}, independent at baseline.
+Home is in {city}; {rel} lives nearby.
+{city} resident, retired machinist.
+Resident of {city}, lives in a 2nd floor apartment.
+Pt is originally from {city}.
+Will go home to {city} with VNA services.
+VNA in {city} will follow after discharge.
+Lives alone in an apartment in {city}, {rel} checks in daily.
+Grew up in {city}, moved to {city2} in her 40s.
+Pt's {rel} drove down from {city} today.
+Street address: {street}
+Lives on {street} in {city}.
+Pt's house on {street} has 12 stairs to enter.
+Send records to {street}, {city}.
+Home: {street}
+Admitted from {hosp_abbr} with a GI bleed.
+{hosp_abbr} ED sent pt for cath.
+Records from {hosp_abbr} pending.
+Had CT at {hosp_abbr} yesterday, read as negative.
+Going to {hosp_abbr} for rehab once stable.
+Pt was seen at {hospital} ED last week.
+Plan: d/c to {hospital} when bed available.
+Pt spent a month at {hospital} last spring.
+Accepted at {hospital}, transport at 1400.
+{patient} sat up in chair for lunch.
+{patient} walked to the bathroom with a steady gait.
+Assisted {patient} with am care.
+Explained plan to {patient}, verbalized understanding.
 """
 
 # Sentences of the same shapes with no identifier in the slots (roles, relation words alone, brand drugs,
