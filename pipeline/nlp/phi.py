@@ -5,7 +5,8 @@ default) layers, reading each token's letter case as a token type (the tokenizer
 a BIO head on generated notes whose surrogate identifiers and gold spans come from ``pipeline.synth.phi`` (the
 CLI passes them; a stage takes its data as an argument). Inference is :class:`pipeline.nlp.ner.NerModel`
 (windows, token-budget batches, word widening, exact char offsets), with one change: a token is an identifier
-when P(not O) ≥ `threshold`, and its score is P(not O), so the threshold trades recall for false positives.
+when P(not O) ≥ `threshold`; a finding (the tokens widened to whole words) scores the mean P(not O) of its
+tokens and is kept only when that mean reaches the threshold too. The threshold trades recall for false positives.
 
 Why a separate model and not a second head on the clinical encoder: the gate runs in validation, before and
 independent of NER (NER may be off, or use a different checkpoint), and 3 layers cost about 0.4 of the NER
@@ -90,10 +91,14 @@ class PhiTagger(NerModel):
         """Identifiers per text (already placeholder-blanked): char offsets into the text, type, score."""
         out: list[list[Finding]] = []
         for entities in self.predict(list(texts)) if texts else []:
+            # a token counts when its P(identifier) reaches the threshold; the finding (widened to whole words)
+            # scores the mean over its tokens and is kept only when that mean reaches it too, so no evidence
+            # shows a score under the threshold ("dial" alone tipping "dialyze")
             out.append([
                 (int(s), int(e), label, float(score))
                 for s, e, label, score in zip(entities.starts, entities.ends, entities.labels, entities.scores,
                                               strict=True)
+                if score >= self.threshold
             ])
         return out
 

@@ -29,6 +29,23 @@ def test_phi_tagger_threshold_trades_findings(tiny_phi_dir):
         assert 0 <= start < end <= len(texts[0]) and entity in PHI_ENTITY_TYPES and 0.05 <= score <= 1.0
 
 
+def test_phi_tagger_keeps_only_findings_scoring_the_threshold(tiny_phi_dir, monkeypatch):
+    """A token counts at P(identifier) >= threshold, but the word-widened finding scores the mean of its tokens:
+    a finding whose mean falls under the threshold ("dial" tipping "dialyze") is dropped, so no evidence shows a
+    score below the threshold."""
+    import numpy as np
+
+    from pipeline.nlp.ner import NoteEntities
+
+    text = "Dr Quist will dialyze tomorrow."
+    decoded = NoteEntities(np.array([3, 14]), np.array([8, 21]), ["NAME", "NAME"], np.array([0.91, 0.32]))
+    tagger = load_phi_tagger(tiny_phi_dir, threshold=0.5)
+    monkeypatch.setattr(tagger, "predict", lambda texts: [decoded for _ in texts])
+    assert tagger.find([text]) == [[(3, 8, "NAME", 0.91)]]
+    tagger.threshold = 0.3
+    assert [text[s:e] for s, e, *_ in tagger.find([text])[0]] == ["Quist", "dialyze"]
+
+
 def test_phi_tagger_fails_closed(tmp_path, tiny_model_dir, tiny_phi_dir):
     with pytest.raises(PhiTaggerError, match="cannot be loaded"):
         load_phi_tagger(tmp_path / "missing")

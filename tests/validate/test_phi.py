@@ -251,12 +251,13 @@ def test_phi_vital_sign_decades_culture_counts_and_short_numbers_are_not_phones_
     assert [text[f.start:f.end] for f in found] == ["5-1234"]
 
 
-def test_phi_names_and_places_need_a_letter():
+def test_phi_names_and_places_need_two_letters():
     from pipeline.validate.config import DEFAULT_SUITES_DIR
     from pipeline.validate.phi import load_phi_scanner
 
-    text = "Called and spoke with ___, pt's wife, at 1400. Lives at 12 Elm St in Lynn."
-    tagged = [("1400", "LOCATION"), ("12", "LOCATION"), ("12 Elm St", "LOCATION"), ("Lynn", "LOCATION")]
+    text = "Called and spoke with ___, pt's wife, at 1400. Lives at 12 Elm St in Lynn. PICC placed in R basilic by J."
+    tagged = [("1400", "LOCATION"), ("12", "LOCATION"), ("12 Elm St", "LOCATION"), ("Lynn", "LOCATION"),
+              ("R", "LOCATION"), ("J.", "NAME")]
     spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in tagged]
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
     assert [text[f.start:f.end] for f in found if f.source == "tagger"] == ["12 Elm St", "Lynn"]
