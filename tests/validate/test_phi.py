@@ -248,7 +248,7 @@ def test_phi_vital_sign_decades_culture_counts_and_short_numbers_are_not_phones_
     tagged = [("80s", "PHONE"), ("120s", "PHONE"), ("2/2", "DATE"), ("5-1234", "PHONE"), ("x2", "PHONE")]
     spans = [(text.index(w), text.index(w) + len(w), kind, 0.9) for w, kind in tagged]
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
-    assert [text[f.start:f.end] for f in found] == ["5-1234"]
+    assert [text[f.start:f.end] for f in found if f.source == "tagger"] == ["5-1234"]
 
 
 def test_phi_names_and_places_need_two_letters():
@@ -285,6 +285,32 @@ def test_phi_kinship_words_and_score_names_are_not_names():
     spans[2] = (text.rindex("Nephew"), text.rindex("Nephew") + len("Nephew Lindqvist"), "NAME", 0.9)
     found = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans])[0]
     assert [text[f.start:f.end] for f in found] == ["Nephew Lindqvist"]
+
+
+def test_phi_form_labels_left_after_blanking_are_not_names():
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    text = "Dr. ___ PG ___. Fax: [PHONE]. DOB ___, Cell ___."
+    spans = [(text.index(w), text.index(w) + len(w), "NAME", 0.9) for w in ("PG", "Fax", "DOB", "Cell")]
+    assert load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]), tagger=lambda texts: [spans]) == [[]]
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("Surgery resident pager 17-910. Please reach me at pager 8-0004.", ["pager 17-910", "pager 8-0004"]),
+    ("Dr. Oyelaran PG 12940; beeper #32928; page me at 4471", ["PG 12940", "beeper #32928", "page me at 4471"]),
+    ("Home phone: 011-555-0123. Daughter's cell: (017) 234-5678. Call back 555-1234",
+     ["phone: 011-555-0123", "cell: (017) 234-5678", "Call back 555-1234"]),
+    ("Pg 2 of 3; pager 40 mg; page 1200 units; Tel 120/80; fax 2 pages; cell count 1200; phone call at 1400", []),
+])
+def test_phi_numbers_after_a_pager_or_phone_label_are_found_by_the_rules(text, found):
+    """Pager and phone numbers written after their label are found without the tagger, even when they break US
+    numbering rules (surrogates and some real exports do); a label before a dose, a count or a time is not."""
+    from pipeline.validate.config import DEFAULT_SUITES_DIR
+    from pipeline.validate.phi import load_phi_scanner
+
+    result = load_phi_scanner(DEFAULT_SUITES_DIR).findings(pa.array([text]))[0] or []
+    assert [text[f.start:f.end] for f in result if f.entity in ("PAGER_NUMBER", "PHONE_NUMBER")] == found
 
 
 def test_phi_rules_with_the_old_must_match_keys_fail_clearly(tmp_path):
