@@ -76,14 +76,14 @@ _CITIES = [
 ]
 _STATES = ("MA", "NH", "RI", "CT", "ME", "VT", "NY", "FL", "NJ", "PA")
 # Training-only variety (the held-out draw is untouched by it): towns of other countries from Faker's address
-# providers, Faker-style made-up towns ("Port Aliceton"), streets named after common words ("Case Corner",
+# providers, Faker-style made-up towns ("Port Aliceton"), streets named after common words ("Orchard Ln",
 # "Mill Rd"). A tagger that saw only the list above would learn its towns, not the contexts places stand in.
 _WORLD_CITY_LOCALES = ("de_DE", "de_AT", "en_IN", "id_ID", "pt_PT", "ro_RO", "pl_PL", "sv_SE", "fr_DZ", "hr_HR",
                        "cs_CZ", "nl_NL")
 TRAIN_CITY_VARIETY = 0.4
 _STREET_WORD_TEXT = """
 Main Elm Oak Maple Pine Cedar Park Lake Hill Church School Mill Water Spring Pleasant Prospect Highland Summer
-Winter Washington Lincoln Franklin Union Center High Broad Market Bridge River Forest Meadow Sunset Ridge Case
+Winter Washington Lincoln Franklin Union Center High Broad Market Bridge River Forest Meadow Sunset Ridge
 Cherry Walnut Chestnut Locust Willow Birch Beacon Harbor Bay Ocean Beach Pond Brook Valley Orchard Cottage Grove
 Liberty Railroad Depot Canal Granite Quarry Garden Sumner Adams Jefferson Madison Monroe Jackson Pearl Green
 """
