@@ -103,3 +103,24 @@ def test_hospital_abbreviations_spell_no_service_or_word():
 
     values = {Surrogates(random.Random(seed), "test").hospital_abbr() for seed in range(3000)}
     assert len(values) > 500 and not values & {"PT", "OR", "ED", "HE", "TO", "ICU", "THE"}
+
+
+def test_training_places_are_more_varied_than_held_out_ones_and_share_none():
+    """Training draws towns of other countries, made-up towns and common-word streets besides the US town list;
+    the held-out split draws only from the list, and every extra value is of the training split."""
+    from pipeline.synth.phi import _CITIES, _pools, _split_of
+
+    listed = {c.lower() for c in _CITIES}
+    train, test = PhiNoteGenerator(5, "train").surrogates, PhiNoteGenerator(5, "test").surrogates
+    bare = lambda city: city.split(",")[0].lower()  # noqa: E731  ("Lynn, MA")
+    train_cities = {bare(train.city()) for _ in range(400)}
+    test_cities = {bare(test.city()) for _ in range(400)}
+    assert test_cities <= listed and all(_split_of(c) == "test" for c in test_cities)
+    assert len(train_cities - listed) > 50
+    pool = _pools("train")
+    assert pool["city_world"] and pool["street_word"]
+    assert all(_split_of(v) == "train" for v in pool["city_world"] + pool["street_word"])
+    assert not {v.lower() for v in pool["city_world"]} & {v.lower() for v in _pools("test")["city"]}
+    words = set(pool["street_word"])
+    gen = PhiNoteGenerator(6, "train").surrogates
+    assert any(part in words for _ in range(200) for part in gen.street().split())
