@@ -83,7 +83,8 @@ class ValidationSettings(BaseModel):
     on_batch_failure: Literal["fail", "warn"] = "fail"
     note_max_chars: int = Field(default=200_000, gt=0)
     phi_gate: bool = True
-    # The PHI tagger's cut-off on P(identifier), per token and on a finding's mean over its tokens: lower finds more identifiers and flags more clean notes.
+    # The PHI tagger's cut-off on P(identifier), per token and on a finding's mean over its tokens: lower finds
+    # more identifiers and flags more clean notes.
     phi_threshold: float = Field(default=0.5, gt=0, lt=1, description="PHI tagger threshold on P(identifier)")
     # A day with no rows in any table is a quiet day (or an undelivered feed), not a broken one: its volume
     # check warns by default, so such a day succeeds with zero rows.
